@@ -1,0 +1,623 @@
+//! `gateway.toml`: from the surface format to one validated model that the proxy consumes.
+//!
+//! Loading never panics and never prints secrets: every problem becomes a [`ConfigError`] naming the
+//! file, line and column, and secret values live in [`Secret`], whose `Debug` is redacted.
+
+mod duration;
+mod surface;
+
+pub use duration::parse_duration;
+
+use crate::payment::SettlementPolicy;
+use crate::pricing::{
+    checksum_address, parse_price, Asset, AssetRegistry, PaymentOption, PricedRoute, Route,
+    RouteKind, RoutePattern, RouteTable,
+};
+use crate::x402::{chain_id_of, v1_name_of, PaymentRequirements};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use surface::Text;
+use toml::Spanned;
+
+/// A configuration problem, located in the file when it comes from one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub location: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// A credential from the configuration; printed as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Public base URL (scheme and host) used to build absolute resource URLs.
+    pub public_url: Option<String>,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header the upstream expects (`host` or `host:port`).
+    pub host_header: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FacilitatorKind {
+    /// A standard x402 facilitator over HTTP.
+    X402,
+    /// In-process test mode: every check, no money moves.
+    Local,
+}
+
+#[derive(Debug, Clone)]
+pub struct FacilitatorConfig {
+    pub kind: FacilitatorKind,
+    pub url: Option<String>,
+    pub bearer_token: Option<Secret>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnmatchedPolicy {
+    Proxy,
+    Deny,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub facilitator: FacilitatorConfig,
+    pub routes: RouteTable,
+    pub unmatched: UnmatchedPolicy,
+    pub assets: AssetRegistry,
+}
+
+impl GatewayConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            location: None,
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates `text` as if read from `path`, looking `${VARS}` up with `env`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let ctx = Ctx {
+            text,
+            file: path.display().to_string(),
+            env,
+        };
+        let file: surface::File = toml::from_str(text).map_err(|e| ConfigError {
+            file: ctx.file.clone(),
+            location: e.span().map(|s| ctx.line_col(s.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        ctx.build(file, path)
+    }
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    file: String,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Ctx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+            before[nl + 1..].chars().count()
+        }) + 1;
+        (line, column)
+    }
+
+    fn error_at<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+        let _ = std::marker::PhantomData::<T>;
+        ConfigError {
+            file: self.file.clone(),
+            location: Some(self.line_col(span.start)),
+            message: message.into(),
+        }
+    }
+
+    fn err<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.error_at::<T>(at.span(), message)
+    }
+
+    fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            location: None,
+            message: message.into(),
+        }
+    }
+
+    /// The value of a string key with `${VAR}` references replaced; a missing variable is an error.
+    fn expand(&self, value: &Text) -> Result<String, ConfigError> {
+        let raw = value.get_ref();
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw.as_str();
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| self.err(value, "unterminated `${` in value"))?;
+            let name = &after[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(self.err(
+                    value,
+                    format!("`${{{name}}}` is not an environment variable reference"),
+                ));
+            }
+            let resolved = (self.env)(name).ok_or_else(|| {
+                self.err(value, format!("environment variable `{name}` is not set"))
+            })?;
+            out.push_str(&resolved);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn opt(&self, value: &Option<Text>) -> Result<Option<String>, ConfigError> {
+        value.as_ref().map(|v| self.expand(v)).transpose()
+    }
+
+    fn duration(&self, value: &Option<Text>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => parse_duration(&self.expand(v)?).map_err(|e| self.err(v, e)),
+        }
+    }
+
+    fn build(&self, file: surface::File, path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let server = self.server(&file.server, path)?;
+        let upstream = file.upstream.as_ref().ok_or_else(|| {
+            self.error("missing `[upstream]` table with the `url` of the API to protect")
+        })?;
+        let upstream = self.upstream(upstream)?;
+        let facilitator = self.facilitator(file.facilitator.as_ref())?;
+        let mut assets = AssetRegistry::with_built_ins();
+        for (network, symbols) in &file.assets {
+            for (symbol, asset) in symbols {
+                let address = self.expand(&asset.get_ref().address)?;
+                let address = checksum_address(&address).ok_or_else(|| {
+                    self.err(
+                        &asset.get_ref().address,
+                        format!("`{address}` is not a 0x-prefixed 20-byte address"),
+                    )
+                })?;
+                if chain_id_of(network).is_none() || !network.starts_with("eip155:") {
+                    return Err(self.err(
+                        asset,
+                        format!("asset network `{network}` is not an `eip155:<chain id>` network"),
+                    ));
+                }
+                assets.insert(Asset {
+                    network: network.clone(),
+                    symbol: symbol.clone(),
+                    address,
+                    decimals: asset.get_ref().decimals,
+                    name: self.expand(&asset.get_ref().name)?,
+                    version: self.expand(&asset.get_ref().version)?,
+                });
+            }
+        }
+        let defaults = &file.defaults;
+        let default_settle = match &defaults.settle {
+            Some(s) => self.settle_policy(s)?,
+            None => SettlementPolicy::AfterSuccess,
+        };
+        let mut routes = Vec::with_capacity(file.routes.len());
+        for (index, route) in file.routes.iter().enumerate() {
+            routes.push(self.route(index, route, defaults, default_settle, &assets)?);
+        }
+        let unmatched = match &file.unmatched {
+            None => UnmatchedPolicy::Proxy,
+            Some(v) => match self.expand(v)?.as_str() {
+                "proxy" => UnmatchedPolicy::Proxy,
+                "deny" => UnmatchedPolicy::Deny,
+                other => {
+                    return Err(self.err(
+                        v,
+                        format!("unmatched = `{other}`: expected \"proxy\" or \"deny\""),
+                    ))
+                }
+            },
+        };
+        Ok(GatewayConfig {
+            source: path.to_path_buf(),
+            server,
+            upstream,
+            facilitator,
+            routes: RouteTable::new(routes),
+            unmatched,
+            assets,
+        })
+    }
+
+    fn server(&self, s: &surface::Server, path: &Path) -> Result<ServerConfig, ConfigError> {
+        let listen = match &s.listen {
+            None => SocketAddr::from(([0, 0, 0, 0], 8402)),
+            Some(v) => {
+                let text = self.expand(v)?;
+                text.parse().map_err(|_| {
+                    self.err(
+                        v,
+                        format!("listen = `{text}` is not an address such as \"0.0.0.0:8402\""),
+                    )
+                })?
+            }
+        };
+        let threads = match &s.threads {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(t) if *t.get_ref() == 0 || *t.get_ref() > 1024 => {
+                return Err(self.err(t, "threads must be between 1 and 1024"))
+            }
+            Some(t) => *t.get_ref(),
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let tls = match (&s.cert, &s.key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some((base.join(self.expand(cert)?), base.join(self.expand(key)?)))
+            }
+            (Some(v), None) | (None, Some(v)) => {
+                return Err(self.err(v, "TLS needs both `cert` and `key` in [server]"))
+            }
+        };
+        let public_url = match &s.public_url {
+            None => None,
+            Some(v) => {
+                let text = self.expand(v)?;
+                let parsed = url::Url::parse(&text)
+                    .map_err(|e| self.err(v, format!("public_url `{text}`: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                    return Err(self.err(
+                        v,
+                        format!("public_url `{text}` must be an http(s) URL with a host"),
+                    ));
+                }
+                Some(text.trim_end_matches('/').to_string())
+            }
+        };
+        Ok(ServerConfig {
+            listen,
+            threads,
+            tls,
+            public_url,
+            grace_period: self.duration(&s.grace_period, Duration::from_secs(10))?,
+        })
+    }
+
+    fn upstream(&self, u: &Spanned<surface::Upstream>) -> Result<UpstreamConfig, ConfigError> {
+        let u = u.get_ref();
+        let text = self.expand(&u.url)?;
+        let parsed = url::Url::parse(&text)
+            .map_err(|e| self.err(&u.url, format!("upstream url `{text}`: {e}")))?;
+        let tls = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(self.err(
+                    &u.url,
+                    format!("upstream url scheme `{other}` is not http or https"),
+                ))
+            }
+        };
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| self.err(&u.url, format!("upstream url `{text}` has no host")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if parsed.path() != "/" || parsed.query().is_some() {
+            return Err(self.err(
+                &u.url,
+                "upstream url must not have a path or query: requests keep their own path",
+            ));
+        }
+        let port = parsed
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let host_header = match parsed.port() {
+            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or_default()),
+            None => parsed.host_str().unwrap_or_default().to_string(),
+        };
+        Ok(UpstreamConfig {
+            url: text,
+            tls,
+            host,
+            port,
+            host_header,
+            connect_timeout: self.duration(&u.connect_timeout, Duration::from_secs(5))?,
+            read_timeout: self.duration(&u.read_timeout, Duration::from_secs(60))?,
+            idle_timeout: self.duration(&u.idle_timeout, Duration::from_secs(4))?,
+        })
+    }
+
+    fn facilitator(
+        &self,
+        f: Option<&Spanned<surface::Facilitator>>,
+    ) -> Result<FacilitatorConfig, ConfigError> {
+        let f = f.ok_or_else(|| {
+            self.error("missing `[facilitator]` table (kind = \"x402\" with a url, or kind = \"local\" for test mode)")
+        })?;
+        let kind = match &f.get_ref().kind {
+            None => FacilitatorKind::X402,
+            Some(k) => match self.expand(k)?.as_str() {
+                "x402" => FacilitatorKind::X402,
+                "local" => FacilitatorKind::Local,
+                other => {
+                    return Err(self.err(
+                        k,
+                        format!("facilitator kind `{other}` is not one of \"x402\", \"local\""),
+                    ))
+                }
+            },
+        };
+        let url = self.opt(&f.get_ref().url)?;
+        if let (Some(text), Some(at)) = (&url, &f.get_ref().url) {
+            let parsed = url::Url::parse(text)
+                .map_err(|e| self.err(at, format!("facilitator url `{text}`: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(self.err(
+                    at,
+                    format!("facilitator url `{text}` must be http or https"),
+                ));
+            }
+        }
+        if kind == FacilitatorKind::X402 && url.is_none() {
+            return Err(self.err(f, "facilitator kind \"x402\" needs a `url`"));
+        }
+        Ok(FacilitatorConfig {
+            kind,
+            url: url.map(|u| u.trim_end_matches('/').to_string()),
+            bearer_token: self.opt(&f.get_ref().bearer_token)?.map(Secret),
+            timeout: self.duration(&f.get_ref().timeout, Duration::from_secs(10))?,
+        })
+    }
+
+    fn settle_policy(&self, v: &Text) -> Result<SettlementPolicy, ConfigError> {
+        match self.expand(v)?.as_str() {
+            "after-success" => Ok(SettlementPolicy::AfterSuccess),
+            "before" => Ok(SettlementPolicy::Before),
+            other => Err(self.err(
+                v,
+                format!("settle = `{other}`: expected \"after-success\" or \"before\""),
+            )),
+        }
+    }
+
+    fn route(
+        &self,
+        index: usize,
+        spanned: &Spanned<surface::Route>,
+        defaults: &surface::Defaults,
+        default_settle: SettlementPolicy,
+        assets: &AssetRegistry,
+    ) -> Result<Route, ConfigError> {
+        let route = spanned.get_ref();
+        let source = self.expand(&route.pattern)?;
+        let pattern =
+            RoutePattern::parse(&source).map_err(|e| self.err(&route.pattern, e.to_string()))?;
+        let kind = if route.free {
+            if route.has_inline_terms() || route.accepts.is_some() {
+                return Err(self.err(
+                    spanned,
+                    format!("route `{source}` is `free = true` but also has a price"),
+                ));
+            }
+            RouteKind::Free
+        } else {
+            let terms: Vec<(surface::PaymentTerms, std::ops::Range<usize>)> = match (&route.accepts, route.has_inline_terms()) {
+                (Some(_), true) => {
+                    return Err(self.err(spanned, format!("route `{source}` has both `accepts` and a price: use one")))
+                }
+                (Some(list), false) if list.is_empty() => {
+                    return Err(self.err(spanned, format!("route `{source}` has an empty `accepts` list")))
+                }
+                (Some(list), false) => list.iter().map(|t| (t.get_ref().clone(), t.span())).collect(),
+                (None, true) => vec![(route.inline_terms(), spanned.span())],
+                (None, false) => {
+                    return Err(self.err(
+                        spanned,
+                        format!("route `{source}` has no `price`, `amount` or `accepts`; set one, or `free = true`"),
+                    ))
+                }
+            };
+            let mut options = Vec::with_capacity(terms.len());
+            for (t, span) in &terms {
+                options.push(self.option(&source, t, span.clone(), defaults, assets)?);
+            }
+            RouteKind::Priced(PricedRoute {
+                options,
+                description: self.opt(&route.description)?.unwrap_or_default(),
+                mime_type: self
+                    .opt(&route.mime_type)?
+                    .unwrap_or_else(|| "application/json".into()),
+                settle: match &route.settle {
+                    Some(s) => self.settle_policy(s)?,
+                    None => default_settle,
+                },
+            })
+        };
+        Ok(Route {
+            index,
+            source,
+            pattern,
+            kind,
+        })
+    }
+
+    fn option(
+        &self,
+        route: &str,
+        t: &surface::PaymentTerms,
+        span: std::ops::Range<usize>,
+        defaults: &surface::Defaults,
+        assets: &AssetRegistry,
+    ) -> Result<PaymentOption, ConfigError> {
+        let pick =
+            |own: &Option<Text>, default: &Option<Text>| own.clone().or_else(|| default.clone());
+        let at = |field: &Option<Text>| field.as_ref().map_or(span.clone(), |f| f.span());
+        let missing = |key: &str| {
+            self.error_at::<()>(
+                span.clone(),
+                format!("route `{route}` has no `{key}` and [defaults] sets none"),
+            )
+        };
+
+        let network_text = pick(&t.network, &defaults.network).ok_or_else(|| missing("network"))?;
+        let network = self.expand(&network_text)?;
+        let chain_id = chain_id_of(&network)
+            .filter(|_| network.starts_with("eip155:"))
+            .ok_or_else(|| {
+                self.err(
+                    &network_text,
+                    format!("network `{network}` is not a CAIP-2 EVM id such as \"eip155:8453\""),
+                )
+            })?;
+
+        let scheme = match pick(&t.scheme, &defaults.scheme) {
+            Some(s) => self.expand(&s)?,
+            None => "exact".to_string(),
+        };
+        if scheme != "exact" {
+            return Err(self.error_at::<()>(
+                at(&t.scheme),
+                format!("scheme `{scheme}` is not supported (only \"exact\")"),
+            ));
+        }
+
+        let pay_to_text = pick(&t.pay_to, &defaults.pay_to).ok_or_else(|| missing("pay_to"))?;
+        let pay_to_raw = self.expand(&pay_to_text)?;
+        let pay_to = checksum_address(&pay_to_raw).ok_or_else(|| {
+            self.err(
+                &pay_to_text,
+                format!("pay_to `{pay_to_raw}` is not a 0x-prefixed 20-byte address"),
+            )
+        })?;
+
+        let asset_name = match pick(&t.asset, &defaults.asset) {
+            Some(a) => self.expand(&a)?,
+            None => "USDC".to_string(),
+        };
+        let asset = assets.find(&network, &asset_name).ok_or_else(|| {
+            self.error_at::<()>(
+                at(&t.asset),
+                format!(
+                    "asset `{asset_name}` is not known on `{network}`: add [assets.\"{network}\".{asset_name}] with address, decimals, name and version"
+                ),
+            )
+        })?;
+
+        let amount = match (&t.price, &t.amount) {
+            (Some(_), Some(a)) => {
+                return Err(self.err(
+                    a,
+                    format!("route `{route}` sets both `price` and `amount`: use one"),
+                ))
+            }
+            (Some(p), None) => parse_price(&self.expand(p)?, asset.decimals)
+                .map_err(|e| self.err(p, e.to_string()))?,
+            (None, Some(a)) => {
+                let text = self.expand(a)?;
+                match text.parse::<u128>() {
+                    Ok(0) => {
+                        return Err(self.err(
+                            a,
+                            "amount is zero; use `free = true` for a route without payment",
+                        ))
+                    }
+                    Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => n,
+                    _ => {
+                        return Err(self.err(
+                            a,
+                            format!("amount `{text}` is not a whole number of atomic units"),
+                        ))
+                    }
+                }
+            }
+            (None, None) => return Err(missing("price")),
+        };
+
+        let max_timeout_seconds = t
+            .max_timeout_seconds
+            .as_ref()
+            .or(defaults.max_timeout_seconds.as_ref())
+            .map_or(300, |m| *m.get_ref());
+        if max_timeout_seconds <= crate::payment::VALID_BEFORE_MARGIN_SECS {
+            return Err(
+                self.error_at::<()>(span, "max_timeout_seconds must be more than 6 seconds")
+            );
+        }
+
+        Ok(PaymentOption {
+            requirements: PaymentRequirements {
+                scheme,
+                network: network.clone(),
+                amount: amount.to_string(),
+                asset: asset.address.clone(),
+                pay_to,
+                max_timeout_seconds,
+                extra: serde_json::json!({"name": asset.name, "version": asset.version}),
+            },
+            chain_id,
+            v1_network: v1_name_of(&network),
+            amount,
+            asset_symbol: asset.symbol.clone(),
+            decimals: asset.decimals,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

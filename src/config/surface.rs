@@ -1,0 +1,125 @@
+//! The `gateway.toml` file as written: every key an operator may set, nothing validated yet.
+//! Unknown keys are errors so that a typo never silently drops a price.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    pub upstream: Option<Spanned<Upstream>>,
+    pub facilitator: Option<Spanned<Facilitator>>,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub routes: Vec<Spanned<Route>>,
+    pub unmatched: Option<Text>,
+    #[serde(default)]
+    pub assets: BTreeMap<String, BTreeMap<String, Spanned<Asset>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<Text>,
+    pub threads: Option<Spanned<usize>>,
+    pub cert: Option<Text>,
+    pub key: Option<Text>,
+    pub public_url: Option<Text>,
+    pub grace_period: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub url: Text,
+    pub connect_timeout: Option<Text>,
+    pub read_timeout: Option<Text>,
+    pub idle_timeout: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Facilitator {
+    pub kind: Option<Text>,
+    pub url: Option<Text>,
+    pub bearer_token: Option<Text>,
+    pub timeout: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub pay_to: Option<Text>,
+    pub network: Option<Text>,
+    pub scheme: Option<Text>,
+    pub asset: Option<Text>,
+    pub max_timeout_seconds: Option<Spanned<u64>>,
+    pub settle: Option<Text>,
+}
+
+/// Where a route or an option takes its money: every key optional, defaults fill the gaps.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentTerms {
+    pub price: Option<Text>,
+    pub amount: Option<Text>,
+    pub asset: Option<Text>,
+    pub network: Option<Text>,
+    pub pay_to: Option<Text>,
+    pub scheme: Option<Text>,
+    pub max_timeout_seconds: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(rename = "match")]
+    pub pattern: Text,
+    #[serde(default)]
+    pub free: bool,
+    pub description: Option<Text>,
+    pub mime_type: Option<Text>,
+    pub settle: Option<Text>,
+    pub accepts: Option<Vec<Spanned<PaymentTerms>>>,
+    pub price: Option<Text>,
+    pub amount: Option<Text>,
+    pub asset: Option<Text>,
+    pub network: Option<Text>,
+    pub pay_to: Option<Text>,
+    pub scheme: Option<Text>,
+    pub max_timeout_seconds: Option<Spanned<u64>>,
+}
+
+impl Route {
+    /// The single payment option written directly on the route.
+    pub fn inline_terms(&self) -> PaymentTerms {
+        PaymentTerms {
+            price: self.price.clone(),
+            amount: self.amount.clone(),
+            asset: self.asset.clone(),
+            network: self.network.clone(),
+            pay_to: self.pay_to.clone(),
+            scheme: self.scheme.clone(),
+            max_timeout_seconds: self.max_timeout_seconds.clone(),
+        }
+    }
+
+    pub fn has_inline_terms(&self) -> bool {
+        self.price.is_some() || self.amount.is_some()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Asset {
+    pub address: Text,
+    pub decimals: u8,
+    pub name: Text,
+    pub version: Text,
+}

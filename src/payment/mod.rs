@@ -1,0 +1,17 @@
+//! The payment core: checking a decoded payment against the route's configured options, EIP-712
+//! signature recovery, the replay guard and the settlement policy.
+//!
+//! Nothing here talks to the network or knows about Pingora: every decision is a pure function of
+//! the configuration, the payment and the clock, so each rule is unit-tested on its own.
+
+mod eip712;
+mod replay;
+mod settlement;
+mod verify;
+
+pub use eip712::{authorization_signing_hash, recover_signer, SignatureError};
+pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
+pub use settlement::SettlementPolicy;
+pub use verify::{
+    check_authorization, check_payment, PaymentRejection, VerifiedPayment, VALID_BEFORE_MARGIN_SECS,
+};

@@ -1,0 +1,172 @@
+//! The replay guard: one authorization (network, asset, payer, nonce) buys one request.
+//!
+//! A key is reserved before the facilitator is asked to verify, so concurrent copies of a payment
+//! cannot all pass; it is released when the request ends unsettled (the buyer may retry with the same
+//! authorization), kept once settled, and forgotten after `validBefore`, when no chain would accept
+//! the authorization any more. The trait is async so a shared store can stand in for the in-memory one.
+
+use async_trait::async_trait;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+/// Identity of an authorization: lower-cased `network|asset|from|nonce`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReplayKey(String);
+
+impl ReplayKey {
+    pub fn new(network: &str, asset: &str, from: &str, nonce: &str) -> Self {
+        Self(format!("{network}|{asset}|{from}|{nonce}").to_ascii_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum ReplayError {
+    #[error("this payment authorization is already being used by another request")]
+    InFlight,
+    #[error("this payment authorization has already been used")]
+    AlreadySettled,
+}
+
+#[async_trait]
+pub trait ReplayGuard: Send + Sync {
+    /// Claims `key` until `expires_at` (unix seconds), or says why it cannot be claimed.
+    async fn reserve(&self, key: &ReplayKey, expires_at: u64, now: u64) -> Result<(), ReplayError>;
+    /// Gives up a reservation that did not lead to a settlement.
+    async fn release(&self, key: &ReplayKey);
+    /// Records that `key` was (or may have been) settled: it stays refused until it expires.
+    async fn mark_settled(&self, key: &ReplayKey);
+    /// Drops entries whose authorization expired; returns how many were dropped.
+    async fn forget_expired(&self, now: u64) -> usize;
+    /// Number of remembered authorizations.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Reserved,
+    Settled,
+}
+
+#[derive(Debug)]
+struct Entry_ {
+    state: State,
+    expires_at: u64,
+}
+
+/// Process-local guard on a sharded concurrent map.
+#[derive(Debug, Default)]
+pub struct InMemoryReplayGuard {
+    entries: DashMap<ReplayKey, Entry_>,
+}
+
+impl InMemoryReplayGuard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ReplayGuard for InMemoryReplayGuard {
+    async fn reserve(&self, key: &ReplayKey, expires_at: u64, now: u64) -> Result<(), ReplayError> {
+        match self.entries.entry(key.clone()) {
+            Entry::Occupied(mut occupied) => {
+                let existing = occupied.get();
+                if existing.expires_at > now {
+                    return Err(match existing.state {
+                        State::Reserved => ReplayError::InFlight,
+                        State::Settled => ReplayError::AlreadySettled,
+                    });
+                }
+                occupied.insert(Entry_ {
+                    state: State::Reserved,
+                    expires_at,
+                });
+                Ok(())
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(Entry_ {
+                    state: State::Reserved,
+                    expires_at,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    async fn release(&self, key: &ReplayKey) {
+        self.entries
+            .remove_if(key, |_, e| e.state == State::Reserved);
+    }
+
+    async fn mark_settled(&self, key: &ReplayKey) {
+        if let Some(mut entry) = self.entries.get_mut(key) {
+            entry.state = State::Settled;
+        }
+    }
+
+    async fn forget_expired(&self, now: u64) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.expires_at > now);
+        before.saturating_sub(self.entries.len())
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> ReplayKey {
+        ReplayKey::new("eip155:84532", "0xAsset", "0xFrom", &format!("0x{n:02}"))
+    }
+
+    #[tokio::test]
+    async fn a_reserved_key_is_refused_until_released() {
+        let guard = InMemoryReplayGuard::new();
+        guard.reserve(&key(1), 100, 10).await.unwrap();
+        assert_eq!(
+            guard.reserve(&key(1), 100, 10).await,
+            Err(ReplayError::InFlight)
+        );
+        guard.release(&key(1)).await;
+        guard.reserve(&key(1), 100, 10).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_settled_key_is_refused_until_it_expires() {
+        let guard = InMemoryReplayGuard::new();
+        guard.reserve(&key(2), 100, 10).await.unwrap();
+        guard.mark_settled(&key(2)).await;
+        guard.release(&key(2)).await;
+        assert_eq!(
+            guard.reserve(&key(2), 100, 50).await,
+            Err(ReplayError::AlreadySettled)
+        );
+        assert_eq!(guard.forget_expired(99).await, 0);
+        assert_eq!(guard.forget_expired(100).await, 1);
+        assert!(guard.is_empty());
+        guard.reserve(&key(2), 200, 150).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_differ_by_case_insensitive_identity() {
+        assert_eq!(
+            ReplayKey::new("N", "0xA", "0xF", "0xAB"),
+            ReplayKey::new("n", "0xa", "0xf", "0xab")
+        );
+        let guard = InMemoryReplayGuard::new();
+        guard.reserve(&key(3), 100, 10).await.unwrap();
+        guard.reserve(&key(4), 100, 10).await.unwrap();
+        assert_eq!(guard.len(), 2);
+    }
+}

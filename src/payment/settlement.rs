@@ -1,0 +1,40 @@
+//! When a verified payment is settled relative to the upstream call.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettlementPolicy {
+    /// Proxy first; settle only when the upstream answered below 400, so nobody pays for a failure.
+    #[default]
+    AfterSuccess,
+    /// Settle first, then proxy: for streaming or irreversible upstream work.
+    Before,
+}
+
+impl SettlementPolicy {
+    /// Whether an upstream status earns a settlement under `after-success`.
+    pub fn upstream_succeeded(status: u16) -> bool {
+        status < 400
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AfterSuccess => "after-success",
+            Self::Before => "before",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_statuses_below_400_are_charged() {
+        assert!(SettlementPolicy::upstream_succeeded(200));
+        assert!(SettlementPolicy::upstream_succeeded(304));
+        assert!(!SettlementPolicy::upstream_succeeded(404));
+        assert!(!SettlementPolicy::upstream_succeeded(500));
+    }
+}

@@ -1,0 +1,237 @@
+//! Local checks of a payment before any facilitator is asked: the payment must be one of the
+//! route's configured options, and its authorization must be signed by its payer, pay the
+//! configured recipient exactly the configured amount, and be valid for long enough to settle.
+
+use super::eip712::{authorization_signing_hash, recover_signer, SignatureError};
+use super::replay::ReplayKey;
+use crate::pricing::{checksum_address, PaymentOption, PricedRoute};
+use crate::x402::{ExactEvmPayload, PaymentPayload, PaymentRequirements};
+
+/// The authorization must stay valid this long after the check, so that settlement can still land.
+pub const VALID_BEFORE_MARGIN_SECS: u64 = 6;
+
+/// A payment that passed the local checks.
+#[derive(Debug, Clone)]
+pub struct VerifiedPayment {
+    /// Index into the route's options.
+    pub option_index: usize,
+    /// The paying address (`authorization.from`, EIP-55).
+    pub payer: String,
+    pub amount: u128,
+    /// Unix seconds after which the authorization is dead.
+    pub valid_before: u64,
+    pub replay_key: ReplayKey,
+    /// False for smart-wallet (non-65-byte) signatures, which only the facilitator can check.
+    pub signature_checked_locally: bool,
+}
+
+/// Why a payment was refused; `reason` is a stable x402-style code, `message` says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct PaymentRejection {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn reject(reason: &'static str, message: impl Into<String>) -> PaymentRejection {
+    PaymentRejection {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// The first field in which the client's `accepted` differs from a configured option.
+fn first_difference(
+    accepted: &PaymentRequirements,
+    option: &PaymentRequirements,
+) -> Option<String> {
+    let field = |name: &str, got: &str, want: &str, ci: bool| {
+        let equal = if ci {
+            got.eq_ignore_ascii_case(want)
+        } else {
+            got == want
+        };
+        (!equal).then(|| format!("accepted.{name} is `{got}` but this route requires `{want}`"))
+    };
+    field("scheme", &accepted.scheme, &option.scheme, false)
+        .or_else(|| field("network", &accepted.network, &option.network, false))
+        .or_else(|| field("asset", &accepted.asset, &option.asset, true))
+        .or_else(|| field("payTo", &accepted.pay_to, &option.pay_to, true))
+        .or_else(|| field("amount", &accepted.amount, &option.amount, false))
+        .or_else(|| {
+            ["name", "version"].iter().find_map(|k| {
+                let got = accepted.extra.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                let want = option.extra.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                field(&format!("extra.{k}"), got, want, false)
+            })
+        })
+}
+
+fn find_option<'a>(
+    route: &'a PricedRoute,
+    payment: &PaymentPayload,
+) -> Result<(usize, &'a PaymentOption), PaymentRejection> {
+    match payment {
+        PaymentPayload::V2(p) => {
+            let mut closest = None;
+            for (i, option) in route.options.iter().enumerate() {
+                match first_difference(&p.accepted, &option.requirements) {
+                    None => return Ok((i, option)),
+                    Some(diff) => {
+                        let same_network = option.requirements.network == p.accepted.network
+                            && option.requirements.scheme == p.accepted.scheme;
+                        if closest.is_none() || same_network {
+                            closest = Some(diff);
+                        }
+                    }
+                }
+            }
+            Err(reject(
+                "no_matching_requirements",
+                closest
+                    .unwrap_or_else(|| "the payment matches none of this route's options".into()),
+            ))
+        }
+        PaymentPayload::V1(p) => route
+            .options
+            .iter()
+            .enumerate()
+            .find(|(_, o)| {
+                o.v1_network == Some(p.network.as_str()) && o.requirements.scheme == p.scheme
+            })
+            .ok_or_else(|| {
+                reject(
+                    "no_matching_requirements",
+                    format!(
+                        "this route accepts no `{}` payment on network `{}`",
+                        p.scheme, p.network
+                    ),
+                )
+            }),
+    }
+}
+
+fn parse_u64(text: &str, field: &str) -> Result<u64, PaymentRejection> {
+    text.parse().map_err(|_| {
+        reject(
+            "invalid_payload",
+            format!("authorization.{field} `{text}` is not a unix time"),
+        )
+    })
+}
+
+/// Runs every local check; `now` is unix seconds.
+pub fn check_payment(
+    route: &PricedRoute,
+    payment: &PaymentPayload,
+    now: u64,
+) -> Result<VerifiedPayment, PaymentRejection> {
+    let (option_index, option) = find_option(route, payment)?;
+    let mut verified = check_authorization(
+        payment.exact(),
+        &option.requirements,
+        option.chain_id,
+        option.amount,
+        now,
+    )?;
+    verified.option_index = option_index;
+    Ok(verified)
+}
+
+/// Checks an `exact` payload against one set of requirements: recipient, amount, validity window
+/// and (for 65-byte signatures) the signer.
+pub fn check_authorization(
+    exact: &ExactEvmPayload,
+    requirements: &PaymentRequirements,
+    chain_id: u64,
+    amount: u128,
+    now: u64,
+) -> Result<VerifiedPayment, PaymentRejection> {
+    let auth = &exact.authorization;
+    if !auth.to.eq_ignore_ascii_case(&requirements.pay_to) {
+        return Err(reject(
+            "invalid_exact_evm_recipient_mismatch",
+            format!(
+                "authorization.to `{}` is not this route's payTo `{}`",
+                auth.to, requirements.pay_to
+            ),
+        ));
+    }
+    let value: u128 = auth.value.parse().map_err(|_| {
+        reject(
+            "invalid_exact_evm_authorization_value",
+            format!("authorization.value `{}` is not an amount", auth.value),
+        )
+    })?;
+    if value != amount {
+        return Err(reject(
+            "invalid_exact_evm_authorization_value",
+            format!("authorization.value is {value} but the price is {amount}"),
+        ));
+    }
+    let valid_after = parse_u64(&auth.valid_after, "validAfter")?;
+    let valid_before = parse_u64(&auth.valid_before, "validBefore")?;
+    if valid_after > now {
+        return Err(reject(
+            "invalid_exact_evm_payload_authorization_valid_after",
+            format!("the authorization is not valid before {valid_after} (now {now})"),
+        ));
+    }
+    if now.saturating_add(VALID_BEFORE_MARGIN_SECS) >= valid_before {
+        return Err(reject(
+            "invalid_exact_evm_payload_authorization_valid_before",
+            format!("the authorization expires at {valid_before}, too soon to settle (now {now})"),
+        ));
+    }
+
+    let name = requirements
+        .extra
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let version = requirements
+        .extra
+        .get("version")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let digest = authorization_signing_hash(auth, name, version, chain_id, &requirements.asset)
+        .map_err(|e| match e {
+            SignatureError::Field(field) => reject(
+                "invalid_payload",
+                format!("authorization.{field} is malformed"),
+            ),
+            other => reject("invalid_payload", other.to_string()),
+        })?;
+    let payer = checksum_address(&auth.from)
+        .ok_or_else(|| reject("invalid_payload", "authorization.from is not an address"))?;
+    let signature_checked_locally = match recover_signer(&exact.signature, &digest) {
+        Ok(signer) if signer.to_checksum(None) == payer => true,
+        Ok(signer) => {
+            return Err(reject(
+                "invalid_exact_evm_signature",
+                format!("the signature was made by {signer}, not by authorization.from {payer}"),
+            ))
+        }
+        // Smart-wallet signatures (ERC-1271/6492) are longer than 65 bytes: the facilitator checks them.
+        Err(SignatureError::NotEoaLength) if exact.signature.len() > 132 => false,
+        Err(e) => return Err(reject("invalid_exact_evm_signature", e.to_string())),
+    };
+
+    Ok(VerifiedPayment {
+        option_index: 0,
+        payer,
+        amount: value,
+        valid_before,
+        replay_key: ReplayKey::new(
+            &requirements.network,
+            &requirements.asset,
+            &auth.from,
+            &auth.nonce,
+        ),
+        signature_checked_locally,
+    })
+}
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;

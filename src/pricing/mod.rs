@@ -1,0 +1,16 @@
+//! Routes, prices and assets: which request costs what.
+//!
+//! Everything here is computed once per configuration version and read by every request, so the
+//! types are immutable and cheap to share. This module never performs I/O.
+
+mod assets;
+mod money;
+mod path;
+mod routes;
+
+pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
+pub use money::{parse_price, MoneyError};
+pub use path::canonical_path;
+pub use routes::{
+    MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,
+};

@@ -1,0 +1,92 @@
+//! Canonical request paths for route matching.
+//!
+//! A priced path must not be reachable unpaid through another spelling of it. The canonical form
+//! therefore resolves every ambiguity in the direction of "more requests match": percent-escapes are
+//! decoded (repeatedly, against double encoding), `\` counts as `/`, `;matrix` parameters are dropped,
+//! empty and `.` segments vanish, `..` removes the previous segment, the trailing slash goes and
+//! letters are lower-cased. Routes are compiled into the same form.
+
+use percent_encoding::percent_decode_str;
+use std::borrow::Cow;
+
+/// How many rounds of percent-decoding are applied; three covers `%25252F`-style stacking.
+const DECODE_ROUNDS: usize = 3;
+
+/// The canonical form of a request path (no query string): always starts with `/`.
+pub fn canonical_path(raw: &str) -> String {
+    let mut decoded: Cow<str> = Cow::Borrowed(raw);
+    for _ in 0..DECODE_ROUNDS {
+        if !decoded.contains('%') {
+            break;
+        }
+        let next = percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = Cow::Owned(next);
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split(['/', '\\']) {
+        let segment = segment.split(';').next().unwrap_or("");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out.make_ascii_lowercase();
+    if out.chars().any(|c| !c.is_ascii()) {
+        out = out.to_lowercase();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn every_spelling_of_a_path_has_one_canonical_form() {
+        for spelling in [
+            "/api/data",
+            "/API/Data",
+            "/api/data/",
+            "//api//data",
+            "/api/./data",
+            "/api/x/../data",
+            "/x/../api/data",
+            "/api%2Fdata",
+            "/api%252Fdata",
+            "/%61pi/data",
+            "/api/data;jsessionid=1",
+            "/api\\data",
+            "/api/data/.",
+            "/../api/data",
+            "/api/%2e%2e/api/data",
+        ] {
+            assert_eq!(canonical_path(spelling), "/api/data", "{spelling}");
+        }
+    }
+
+    #[test]
+    fn root_and_other_paths_stay_distinct() {
+        assert_eq!(canonical_path(""), "/");
+        assert_eq!(canonical_path("/"), "/");
+        assert_eq!(canonical_path("/.."), "/");
+        assert_eq!(canonical_path("/api/data2"), "/api/data2");
+        assert_eq!(canonical_path("/api/dätä"), "/api/dätä");
+        assert_eq!(canonical_path("/API/DÄTÄ"), "/api/dätä");
+    }
+}

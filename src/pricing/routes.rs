@@ -1,0 +1,392 @@
+//! The route table: `"METHOD /path/:param/*/**"` patterns, most-specific-first matching on the
+//! canonical path, and overlap reporting for `check`.
+
+use super::path::canonical_path;
+use crate::payment::SettlementPolicy;
+use crate::x402::{PaymentRequirements, PaymentRequirementsV1};
+use std::cmp::Ordering;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// A literal segment, stored in canonical (lower-case) form.
+    Literal(String),
+    /// `:name` or `*`: exactly one segment.
+    One,
+    /// `**`: the rest of the path, zero or more segments; only as the last segment.
+    Rest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodMatch {
+    Any,
+    Only(http::Method),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePattern {
+    pub method: MethodMatch,
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PatternError {
+    #[error("route `{0}` must be \"METHOD /path\", e.g. \"GET /api/data\" or \"* /api/**\"")]
+    Shape(String),
+    #[error("route `{0}`: `{1}` is not an HTTP method")]
+    Method(String, String),
+    #[error("route `{0}`: `**` may only be the last segment")]
+    RestNotLast(String),
+}
+
+impl RoutePattern {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        let mut parts = text.split_whitespace();
+        let (Some(method), Some(path), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(PatternError::Shape(text.to_string()));
+        };
+        if !path.starts_with('/') {
+            return Err(PatternError::Shape(text.to_string()));
+        }
+        let method = if method == "*" {
+            MethodMatch::Any
+        } else {
+            let upper = method.to_ascii_uppercase();
+            let parsed = http::Method::from_bytes(upper.as_bytes())
+                .ok()
+                .filter(|_| upper.chars().all(|c| c.is_ascii_uppercase()))
+                .ok_or_else(|| PatternError::Method(text.to_string(), method.to_string()))?;
+            MethodMatch::Only(parsed)
+        };
+        let raw_segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut segments = Vec::with_capacity(raw_segments.len());
+        for (i, raw) in raw_segments.iter().enumerate() {
+            let segment = match *raw {
+                "**" if i + 1 == raw_segments.len() => Segment::Rest,
+                "**" => return Err(PatternError::RestNotLast(text.to_string())),
+                "*" => Segment::One,
+                s if s.starts_with(':') && s.len() > 1 => Segment::One,
+                s => {
+                    // Literal segments go through the same canonicalisation as request paths.
+                    let canonical = canonical_path(&format!("/{s}"));
+                    Segment::Literal(canonical.trim_start_matches('/').to_string())
+                }
+            };
+            segments.push(segment);
+        }
+        Ok(Self { method, segments })
+    }
+
+    /// Whether the canonical `path` (split in segments) and `method` match this pattern.
+    pub fn matches(&self, method: &http::Method, path_segments: &[&str]) -> bool {
+        if let MethodMatch::Only(m) = &self.method {
+            // HEAD is a GET without a body: it is priced like the GET it mirrors.
+            if m != method && !(m == http::Method::GET && method == http::Method::HEAD) {
+                return false;
+            }
+        }
+        let mut i = 0;
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return true,
+                Segment::One => {
+                    if i >= path_segments.len() {
+                        return false;
+                    }
+                }
+                Segment::Literal(lit) => {
+                    if path_segments.get(i) != Some(&lit.as_str()) {
+                        return false;
+                    }
+                }
+            }
+            i += 1;
+        }
+        i == path_segments.len()
+    }
+
+    /// Ordering by specificity: literal beats one-segment beats rest, position by position; a
+    /// longer pattern beats its prefix; a named method beats `*`.
+    fn specificity_cmp(&self, other: &Self) -> Ordering {
+        let rank = |s: &Segment| match s {
+            Segment::Literal(_) => 3,
+            Segment::One => 2,
+            Segment::Rest => 1,
+        };
+        for (a, b) in self.segments.iter().zip(&other.segments) {
+            match rank(a).cmp(&rank(b)) {
+                Ordering::Equal => continue,
+                unequal => return unequal,
+            }
+        }
+        let named = |p: &Self| matches!(p.method, MethodMatch::Only(_));
+        self.segments
+            .len()
+            .cmp(&other.segments.len())
+            .then_with(|| named(self).cmp(&named(other)))
+    }
+
+    /// Whether some request could match both patterns.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        let methods_meet = match (&self.method, &other.method) {
+            (MethodMatch::Only(a), MethodMatch::Only(b)) => a == b,
+            _ => true,
+        };
+        methods_meet && segments_meet(&self.segments, &other.segments)
+    }
+}
+
+fn segments_meet(a: &[Segment], b: &[Segment]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(Segment::Rest), _) | (_, Some(Segment::Rest)) => true,
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some(x), Some(y)) => {
+            let compatible = match (x, y) {
+                (Segment::Literal(p), Segment::Literal(q)) => p == q,
+                _ => true,
+            };
+            compatible && segments_meet(&a[1..], &b[1..])
+        }
+    }
+}
+
+/// One accepted way to pay for a route, built from configuration only.
+#[derive(Debug, Clone)]
+pub struct PaymentOption {
+    /// The v2 requirements exactly as advertised and as sent to the facilitator.
+    pub requirements: PaymentRequirements,
+    /// EVM chain id from the CAIP-2 network, for the EIP-712 domain.
+    pub chain_id: u64,
+    /// The v1 network name, when v1 clients know this network.
+    pub v1_network: Option<&'static str>,
+    /// Atomic amount as a number, for comparisons and metrics.
+    pub amount: u128,
+    /// Symbol of the asset, for people reading logs and `check`.
+    pub asset_symbol: String,
+    pub decimals: u8,
+}
+
+impl PaymentOption {
+    /// The v1 shape of this option for a given absolute resource URL; `None` without a v1 name.
+    pub fn v1_requirements(
+        &self,
+        resource: &str,
+        description: &str,
+        mime_type: &str,
+        method: &str,
+    ) -> Option<PaymentRequirementsV1> {
+        let network = self.v1_network?;
+        let r = &self.requirements;
+        Some(PaymentRequirementsV1 {
+            scheme: r.scheme.clone(),
+            network: network.to_string(),
+            max_amount_required: r.amount.clone(),
+            resource: resource.to_string(),
+            description: description.to_string(),
+            mime_type: mime_type.to_string(),
+            pay_to: r.pay_to.clone(),
+            max_timeout_seconds: r.max_timeout_seconds,
+            asset: r.asset.clone(),
+            output_schema: Some(serde_json::json!({
+                "input": {"type": "http", "method": method, "discoverable": true},
+                "output": null
+            })),
+            extra: r.extra.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PricedRoute {
+    pub options: Vec<PaymentOption>,
+    pub description: String,
+    pub mime_type: String,
+    pub settle: SettlementPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteKind {
+    Free,
+    Priced(PricedRoute),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Position in `gateway.toml` (0-based), to name the route in messages.
+    pub index: usize,
+    /// The `match` string as written.
+    pub source: String,
+    pub pattern: RoutePattern,
+    pub kind: RouteKind,
+}
+
+impl Route {
+    /// A short name for logs and metrics: the `match` string.
+    pub fn label(&self) -> &str {
+        &self.source
+    }
+}
+
+/// Routes in matching order (most specific first, then file order).
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| {
+            b.pattern
+                .specificity_cmp(&a.pattern)
+                .then(a.index.cmp(&b.index))
+        });
+        Self { routes }
+    }
+
+    /// Routes in file order.
+    pub fn in_file_order(&self) -> Vec<&Route> {
+        let mut routes: Vec<&Route> = self.routes.iter().collect();
+        routes.sort_by_key(|r| r.index);
+        routes
+    }
+
+    /// The route serving `method` on `raw_path` (matched in canonical form), if any.
+    pub fn find(&self, method: &http::Method, raw_path: &str) -> Option<&Route> {
+        let canonical = canonical_path(raw_path);
+        let segments: Vec<&str> = canonical.split('/').filter(|s| !s.is_empty()).collect();
+        self.routes
+            .iter()
+            .find(|r| r.pattern.matches(method, &segments))
+    }
+
+    /// Pairs of routes some request could match both of: (winner, shadowed) in file terms.
+    pub fn overlaps(&self) -> Vec<(&Route, &Route)> {
+        let mut found = Vec::new();
+        for (i, a) in self.routes.iter().enumerate() {
+            for b in &self.routes[i + 1..] {
+                if a.pattern.overlaps(&b.pattern) {
+                    found.push((a, b));
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(patterns: &[&str]) -> RouteTable {
+        RouteTable::new(
+            patterns
+                .iter()
+                .enumerate()
+                .map(|(index, p)| Route {
+                    index,
+                    source: p.to_string(),
+                    pattern: RoutePattern::parse(p).unwrap(),
+                    kind: RouteKind::Free,
+                })
+                .collect(),
+        )
+    }
+
+    fn winner(t: &RouteTable, method: &str, path: &str) -> Option<String> {
+        t.find(&http::Method::from_bytes(method.as_bytes()).unwrap(), path)
+            .map(|r| r.source.clone())
+    }
+
+    #[test]
+    fn most_specific_route_wins_whatever_the_file_order() {
+        let t = table(&[
+            "* /api/**",
+            "GET /api/:id",
+            "GET /api/special",
+            "POST /api/special",
+            "GET /api/*/items",
+        ]);
+        assert_eq!(
+            winner(&t, "GET", "/api/special").as_deref(),
+            Some("GET /api/special")
+        );
+        assert_eq!(
+            winner(&t, "POST", "/api/special").as_deref(),
+            Some("POST /api/special")
+        );
+        assert_eq!(
+            winner(&t, "GET", "/api/42").as_deref(),
+            Some("GET /api/:id")
+        );
+        assert_eq!(
+            winner(&t, "DELETE", "/api/42").as_deref(),
+            Some("* /api/**")
+        );
+        assert_eq!(
+            winner(&t, "GET", "/api/42/items").as_deref(),
+            Some("GET /api/*/items")
+        );
+        assert_eq!(
+            winner(&t, "GET", "/api").as_deref(),
+            Some("* /api/**"),
+            "** also covers the prefix itself"
+        );
+        assert_eq!(winner(&t, "GET", "/other"), None);
+    }
+
+    #[test]
+    fn head_is_priced_like_get_and_paths_are_canonical() {
+        let t = table(&["GET /Premium/Data"]);
+        assert_eq!(
+            winner(&t, "HEAD", "/premium/data").as_deref(),
+            Some("GET /Premium/Data")
+        );
+        assert_eq!(
+            winner(&t, "GET", "/PREMIUM//data/").as_deref(),
+            Some("GET /Premium/Data")
+        );
+        assert_eq!(
+            winner(&t, "GET", "/x/..%2Fpremium%2fdata").as_deref(),
+            Some("GET /Premium/Data")
+        );
+        assert_eq!(winner(&t, "POST", "/premium/data"), None);
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        assert!(matches!(
+            RoutePattern::parse("/api"),
+            Err(PatternError::Shape(_))
+        ));
+        assert!(matches!(
+            RoutePattern::parse("GET api"),
+            Err(PatternError::Shape(_))
+        ));
+        assert!(matches!(
+            RoutePattern::parse("GE(T /api"),
+            Err(PatternError::Method(..))
+        ));
+        assert!(matches!(
+            RoutePattern::parse("GET /a/**/b"),
+            Err(PatternError::RestNotLast(_))
+        ));
+        assert_eq!(
+            RoutePattern::parse("get /a").unwrap().method,
+            MethodMatch::Only(http::Method::GET)
+        );
+    }
+
+    #[test]
+    fn overlaps_are_reported_with_the_winner_first() {
+        let t = table(&["GET /a/:id", "GET /a/new", "POST /a/new", "GET /b/x"]);
+        let pairs: Vec<(String, String)> = t
+            .overlaps()
+            .iter()
+            .map(|(a, b)| (a.source.clone(), b.source.clone()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![("GET /a/new".to_string(), "GET /a/:id".to_string())]
+        );
+    }
+}

@@ -1,0 +1,591 @@
+//! The Pingora service: one request, top to bottom.
+//!
+//! ```text
+//! request_filter ─ match route ─ free/unmatched ────────────────────────────────┐
+//!                  └ priced ─ no payment header ──► 402 challenge (upstream untouched)
+//!                            └ decode ─ match option ─ local checks ─ reserve ─ facilitator /verify
+//!                                       (settle = "before": /settle now) ──────┤
+//! upstream_peer ─ upstream_request_filter (Host, X-Forwarded-*, payer headers) ◄┘
+//! response_filter ─ upstream < 400 ─ /settle ─ PAYMENT-RESPONSE ─ stream body
+//!                 └ upstream ≥ 400 ─ pass through, nothing charged
+//! fail_to_proxy ─ gateway replies (settlement failed, upstream down)
+//! logging ─ release unsettled reservations, one log line per payment
+//! ```
+//! Refusals happen before the upstream is called; a payment is settled at most once per request
+//! (retries after a settlement attempt are disabled).
+
+mod reply;
+mod server;
+
+pub use reply::Reply;
+pub use server::{build_server, GatewayState, StartError};
+
+use crate::config::UnmatchedPolicy;
+use crate::facilitator::{FacilitatorError, FacilitatorRequest};
+use crate::payment::{check_payment, ReplayError, ReplayGuard, SettlementPolicy, VerifiedPayment};
+use crate::pricing::{PricedRoute, RouteKind};
+use crate::x402::{
+    encode_header_json, HeaderDecodeError, PaymentPayload, PAYMENT_SIGNATURE, X_PAYMENT,
+};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The proxy service. Configuration is read through an atomic snapshot per request.
+pub struct Gateway {
+    state: Arc<ArcSwap<GatewayState>>,
+    replay: Arc<dyn ReplayGuard>,
+}
+
+impl Gateway {
+    pub fn new(state: Arc<ArcSwap<GatewayState>>, replay: Arc<dyn ReplayGuard>) -> Self {
+        Self { state, replay }
+    }
+}
+
+/// What happened to a payment, for the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Verified,
+    Settled,
+    NotCharged,
+    SettleFailed,
+    Unknown,
+}
+
+/// A verified payment travelling with its request.
+struct PaymentInFlight {
+    version: u8,
+    verified: VerifiedPayment,
+    request: FacilitatorRequest,
+    policy: SettlementPolicy,
+    network: String,
+    /// Set once `/settle` was called: never call it twice, never retry the upstream after it.
+    settle_attempted: bool,
+    /// The encoded settlement header to add to the upstream response.
+    settlement_header: Option<String>,
+    transaction: String,
+    reservation_held: bool,
+    outcome: Outcome,
+}
+
+pub struct RequestCtx {
+    state: Arc<GatewayState>,
+    route_label: Option<String>,
+    payment: Option<PaymentInFlight>,
+    /// A reply prepared by a later phase for `fail_to_proxy` to write.
+    reply: Option<Reply>,
+    started: Instant,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The absolute URL of the requested resource, as buyers see it.
+fn resource_url(state: &GatewayState, req: &RequestHeader) -> String {
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    if let Some(base) = &state.config.server.public_url {
+        return format!("{base}{path}");
+    }
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let scheme = if state.config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}{path}")
+}
+
+fn facilitator_failure(e: &FacilitatorError) -> Reply {
+    match e {
+        FacilitatorError::Timeout(_) => Reply::error(504, "facilitator_timeout", &e.to_string()),
+        FacilitatorError::Unreachable(_) => {
+            Reply::error(502, "facilitator_unavailable", &e.to_string())
+        }
+        FacilitatorError::Status { .. } => Reply::error(502, "facilitator_error", &e.to_string()),
+        FacilitatorError::Garbage(_) => {
+            Reply::error(502, "facilitator_bad_response", &e.to_string())
+        }
+    }
+}
+
+impl Gateway {
+    /// Decides a priced request: `Ok(None)` lets it through to the upstream (payment verified and
+    /// stored in `ctx`), `Ok(Some(reply))` answers it here.
+    async fn admit_paid_request(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: &PricedRoute,
+    ) -> Option<Reply> {
+        let req = session.req_header();
+        let url = resource_url(&ctx.state, req);
+        let method = req.method.as_str().to_string();
+        let header = req
+            .headers
+            .get(PAYMENT_SIGNATURE)
+            .or_else(|| req.headers.get(X_PAYMENT));
+        let Some(header) = header else {
+            let error = "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
+            return Some(Reply::challenge(402, route, &url, &method, error, None));
+        };
+        let header_name = if req.headers.contains_key(PAYMENT_SIGNATURE) {
+            "PAYMENT-SIGNATURE"
+        } else {
+            "X-PAYMENT"
+        };
+
+        let decoded: Result<(serde_json::Value, serde_json::Value), HeaderDecodeError> =
+            crate::x402::decode_header_json(header.as_bytes());
+        let payload = decoded
+            .map_err(|e| e.to_string())
+            .and_then(|(_, raw)| PaymentPayload::from_json(&raw).map(|p| (p, raw)));
+        let (payment, raw) = match payload {
+            Ok(ok) => ok,
+            Err(message) => {
+                let message = format!("{header_name} header cannot be read: {message}");
+                let mut reply = Reply::challenge(
+                    400,
+                    route,
+                    &url,
+                    &method,
+                    "invalid_payment_header",
+                    Some(&message),
+                );
+                reply.body = bytes::Bytes::from(
+                    serde_json::json!({"error": "invalid_payment_header", "message": message})
+                        .to_string(),
+                );
+                return Some(reply);
+            }
+        };
+
+        let now = unix_now();
+        let verified = match check_payment(route, &payment, now) {
+            Ok(v) => v,
+            Err(rejection) => {
+                return Some(Reply::challenge(
+                    402,
+                    route,
+                    &url,
+                    &method,
+                    rejection.reason,
+                    Some(&rejection.message),
+                ));
+            }
+        };
+
+        if let Err(e) = self
+            .replay
+            .reserve(&verified.replay_key, verified.valid_before, now)
+            .await
+        {
+            return Some(match e {
+                ReplayError::InFlight => Reply::error(409, "payment_in_progress", &e.to_string()),
+                ReplayError::AlreadySettled => Reply::challenge(
+                    402,
+                    route,
+                    &url,
+                    &method,
+                    "payment_already_used",
+                    Some(&e.to_string()),
+                ),
+            });
+        }
+
+        let option = &route.options[verified.option_index];
+        let requirements = match payment.version() {
+            1 => serde_json::to_value(option.v1_requirements(
+                &url,
+                &route.description,
+                &route.mime_type,
+                &method,
+            )),
+            _ => serde_json::to_value(&option.requirements),
+        }
+        .unwrap_or_default();
+        let request = FacilitatorRequest {
+            x402_version: payment.version(),
+            payment_payload: raw,
+            payment_requirements: requirements,
+        };
+        ctx.payment = Some(PaymentInFlight {
+            version: payment.version(),
+            verified,
+            request,
+            policy: route.settle,
+            network: option.requirements.network.clone(),
+            settle_attempted: false,
+            settlement_header: None,
+            transaction: String::new(),
+            reservation_held: true,
+            outcome: Outcome::Verified,
+        });
+
+        let facilitator = ctx.state.facilitator.clone();
+        let payment = ctx.payment.as_mut()?;
+        let verify_started = Instant::now();
+        let verdict = facilitator.verify(&payment.request).await;
+        tracing::debug!(
+            elapsed_ms = verify_started.elapsed().as_millis() as u64,
+            "facilitator verify"
+        );
+        match verdict {
+            Err(e) => {
+                tracing::warn!(facilitator = facilitator.name(), error = %e, "verify failed");
+                return Some(facilitator_failure(&e));
+            }
+            Ok(v) if !v.is_valid => {
+                let reason = v.invalid_reason.as_deref().unwrap_or("payment_invalid");
+                let message = v
+                    .invalid_message
+                    .clone()
+                    .unwrap_or_else(|| format!("the facilitator refused the payment: {reason}"));
+                return Some(Reply::challenge(
+                    402,
+                    route,
+                    &url,
+                    &method,
+                    reason,
+                    Some(&message),
+                ));
+            }
+            Ok(_) => {}
+        }
+
+        if payment.policy == SettlementPolicy::Before {
+            return self.settle(facilitator.as_ref(), payment).await;
+        }
+        None
+    }
+
+    /// Settles `payment` once. `None` on success (the header is stored), else the reply to send.
+    async fn settle(
+        &self,
+        facilitator: &dyn crate::facilitator::Facilitator,
+        payment: &mut PaymentInFlight,
+    ) -> Option<Reply> {
+        if payment.settle_attempted {
+            return None;
+        }
+        payment.settle_attempted = true;
+        match facilitator.settle(&payment.request).await {
+            Ok(settlement) if settlement.response.success => {
+                self.replay.mark_settled(&payment.verified.replay_key).await;
+                payment.outcome = Outcome::Settled;
+                payment.transaction = settlement.response.transaction.clone();
+                payment.settlement_header = Some(encode_header_json(&settlement.raw));
+                None
+            }
+            Ok(settlement) => {
+                payment.outcome = Outcome::SettleFailed;
+                let reason = settlement
+                    .response
+                    .error_reason
+                    .clone()
+                    .unwrap_or_else(|| "settlement_failed".into());
+                let message = settlement
+                    .response
+                    .error_message
+                    .clone()
+                    .unwrap_or_else(|| {
+                        format!("the facilitator could not settle the payment: {reason}")
+                    });
+                tracing::warn!(payer = %payment.verified.payer, %reason, "settlement refused");
+                Some(
+                    Reply::error(402, &reason, &message)
+                        .with_settlement(payment.version, encode_header_json(&settlement.raw)),
+                )
+            }
+            Err(e) => {
+                tracing::error!(facilitator = facilitator.name(), error = %e, payer = %payment.verified.payer, "settlement failed");
+                if e.never_sent() {
+                    payment.outcome = Outcome::SettleFailed;
+                } else {
+                    // The facilitator may have settled: keep the authorization refused so it can
+                    // never be spent twice, and do not deliver the content.
+                    self.replay.mark_settled(&payment.verified.replay_key).await;
+                    payment.outcome = Outcome::Unknown;
+                }
+                Some(facilitator_failure(&e))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            state: self.state.load_full(),
+            route_label: None,
+            payment: None,
+            reply: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Phase 1: decide whether the request may reach the upstream at all.
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<bool> {
+        let state = ctx.state.clone();
+        let req = session.req_header();
+        let matched = state.config.routes.find(&req.method, req.uri.path());
+        let reply = match matched {
+            None => match state.config.unmatched {
+                UnmatchedPolicy::Proxy => None,
+                UnmatchedPolicy::Deny => Some(Reply::error(
+                    404,
+                    "no_route",
+                    "no route of this gateway serves this path",
+                )),
+            },
+            Some(route) => {
+                ctx.route_label = Some(route.label().to_string());
+                match &route.kind {
+                    RouteKind::Free => None,
+                    RouteKind::Priced(priced) => {
+                        self.admit_paid_request(session, ctx, priced).await
+                    }
+                }
+            }
+        };
+        match reply {
+            Some(reply) => {
+                reply.write(session).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let upstream = &ctx.state.config.upstream;
+        let mut peer = HttpPeer::new(ctx.state.upstream_addr, upstream.tls, upstream.host.clone());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.connect_timeout * 2);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        peer.options.idle_timeout = Some(upstream.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// Phase 2: what the upstream sees. Payment headers never reach it; the verified payer does.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        let state = &ctx.state;
+        let original_host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned();
+        upstream_request.insert_header(
+            http::header::HOST,
+            state.config.upstream.host_header.as_str(),
+        )?;
+        if let Some(host) = original_host {
+            upstream_request.insert_header("X-Forwarded-Host", host)?;
+        }
+        let proto = if state.config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        upstream_request.insert_header("X-Forwarded-Proto", proto)?;
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = client.ip().to_string();
+            let forwarded = match session
+                .req_header()
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(previous) => format!("{previous}, {ip}"),
+                None => ip,
+            };
+            upstream_request.insert_header("X-Forwarded-For", forwarded)?;
+        }
+        for name in [
+            PAYMENT_SIGNATURE,
+            X_PAYMENT,
+            "x-payment-payer",
+            "x-payment-amount",
+            "x-payment-network",
+        ] {
+            upstream_request.remove_header(name);
+        }
+        if let Some(payment) = &ctx.payment {
+            upstream_request.insert_header("X-Payment-Payer", payment.verified.payer.as_str())?;
+            upstream_request
+                .insert_header("X-Payment-Amount", payment.verified.amount.to_string())?;
+            upstream_request.insert_header("X-Payment-Network", payment.network.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Phase 3: settle after a successful upstream answer, before its header goes downstream.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        let facilitator = ctx.state.facilitator.clone();
+        let Some(payment) = ctx.payment.as_mut() else {
+            return Ok(());
+        };
+        if payment.policy == SettlementPolicy::AfterSuccess && !payment.settle_attempted {
+            if !SettlementPolicy::upstream_succeeded(upstream_response.status.as_u16()) {
+                payment.outcome = Outcome::NotCharged;
+                return Ok(());
+            }
+            if let Some(reply) = self.settle(facilitator.as_ref(), payment).await {
+                let status = reply.status;
+                ctx.reply = Some(reply);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "settlement did not succeed",
+                ));
+            }
+        }
+        if let Some(header) = payment.settlement_header.as_deref() {
+            let name = reply::settlement_header(payment.version);
+            upstream_response.insert_header(name, header)?;
+            upstream_response.insert_header(
+                "Access-Control-Expose-Headers",
+                crate::x402::EXPOSED_HEADERS,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // Retrying after a settlement attempt could settle twice or serve twice.
+        let settled = ctx.payment.as_ref().is_some_and(|p| p.settle_attempted);
+        if settled
+            || !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let reply = ctx.reply.take().unwrap_or_else(|| match e.etype() {
+            ErrorType::HTTPStatus(code) => Reply::error(*code, "gateway_error", &e.to_string()),
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => Reply::error(
+                504,
+                "upstream_timeout",
+                "the upstream did not accept the connection in time",
+            ),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reply::error(
+                504,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            ),
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => Reply::error(
+                    502,
+                    "upstream_unavailable",
+                    "the upstream could not be reached",
+                ),
+                pingora::ErrorSource::Downstream => {
+                    Reply::error(400, "bad_request", "the request could not be read")
+                }
+                _ => Reply::error(
+                    500,
+                    "internal_error",
+                    "the gateway failed to handle the request",
+                ),
+            },
+        });
+        let downstream_gone = matches!(
+            e.etype(),
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+        ) && e.esource() == &pingora::ErrorSource::Downstream;
+        if downstream_gone || session.response_written().is_some() {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if let Err(write_error) = reply.write(session).await {
+            tracing::debug!(error = %write_error, "could not write the error reply");
+        }
+        FailToProxy {
+            error_code: reply.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Last phase, on every path: release what was not settled and log the payment.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let Some(payment) = ctx.payment.as_mut() else {
+            return;
+        };
+        if payment.reservation_held
+            && !matches!(payment.outcome, Outcome::Settled | Outcome::Unknown)
+        {
+            self.replay.release(&payment.verified.replay_key).await;
+            payment.reservation_held = false;
+            if payment.outcome == Outcome::Verified {
+                payment.outcome = Outcome::NotCharged;
+            }
+        }
+        tracing::info!(
+            route = ctx.route_label.as_deref().unwrap_or(""),
+            payer = %payment.verified.payer,
+            amount = %payment.verified.amount,
+            network = %payment.network,
+            tx = %payment.transaction,
+            outcome = ?payment.outcome,
+            status,
+            error = e.map(|e| format!("{:?}", e.etype())).unwrap_or_default(),
+            latency_ms = ctx.started.elapsed().as_millis() as u64,
+            "payment"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Every response the gateway writes itself: 402 challenges, refusals, errors. One place decides
+//! status, headers and JSON body, so clients see the same shape whatever went wrong.
+
+use crate::pricing::PricedRoute;
+use crate::x402::{
+    encode_header_json, PaymentRequired, PaymentRequiredV1, ResourceInfo, EXPOSED_HEADERS,
+    PAYMENT_REQUIRED, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE,
+};
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::json;
+
+/// A response produced by the gateway instead of (or in place of) the upstream's.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A JSON error `{error, message}` without a challenge.
+    pub fn error(status: u16, code: &str, message: &str) -> Self {
+        let body = json!({"error": code, "message": message});
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    /// A challenge listing the route's options: the v2 header and a v1 body in one response.
+    /// `error` is the machine code, `message` (when any) the human explanation.
+    pub fn challenge(
+        status: u16,
+        route: &PricedRoute,
+        resource_url: &str,
+        method: &str,
+        error: &str,
+        message: Option<&str>,
+    ) -> Self {
+        let required = PaymentRequired {
+            x402_version: 2,
+            error: error.to_string(),
+            resource: ResourceInfo {
+                url: resource_url.to_string(),
+                description: route.description.clone(),
+                mime_type: route.mime_type.clone(),
+            },
+            accepts: route
+                .options
+                .iter()
+                .map(|o| o.requirements.clone())
+                .collect(),
+        };
+        let v1 = PaymentRequiredV1 {
+            x402_version: 1,
+            error: error.to_string(),
+            accepts: route
+                .options
+                .iter()
+                .filter_map(|o| {
+                    o.v1_requirements(resource_url, &route.description, &route.mime_type, method)
+                })
+                .collect(),
+        };
+        let mut body = serde_json::to_value(&v1).unwrap_or_default();
+        if let (Some(message), Some(obj)) = (message, body.as_object_mut()) {
+            obj.insert("message".into(), message.into());
+        }
+        Self {
+            status,
+            headers: vec![(PAYMENT_REQUIRED, encode_header_json(&required))],
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    /// Adds the settlement header of the right protocol version.
+    pub fn with_settlement(mut self, version: u8, encoded: String) -> Self {
+        self.headers.push((settlement_header(version), encoded));
+        self
+    }
+
+    /// Writes the reply; the connection stays usable because the length is always declared.
+    pub async fn write(&self, session: &mut Session) -> pingora::Result<()> {
+        let mut header = ResponseHeader::build(self.status, Some(6))?;
+        header.insert_header("Content-Type", "application/json")?;
+        header.insert_header("Content-Length", self.body.len().to_string())?;
+        header.insert_header("Cache-Control", "no-store")?;
+        header.insert_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)?;
+        for (name, value) in &self.headers {
+            header.insert_header(*name, value.as_str())?;
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(header), head_only)
+            .await?;
+        if !head_only {
+            session
+                .write_response_body(Some(self.body.clone()), true)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `PAYMENT-RESPONSE` for v2 payments, `X-PAYMENT-RESPONSE` for v1.
+pub fn settlement_header(version: u8) -> &'static str {
+    if version == 1 {
+        X_PAYMENT_RESPONSE
+    } else {
+        PAYMENT_RESPONSE
+    }
+}

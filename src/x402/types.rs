@@ -1,0 +1,265 @@
+//! Serde types of the x402 messages, field for field as on the wire.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// One way to pay for a resource (v2 `accepts[]` element; also the client's `accepted`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequirements {
+    pub scheme: String,
+    pub network: String,
+    pub amount: String,
+    pub asset: String,
+    pub pay_to: String,
+    pub max_timeout_seconds: u64,
+    #[serde(default = "empty_object")]
+    pub extra: Value,
+}
+
+/// v1 flavour of [`PaymentRequirements`]: v1 network names, `maxAmountRequired`, per-option resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequirementsV1 {
+    pub scheme: String,
+    pub network: String,
+    pub max_amount_required: String,
+    pub resource: String,
+    pub description: String,
+    pub mime_type: String,
+    pub pay_to: String,
+    pub max_timeout_seconds: u64,
+    pub asset: String,
+    pub output_schema: Option<Value>,
+    pub extra: Value,
+}
+
+/// v2 `resource` object of a challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceInfo {
+    pub url: String,
+    pub description: String,
+    pub mime_type: String,
+}
+
+/// v2 challenge, carried base64-encoded in `PAYMENT-REQUIRED`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequired {
+    pub x402_version: u8,
+    pub error: String,
+    pub resource: ResourceInfo,
+    pub accepts: Vec<PaymentRequirements>,
+}
+
+/// v1 challenge, carried in the 402 body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequiredV1 {
+    pub x402_version: u8,
+    pub error: String,
+    pub accepts: Vec<PaymentRequirementsV1>,
+}
+
+/// EIP-3009 `TransferWithAuthorization` fields as a client sends them. Numbers are decimal strings
+/// on the wire; some clients send JSON numbers, which are accepted and kept as their decimal text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Authorization {
+    pub from: String,
+    pub to: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub value: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub valid_after: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub valid_before: String,
+    pub nonce: String,
+}
+
+/// The `exact` EVM payload: a signature over an EIP-3009 authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExactEvmPayload {
+    pub signature: String,
+    pub authorization: Authorization,
+}
+
+/// v2 payment (`PAYMENT-SIGNATURE`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPayloadV2 {
+    pub accepted: PaymentRequirements,
+    pub payload: ExactEvmPayload,
+}
+
+/// v1 payment (`X-PAYMENT`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPayloadV1 {
+    pub scheme: String,
+    pub network: String,
+    pub payload: ExactEvmPayload,
+}
+
+/// A decoded payment of either protocol version.
+#[derive(Debug, Clone)]
+pub enum PaymentPayload {
+    V1(PaymentPayloadV1),
+    V2(PaymentPayloadV2),
+}
+
+impl PaymentPayload {
+    /// Picks the version from `x402Version`, then reads the matching shape.
+    pub fn from_json(raw: &Value) -> Result<Self, String> {
+        let version = raw
+            .get("x402Version")
+            .ok_or_else(|| "missing field `x402Version`".to_string())?
+            .as_u64()
+            .ok_or_else(|| "`x402Version` is not a number".to_string())?;
+        match version {
+            1 => PaymentPayloadV1::deserialize(raw)
+                .map(Self::V1)
+                .map_err(|e| e.to_string()),
+            2 => PaymentPayloadV2::deserialize(raw)
+                .map(Self::V2)
+                .map_err(|e| e.to_string()),
+            other => Err(format!("unsupported x402Version {other} (expected 1 or 2)")),
+        }
+    }
+
+    pub fn version(&self) -> u8 {
+        match self {
+            Self::V1(_) => 1,
+            Self::V2(_) => 2,
+        }
+    }
+
+    pub fn exact(&self) -> &ExactEvmPayload {
+        match self {
+            Self::V1(p) => &p.payload,
+            Self::V2(p) => &p.payload,
+        }
+    }
+
+    pub fn scheme(&self) -> &str {
+        match self {
+            Self::V1(p) => &p.scheme,
+            Self::V2(p) => &p.accepted.scheme,
+        }
+    }
+}
+
+/// Facilitator `/verify` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    pub is_valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+}
+
+/// Facilitator `/settle` answer; also the decoded `PAYMENT-RESPONSE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettleResponse {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub transaction: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub network: String,
+    /// Settlement state where the facilitator reports one (`pending`, `success`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// One (version, scheme, network) a facilitator offers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupportedKind {
+    pub x402_version: u8,
+    pub scheme: String,
+    pub network: String,
+}
+
+/// Facilitator `/supported` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupportedResponse {
+    pub kinds: Vec<SupportedKind>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) if n.is_u64() => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a decimal string, found {other}"
+        ))),
+    }
+}
+
+fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn exact() -> Value {
+        json!({"signature":"0xab","authorization":{"from":"0x1","to":"0x2","value":"10000",
+            "validAfter":0,"validBefore":"1740672154","nonce":"0x00"}})
+    }
+
+    #[test]
+    fn reads_both_versions_by_their_number() {
+        let v1 =
+            json!({"x402Version":1,"scheme":"exact","network":"base-sepolia","payload":exact()});
+        assert_eq!(PaymentPayload::from_json(&v1).unwrap().version(), 1);
+        let v2 = json!({"x402Version":2,"accepted":{"scheme":"exact","network":"eip155:84532","amount":"1",
+            "asset":"0xa","payTo":"0xb","maxTimeoutSeconds":60,"extra":{}},"payload":exact()});
+        let p = PaymentPayload::from_json(&v2).unwrap();
+        assert_eq!(
+            p.exact().authorization.valid_after,
+            "0",
+            "numbers are kept as decimal text"
+        );
+    }
+
+    #[test]
+    fn names_what_is_wrong_with_a_payload() {
+        assert_eq!(
+            PaymentPayload::from_json(&json!({})).unwrap_err(),
+            "missing field `x402Version`"
+        );
+        assert!(PaymentPayload::from_json(&json!({"x402Version":3}))
+            .unwrap_err()
+            .contains("unsupported x402Version 3"));
+        let err =
+            PaymentPayload::from_json(&json!({"x402Version":2,"payload":exact()})).unwrap_err();
+        assert!(err.contains("accepted"), "{err}");
+    }
+
+    #[test]
+    fn settle_response_tolerates_nulls() {
+        let s: SettleResponse =
+            serde_json::from_value(json!({"success":true,"transaction":null,"network":"x"}))
+                .unwrap();
+        assert_eq!(s.transaction, "");
+    }
+}
