@@ -104,25 +104,25 @@ impl RoutePattern {
         i == path_segments.len()
     }
 
-    /// Ordering by specificity: literal beats one-segment beats rest, position by position; a
-    /// longer pattern beats its prefix; a named method beats `*`.
+    /// Ordering by specificity, position by position: a literal beats a one-segment wildcard,
+    /// which beats the end of a pattern, which beats `**`; at equal shape a named method beats `*`.
     fn specificity_cmp(&self, other: &Self) -> Ordering {
-        let rank = |s: &Segment| match s {
-            Segment::Literal(_) => 3,
-            Segment::One => 2,
-            Segment::Rest => 1,
+        let rank = |s: Option<&Segment>| match s {
+            Some(Segment::Literal(_)) => 4,
+            Some(Segment::One) => 3,
+            None => 2,
+            Some(Segment::Rest) => 1,
         };
-        for (a, b) in self.segments.iter().zip(&other.segments) {
-            match rank(a).cmp(&rank(b)) {
-                Ordering::Equal => continue,
+        let longest = self.segments.len().max(other.segments.len());
+        for i in 0..=longest {
+            match rank(self.segments.get(i)).cmp(&rank(other.segments.get(i))) {
+                Ordering::Equal if i < longest => continue,
+                Ordering::Equal => break,
                 unequal => return unequal,
             }
         }
         let named = |p: &Self| matches!(p.method, MethodMatch::Only(_));
-        self.segments
-            .len()
-            .cmp(&other.segments.len())
-            .then_with(|| named(self).cmp(&named(other)))
+        named(self).cmp(&named(other))
     }
 
     /// Whether some request could match both patterns.

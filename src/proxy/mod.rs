@@ -80,6 +80,8 @@ pub struct RequestCtx {
     payment: Option<PaymentInFlight>,
     /// A reply prepared by a later phase for `fail_to_proxy` to write.
     reply: Option<Reply>,
+    /// The failure is a refusal the gateway chose (already logged), not a proxy error.
+    refused: bool,
     started: Instant,
 }
 
@@ -468,6 +470,7 @@ impl ProxyHttp for Gateway {
             if let Some(reply) = self.settle(facilitator.as_ref(), payment).await {
                 let status = reply.status;
                 ctx.reply = Some(reply);
+                ctx.refused = true;
                 return Err(Error::explain(
                     ErrorType::HTTPStatus(status),
                     "settlement did not succeed",
@@ -505,6 +508,10 @@ impl ProxyHttp for Gateway {
             e.retry.decide_reuse(client_reused);
         }
         e
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
+        ctx.refused
     }
 
     async fn fail_to_proxy(

@@ -1,0 +1,340 @@
+//! Test rig: real processes on 127.0.0.1. The gateway binary under test, the upstream API and the
+//! facilitator (tests/support/*.mjs) each run as their own process and are killed on drop.
+#![allow(dead_code)]
+
+use base64::Engine;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use x402_gateway::buyer::{random_nonce, Wallet};
+use x402_gateway::x402::PaymentRequirements;
+
+pub const BUYER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+pub const PAY_TO: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+pub const OTHER: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+
+/// A child process killed when the test ends, whatever the outcome.
+pub struct Proc {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn support(script: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script)
+}
+
+/// Starts a support script and waits for its `{"ready":true,"port":N}` line.
+pub fn node(script: &str, args: &[&str]) -> Proc {
+    let mut child = Command::new("node")
+        .arg(support(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node is installed");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("ready line");
+    let ready: Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("{script} did not start: {line}"));
+    let port = ready["port"].as_u64().expect("port") as u16;
+    Proc { child, port }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn gateway_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_x402-gateway")
+}
+
+/// Writes `config` to a fresh temporary file.
+pub fn write_config(config: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "x402-gw-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn rand_suffix() -> String {
+    hex(&random_nonce()[..6])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Starts the gateway with `config` and waits until it accepts connections.
+pub fn start_gateway(config: &str, port: u16) -> Proc {
+    let path = write_config(config);
+    let child = Command::new(gateway_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Proc { child, port }
+}
+
+/// Upstream, facilitator and gateway for one test.
+pub struct Rig {
+    pub upstream: Proc,
+    pub facilitator: Proc,
+    pub gateway: Proc,
+    pub http: reqwest::Client,
+}
+
+/// The standard test configuration; `extra` is appended (more routes), `facilitator_extra` goes
+/// into `[facilitator]`.
+pub fn config(
+    gateway_port: u16,
+    upstream_port: u16,
+    facilitator_port: u16,
+    facilitator_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"unmatched = "proxy"
+[server]
+listen = "127.0.0.1:{gateway_port}"
+threads = 2
+[upstream]
+url = "http://127.0.0.1:{upstream_port}"
+[facilitator]
+kind = "x402"
+url = "http://127.0.0.1:{facilitator_port}"
+timeout = "2s"
+{facilitator_extra}
+[defaults]
+network = "eip155:84532"
+pay_to = "{PAY_TO}"
+max_timeout_seconds = 120
+[[routes]]
+match = "GET /paid"
+price = "$0.01"
+description = "paid data"
+[[routes]]
+match = "* /paid/**"
+price = "$0.01"
+[[routes]]
+match = "POST /upload"
+price = "$0.01"
+[[routes]]
+match = "GET /before"
+price = "$0.01"
+settle = "before"
+[[routes]]
+match = "GET /free/**"
+free = true
+[[routes]]
+match = "GET /multi"
+accepts = [ {{ price = "$0.02" }}, {{ price = "$0.02", network = "eip155:196", asset = "USDT0" }} ]
+{extra}
+"#
+    )
+}
+
+impl Rig {
+    pub async fn start() -> Self {
+        Self::with("", "").await
+    }
+
+    pub async fn with(facilitator_extra: &str, extra: &str) -> Self {
+        let upstream = node("upstream.mjs", &["--port", "0"]);
+        let facilitator = node("facilitator.mjs", &["--port", "0"]);
+        let port = free_port();
+        let gateway = start_gateway(
+            &config(
+                port,
+                upstream.port,
+                facilitator.port,
+                facilitator_extra,
+                extra,
+            ),
+            port,
+        );
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            upstream,
+            facilitator,
+            gateway,
+            http,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway.port)
+    }
+
+    pub async fn upstream_hits(&self) -> u64 {
+        let v: Value = self
+            .http
+            .get(format!("http://127.0.0.1:{}/__hits", self.upstream.port))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["hits"].as_u64().unwrap()
+    }
+
+    pub async fn upstream_last(&self) -> Value {
+        self.http
+            .get(format!("http://127.0.0.1:{}/__last", self.upstream.port))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Facilitator call counts: (verify, settle).
+    pub async fn facilitator_calls(&self) -> (u64, u64) {
+        let v: Value = self
+            .http
+            .get(format!(
+                "http://127.0.0.1:{}/__calls",
+                self.facilitator.port
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["verify"].as_u64().unwrap(), v["settle"].as_u64().unwrap())
+    }
+
+    pub async fn facilitator_last(&self, endpoint: &str) -> Value {
+        self.http
+            .get(format!(
+                "http://127.0.0.1:{}/__last/{endpoint}",
+                self.facilitator.port
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn facilitator_mode(&self, modes: Value) {
+        let r = self
+            .http
+            .post(format!("http://127.0.0.1:{}/__mode", self.facilitator.port))
+            .json(&modes)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// The v2 challenge of `path`.
+    pub async fn challenge(&self, path: &str) -> Value {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 402);
+        decode_b64_json(r.headers()["payment-required"].to_str().unwrap())
+    }
+
+    /// A valid `PAYMENT-SIGNATURE` for the first option of `path`'s challenge.
+    pub async fn pay_header(&self, path: &str) -> String {
+        let challenge = self.challenge(path).await;
+        let requirements: PaymentRequirements =
+            serde_json::from_value(challenge["accepts"][0].clone()).unwrap();
+        sign_v2(&requirements, |_| {})
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn decode_b64_json(text: &str) -> Value {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("standard base64");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+pub fn encode_b64_json(value: &Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(value).unwrap())
+}
+
+/// Signs a v2 payment for `accepted`; `tamper` may change the authorization before signing.
+pub fn sign_v2(
+    accepted: &PaymentRequirements,
+    tamper: impl FnOnce(&mut x402_gateway::x402::Authorization),
+) -> String {
+    let wallet = Wallet::from_hex(BUYER_KEY).unwrap();
+    let mut auth = wallet.authorize(accepted, now(), random_nonce());
+    tamper(&mut auth);
+    let chain_id = x402_gateway::x402::chain_id_of(&accepted.network).unwrap();
+    let signature = wallet.sign(&auth, accepted, chain_id).unwrap();
+    encode_b64_json(
+        &json!({"x402Version": 2, "accepted": accepted, "payload": {"signature": signature, "authorization": auth}}),
+    )
+}
+
+/// A v1 `X-PAYMENT` for the v1 body option.
+pub fn sign_v1(v1_option: &Value) -> String {
+    let requirements = PaymentRequirements {
+        scheme: "exact".into(),
+        network: "eip155:84532".into(),
+        amount: v1_option["maxAmountRequired"].as_str().unwrap().into(),
+        asset: v1_option["asset"].as_str().unwrap().into(),
+        pay_to: v1_option["payTo"].as_str().unwrap().into(),
+        max_timeout_seconds: v1_option["maxTimeoutSeconds"].as_u64().unwrap(),
+        extra: v1_option["extra"].clone(),
+    };
+    let wallet = Wallet::from_hex(BUYER_KEY).unwrap();
+    let auth = wallet.authorize(&requirements, now(), random_nonce());
+    let signature = wallet.sign(&auth, &requirements, 84532).unwrap();
+    encode_b64_json(
+        &json!({"x402Version": 1, "scheme": "exact", "network": v1_option["network"],
+        "payload": {"signature": signature, "authorization": auth}}),
+    )
+}
