@@ -338,6 +338,7 @@ impl ProxyHttp for Gateway {
             route_label: None,
             payment: None,
             reply: None,
+            refused: false,
             started: Instant::now(),
         }
     }
