@@ -559,6 +559,8 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
+        // The connection is not reused after a proxy failure: say so, or clients race a close.
+        session.set_keepalive(None);
         if let Err(write_error) = reply.write(session).await {
             tracing::debug!(error = %write_error, "could not write the error reply");
         }

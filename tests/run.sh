@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, the integration tests against the real binary, and the end-to-end
+# suite on a local chain with the official x402 clients and facilitator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== npm packages (tests/package-lock.json)"
+npm ci --prefix tests --no-audit --no-fund --loglevel=error
+
+echo "== build"
+cargo build --all-targets --locked
+
+echo "== unit and integration tests"
+cargo test --locked
+
+echo "== end-to-end on a local chain"
+GATEWAY_BIN="$PWD/target/debug/x402-gateway" PAY_EXAMPLE_BIN="$PWD/target/debug/examples/pay" \
+  node --test --test-concurrency=1 tests/e2e/
