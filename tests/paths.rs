@@ -32,5 +32,13 @@ async fn every_spelling_of_a_priced_path_is_priced() {
     assert_eq!(r.status(), 402);
     assert_eq!(rig.upstream_hits().await, 0);
     // The free prefix still serves what is really under it.
-    assert_eq!(rig.http.get(rig.url("/free/paid")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        rig.http
+            .get(rig.url("/free/paid"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

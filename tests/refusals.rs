@@ -13,7 +13,13 @@ async fn requirements(rig: &Rig) -> PaymentRequirements {
 
 /// Sends `header` as PAYMENT-SIGNATURE and returns (status, JSON body).
 async fn send(rig: &Rig, header: &str) -> (u16, Value) {
-    let r = rig.http.get(rig.url("/paid")).header("PAYMENT-SIGNATURE", header).send().await.unwrap();
+    let r = rig
+        .http
+        .get(rig.url("/paid"))
+        .header("PAYMENT-SIGNATURE", header)
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -24,9 +30,18 @@ async fn undecodable_payment_headers_get_400_with_what_is_wrong() {
     let cases: Vec<(String, &str)> = vec![
         ("%%%not-base64%%%".into(), "not valid base64"),
         (encode_plain("hello"), "not UTF-8 JSON"),
-        (encode_b64_json(&json!({"x402Version": 2})), "missing field `accepted`"),
-        (encode_b64_json(&json!({"x402Version": 3})), "unsupported x402Version 3"),
-        (encode_b64_json(&json!({"accepted": {}})), "missing field `x402Version`"),
+        (
+            encode_b64_json(&json!({"x402Version": 2})),
+            "missing field `accepted`",
+        ),
+        (
+            encode_b64_json(&json!({"x402Version": 3})),
+            "unsupported x402Version 3",
+        ),
+        (
+            encode_b64_json(&json!({"accepted": {}})),
+            "missing field `x402Version`",
+        ),
         ("A".repeat(20_000), "more than the 16384 allowed"),
     ];
     for (header, expected) in cases {
@@ -34,8 +49,14 @@ async fn undecodable_payment_headers_get_400_with_what_is_wrong() {
         assert_eq!(status, 400, "{expected}");
         assert_eq!(body["error"], "invalid_payment_header");
         let message = body["message"].as_str().unwrap();
-        assert!(message.starts_with("PAYMENT-SIGNATURE header cannot be read"), "{message}");
-        assert!(message.contains(expected), "{message} should say {expected}");
+        assert!(
+            message.starts_with("PAYMENT-SIGNATURE header cannot be read"),
+            "{message}"
+        );
+        assert!(
+            message.contains(expected),
+            "{message} should say {expected}"
+        );
     }
     assert_eq!(rig.upstream_hits().await, 0);
     assert_eq!(rig.facilitator_calls().await, (0, 0));
@@ -63,20 +84,61 @@ async fn payments_that_do_not_match_the_configuration_are_refused_before_any_cal
     elsewhere.pay_to = OTHER.into();
     let now = now();
     let cases: Vec<(String, &str, &str)> = vec![
-        (sign_v2(&lowered, |_| {}), "no_matching_requirements", "accepted.amount is `5000`"),
-        (sign_v2(&honest, |a| a.value = "5000".into()), "invalid_exact_evm_authorization_value", "value is 5000 but the price is 10000"),
-        (sign_v2(&elsewhere, |_| {}), "no_matching_requirements", "accepted.payTo"),
-        (sign_v2(&honest, |a| a.to = OTHER.into()), "invalid_exact_evm_recipient_mismatch", OTHER),
-        (sign_v2(&honest, |a| a.valid_before = (now - 1).to_string()), "invalid_exact_evm_payload_authorization_valid_before", "too soon"),
-        (sign_v2(&honest, |a| a.valid_after = (now + 600).to_string()), "invalid_exact_evm_payload_authorization_valid_after", "not valid before"),
-        (sign_v2(&honest, |a| a.from = OTHER.into()), "invalid_exact_evm_signature", "not by authorization.from"),
-        (with_short_nonce(&sign_v2(&honest, |_| {})), "invalid_payload", "authorization.nonce is malformed"),
+        (
+            sign_v2(&lowered, |_| {}),
+            "no_matching_requirements",
+            "accepted.amount is `5000`",
+        ),
+        (
+            sign_v2(&honest, |a| a.value = "5000".into()),
+            "invalid_exact_evm_authorization_value",
+            "value is 5000 but the price is 10000",
+        ),
+        (
+            sign_v2(&elsewhere, |_| {}),
+            "no_matching_requirements",
+            "accepted.payTo",
+        ),
+        (
+            sign_v2(&honest, |a| a.to = OTHER.into()),
+            "invalid_exact_evm_recipient_mismatch",
+            OTHER,
+        ),
+        (
+            sign_v2(&honest, |a| a.valid_before = (now - 1).to_string()),
+            "invalid_exact_evm_payload_authorization_valid_before",
+            "too soon",
+        ),
+        (
+            sign_v2(&honest, |a| a.valid_after = (now + 600).to_string()),
+            "invalid_exact_evm_payload_authorization_valid_after",
+            "not valid before",
+        ),
+        (
+            sign_v2(&honest, |a| a.from = OTHER.into()),
+            "invalid_exact_evm_signature",
+            "not by authorization.from",
+        ),
+        (
+            with_short_nonce(&sign_v2(&honest, |_| {})),
+            "invalid_payload",
+            "authorization.nonce is malformed",
+        ),
     ];
     for (header, reason, detail) in cases {
-        let r = rig.http.get(rig.url("/paid")).header("PAYMENT-SIGNATURE", &header).send().await.unwrap();
+        let r = rig
+            .http
+            .get(rig.url("/paid"))
+            .header("PAYMENT-SIGNATURE", &header)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 402, "{reason}");
         let challenge = decode_b64_json(r.headers()["payment-required"].to_str().unwrap());
-        assert_eq!(challenge["error"], reason, "the v2 challenge names the reason");
+        assert_eq!(
+            challenge["error"], reason,
+            "the v2 challenge names the reason"
+        );
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], reason);
         assert!(body["message"].as_str().unwrap().contains(detail), "{body}");
@@ -113,8 +175,16 @@ async fn facilitator_failures_are_502_or_504_in_bounded_time_without_upstream() 
         let header = rig.pay_header("/paid").await;
         let started = Instant::now();
         let (got, body) = send(&rig, &header).await;
-        assert_eq!((got, body["error"].as_str().unwrap()), (status, code), "{mode}: {body}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{mode} took {:?}", started.elapsed());
+        assert_eq!(
+            (got, body["error"].as_str().unwrap()),
+            (status, code),
+            "{mode}: {body}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
         assert!(body["message"].as_str().unwrap().len() > 10);
     }
     assert_eq!(rig.upstream_hits().await, 0);
@@ -127,13 +197,32 @@ async fn an_unreachable_facilitator_is_a_502() {
     let closed = free_port();
     let _gateway = start_gateway(&config(port, upstream.port, closed, "", ""), port);
     let http = reqwest::Client::new();
-    let r = http.get(format!("http://127.0.0.1:{port}/paid")).send().await.unwrap();
-    let requirements: PaymentRequirements =
-        serde_json::from_value(decode_b64_json(r.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone()).unwrap();
-    let r = http.get(format!("http://127.0.0.1:{port}/paid")).header("PAYMENT-SIGNATURE", sign_v2(&requirements, |_| {})).send().await.unwrap();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/paid"))
+        .send()
+        .await
+        .unwrap();
+    let requirements: PaymentRequirements = serde_json::from_value(
+        decode_b64_json(r.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone(),
+    )
+    .unwrap();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/paid"))
+        .header("PAYMENT-SIGNATURE", sign_v2(&requirements, |_| {}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "facilitator_unavailable");
-    let hits: Value = reqwest::get(format!("http://127.0.0.1:{}/__hits", upstream.port)).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "facilitator_unavailable"
+    );
+    let hits: Value = reqwest::get(format!("http://127.0.0.1:{}/__hits", upstream.port))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(hits["hits"], 0);
 }
 
@@ -144,16 +233,42 @@ async fn an_unreachable_upstream_is_a_502_and_charges_nothing() {
     let closed = free_port();
     let _gateway = start_gateway(&config(port, closed, facilitator.port, "", ""), port);
     let http = reqwest::Client::new();
-    let r = http.get(format!("http://127.0.0.1:{port}/free/x")).send().await.unwrap();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/free/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "upstream_unavailable");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "upstream_unavailable"
+    );
 
-    let r = http.get(format!("http://127.0.0.1:{port}/paid")).send().await.unwrap();
-    let requirements: PaymentRequirements =
-        serde_json::from_value(decode_b64_json(r.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone()).unwrap();
-    let r = http.get(format!("http://127.0.0.1:{port}/paid")).header("PAYMENT-SIGNATURE", sign_v2(&requirements, |_| {})).send().await.unwrap();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/paid"))
+        .send()
+        .await
+        .unwrap();
+    let requirements: PaymentRequirements = serde_json::from_value(
+        decode_b64_json(r.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone(),
+    )
+    .unwrap();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/paid"))
+        .header("PAYMENT-SIGNATURE", sign_v2(&requirements, |_| {}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     assert!(r.headers().get("payment-response").is_none());
-    let calls: Value = reqwest::get(format!("http://127.0.0.1:{}/__calls", facilitator.port)).await.unwrap().json().await.unwrap();
-    assert_eq!(calls["settle"], 0, "nobody pays for a response that never came");
+    let calls: Value = reqwest::get(format!("http://127.0.0.1:{}/__calls", facilitator.port))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        calls["settle"], 0,
+        "nobody pays for a response that never came"
+    );
 }

@@ -157,8 +157,7 @@ impl Ctx<'_> {
         (line, column)
     }
 
-    fn error_at<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
-        let _ = std::marker::PhantomData::<T>;
+    fn error_at(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
             location: Some(self.line_col(span.start)),
@@ -167,7 +166,7 @@ impl Ctx<'_> {
     }
 
     fn err<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> ConfigError {
-        self.error_at::<T>(at.span(), message)
+        self.error_at(at.span(), message)
     }
 
     fn error(&self, message: impl Into<String>) -> ConfigError {
@@ -509,7 +508,7 @@ impl Ctx<'_> {
             |own: &Option<Text>, default: &Option<Text>| own.clone().or_else(|| default.clone());
         let at = |field: &Option<Text>| field.as_ref().map_or(span.clone(), |f| f.span());
         let missing = |key: &str| {
-            self.error_at::<()>(
+            self.error_at(
                 span.clone(),
                 format!("route `{route}` has no `{key}` and [defaults] sets none"),
             )
@@ -531,7 +530,7 @@ impl Ctx<'_> {
             None => "exact".to_string(),
         };
         if scheme != "exact" {
-            return Err(self.error_at::<()>(
+            return Err(self.error_at(
                 at(&t.scheme),
                 format!("scheme `{scheme}` is not supported (only \"exact\")"),
             ));
@@ -551,7 +550,7 @@ impl Ctx<'_> {
             None => "USDC".to_string(),
         };
         let asset = assets.find(&network, &asset_name).ok_or_else(|| {
-            self.error_at::<()>(
+            self.error_at(
                 at(&t.asset),
                 format!(
                     "asset `{asset_name}` is not known on `{network}`: add [assets.\"{network}\".{asset_name}] with address, decimals, name and version"
@@ -595,9 +594,7 @@ impl Ctx<'_> {
             .or(defaults.max_timeout_seconds.as_ref())
             .map_or(300, |m| *m.get_ref());
         if max_timeout_seconds <= crate::payment::VALID_BEFORE_MARGIN_SECS {
-            return Err(
-                self.error_at::<()>(span, "max_timeout_seconds must be more than 6 seconds")
-            );
+            return Err(self.error_at(span, "max_timeout_seconds must be more than 6 seconds"));
         }
 
         Ok(PaymentOption {

@@ -55,7 +55,7 @@ enum State {
 }
 
 #[derive(Debug)]
-struct Entry_ {
+struct Remembered {
     state: State,
     expires_at: u64,
 }
@@ -63,7 +63,7 @@ struct Entry_ {
 /// Process-local guard on a sharded concurrent map.
 #[derive(Debug, Default)]
 pub struct InMemoryReplayGuard {
-    entries: DashMap<ReplayKey, Entry_>,
+    entries: DashMap<ReplayKey, Remembered>,
 }
 
 impl InMemoryReplayGuard {
@@ -84,14 +84,14 @@ impl ReplayGuard for InMemoryReplayGuard {
                         State::Settled => ReplayError::AlreadySettled,
                     });
                 }
-                occupied.insert(Entry_ {
+                occupied.insert(Remembered {
                     state: State::Reserved,
                     expires_at,
                 });
                 Ok(())
             }
             Entry::Vacant(vacant) => {
-                vacant.insert(Entry_ {
+                vacant.insert(Remembered {
                     state: State::Reserved,
                     expires_at,
                 });

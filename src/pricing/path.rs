@@ -47,7 +47,7 @@ pub fn canonical_path(raw: &str) -> String {
         out.push('/');
     }
     out.make_ascii_lowercase();
-    if out.chars().any(|c| !c.is_ascii()) {
+    if !out.is_ascii() {
         out = out.to_lowercase();
     }
     out
