@@ -79,6 +79,12 @@ fn run(path: PathBuf, demo_upstream: bool) -> Result<()> {
         start_demo_upstream(&config)?;
     }
     let listen = config.server.listen;
+    // Pingora reports a bind failure only inside its service thread and keeps running without a
+    // listener; trying the address first turns that into a clear start-up error.
+    drop(
+        std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on {listen}"))?,
+    );
     let route_count = config.routes.in_file_order().len();
     let facilitator = config.facilitator.kind;
     let state = GatewayState::new(config).context("cannot start")?;

@@ -99,3 +99,21 @@ fn version_and_help_describe_the_commands() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("run") && help.contains("check"), "{help}");
 }
+
+#[test]
+fn run_fails_fast_when_the_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let path = write_config(&config(port, 8080, 8081, "", ""));
+    let out = Command::new(gateway_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}

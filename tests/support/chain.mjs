@@ -1,11 +1,13 @@
 // Local Base-Sepolia-like chain: anvil with chain id 84532 and Circle's real FiatTokenV2_2,
 // so EIP-3009 signatures and transfers behave exactly as they do against USDC.
+//   node support/chain.mjs --port 0   → one JSON line {ready, rpc, chainId, token, payTo, facilitatorKey, buyers, brokeBuyer}
+// Runs until SIGTERM, or until its stdin pipe closes (parent gone); anvil dies with it.
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { createPublicClient, createWalletClient, defineChain, getAddress, http, toHex } from 'viem';
 import { mnemonicToAccount } from 'viem/accounts';
-import { freePort, parseArgs, printReady } from './util.mjs';
+import { exitWithParent, freePort, parseArgs, printReady } from './util.mjs';
 
 const require = createRequire(import.meta.url);
 const ANVIL = require.resolve('@foundry-rs/anvil-linux-amd64/bin/anvil');
@@ -129,18 +131,7 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const args = parseArgs(process.argv.slice(2));
   try {
     const { info, stop, anvil } = await startChain({ port: Number(args.port ?? 0) });
-    const exit = (code) => {
-      stop();
-      process.exit(code);
-    };
-    process.on('SIGTERM', () => exit(0));
-    process.on('SIGINT', () => exit(0));
-    // stdin closing means the parent is gone: never leave an orphaned anvil behind
-    if (!args['no-stdin']) {
-      process.stdin.on('end', () => exit(0));
-      process.stdin.on('error', () => exit(0));
-      process.stdin.resume();
-    }
+    exitWithParent(stop);
     anvil.on('exit', (code) => {
       console.error(`anvil exited (${code})`);
       process.exit(1);

@@ -1,3 +1,4 @@
+// Shared command-line plumbing of the two buyer clients.
 import { parseArgs } from './util.mjs';
 
 export function headersObject(headers) {

@@ -1,4 +1,6 @@
 // Official x402 v1 buyer: the legacy x402-fetch client, which reads the 402 JSON body.
+//   node support/client_v1.mjs --url URL --key 0xKEY [--method GET] [--data BODY]
+// → one JSON line {status, body, paymentResponse, headers} or {error} with exit code 1.
 import { pathToFileURL } from 'node:url';
 import { createSigner, decodeXPaymentResponse, wrapFetchWithPayment } from 'x402-fetch';
 import { clientMain, headersObject } from './client_common.mjs';

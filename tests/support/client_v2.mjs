@@ -1,4 +1,6 @@
 // Official x402 v2 buyer: @x402/fetch pays the 402 by signing an EIP-3009 authorization.
+//   node support/client_v2.mjs --url URL --key 0xKEY [--rpc RPC] [--asset 0xTOKEN] [--method GET] [--data BODY]
+// → one JSON line {status, body, paymentResponse, headers} or {error} with exit code 1.
 import { pathToFileURL } from 'node:url';
 import { decodePaymentResponseHeader, wrapFetchWithPayment, x402Client } from '@x402/fetch';
 import { ExactEvmScheme, toClientEvmSigner } from '@x402/evm';

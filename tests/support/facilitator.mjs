@@ -1,11 +1,14 @@
 // A standard x402 facilitator over HTTP (/verify, /settle, /supported) with fault injection.
 // With --rpc it wraps the official @x402 facilitator and moves real tokens on the local chain;
 // without it, an offline stand-in performs the same exact-EVM checks and fakes settlement.
+//   node support/facilitator.mjs --port 0 [--rpc URL --key 0xFACILITATORKEY]   → {"ready":true,"port":N}
+// Control: POST /__mode {verify|settle|supported: normal|invalid|http500|garbage|wrongshape|slow|hang},
+// GET /__calls, GET /__times, GET /__last/verify|settle, POST /__reset.
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { createWalletClient, http as viemHttp, keccak256, publicActions, verifyTypedData } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
-import { parseArgs, printReady, readBody, sendJson, sleep } from './util.mjs';
+import { exitWithParent, parseArgs, printReady, readBody, sendJson, sleep } from './util.mjs';
 
 const ENDPOINTS = ['verify', 'settle', 'supported'];
 const MODES = ['normal', 'invalid', 'http500', 'garbage', 'wrongshape', 'slow', 'hang'];
@@ -216,5 +219,5 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const impl = args.rpc ? await officialFacilitator({ rpc: args.rpc, key: args.key }) : offlineFacilitator();
   const server = createFacilitatorServer(impl);
   server.listen(Number(args.port ?? 0), '127.0.0.1', () => printReady({ ready: true, port: server.address().port }));
-  process.on('SIGTERM', () => process.exit(0));
+  exitWithParent();
 }

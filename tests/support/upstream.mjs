@@ -1,9 +1,11 @@
 // The API behind the gateway. It echoes what it received so tests can see exactly what the
 // gateway forwarded, and counts hits so tests can prove a refused payment never reached it.
+//   node support/upstream.mjs --port 0   → {"ready":true,"port":N}
+// Control: GET /__hits, POST /__reset, GET /__last. Special paths: /status/NNN, /sse, /slow.
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
-import { parseArgs, printReady, sendJson, sleep } from './util.mjs';
+import { exitWithParent, parseArgs, printReady, sendJson, sleep } from './util.mjs';
 
 export function createUpstream() {
   let hits = 0;
@@ -62,5 +64,5 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const args = parseArgs(process.argv.slice(2));
   const server = createUpstream();
   server.listen(Number(args.port ?? 0), '127.0.0.1', () => printReady({ ready: true, port: server.address().port }));
-  process.on('SIGTERM', () => process.exit(0));
+  exitWithParent();
 }

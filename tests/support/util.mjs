@@ -1,4 +1,5 @@
 // Small shared pieces for the support processes (no dependencies).
+import { fstatSync } from 'node:fs';
 import net from 'node:net';
 
 // `--port 0 --rpc URL --flag` → { port: '0', rpc: 'URL', flag: true }
@@ -49,3 +50,20 @@ export function sendJson(res, status, value) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// When a parent spawned us with a stdin pipe, that pipe closing means the parent is gone:
+// exit rather than linger as an orphan. A terminal or /dev/null stdin is left alone.
+export function exitWithParent(cleanup = () => {}) {
+  const exit = () => {
+    cleanup();
+    process.exit(0);
+  };
+  process.on('SIGTERM', exit);
+  process.on('SIGINT', exit);
+  const stdin = fstatSync(0);
+  if (stdin.isFIFO() || stdin.isSocket()) {
+    process.stdin.on('end', exit);
+    process.stdin.on('error', exit);
+    process.stdin.resume();
+  }
+}
