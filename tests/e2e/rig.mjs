@@ -1,0 +1,196 @@
+// One complete x402 deployment per test file: anvil + FiatTokenV2_2, the official facilitator,
+// the echo upstream, and the gateway binary under test in front of the upstream.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
+import { createPublicClient, http, parseEventLogs } from 'viem';
+import { anvilChain, tokenAbi } from '../support/chain.mjs';
+import { startProcess, startReady } from '../support/proc.mjs';
+import { freePort, sleep } from '../support/util.mjs';
+
+export const PRICE = 10000n;
+export const GATEWAY_BIN = process.env.GATEWAY_BIN || fileURLToPath(new URL('../../target/debug/x402-gateway', import.meta.url));
+
+function gatewayConfig({ port, upstreamPort, facilitatorPort, payTo, token }) {
+  return `unmatched = "proxy"
+[server]
+listen = "127.0.0.1:${port}"
+[upstream]
+url = "http://127.0.0.1:${upstreamPort}"
+[facilitator]
+kind = "x402"
+url = "http://127.0.0.1:${facilitatorPort}"
+timeout = "10s"
+[defaults]
+network = "eip155:84532"
+pay_to = "${payTo}"
+asset = "USDC"
+max_timeout_seconds = 120
+[assets."eip155:84532".USDC]
+address = "${token}"
+decimals = 6
+name = "USDC"
+version = "2"
+[[routes]]
+match = "GET /paid"
+price = "$0.01"
+description = "paid data"
+mime_type = "application/json"
+[[routes]]
+match = "GET /paid/status/500"
+price = "$0.01"
+[[routes]]
+match = "GET /before"
+price = "$0.01"
+settle = "before"
+`;
+}
+
+async function waitForTcp(port, proc, log, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.child.exitCode !== null) throw new Error(`gateway exited with ${proc.child.exitCode}:\n${log()}`);
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.end(() => resolve(true)));
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`gateway not listening on ${port} after ${timeoutMs} ms:\n${log()}`);
+    await sleep(100);
+  }
+}
+
+async function startGateway(cfg) {
+  if (!existsSync(GATEWAY_BIN)) throw new Error(`gateway binary not found at ${GATEWAY_BIN} (set GATEWAY_BIN)`);
+  const dir = mkdtempSync(join(tmpdir(), 'x402-e2e-'));
+  const file = join(dir, 'gateway.toml');
+  writeFileSync(file, gatewayConfig(cfg));
+  const proc = startProcess(GATEWAY_BIN, ['run', '--config', file], { env: { RUST_LOG: process.env.RUST_LOG || 'info' } });
+  let out = '';
+  proc.child.stdout.setEncoding('utf8');
+  proc.child.stdout.on('data', (d) => {
+    out = (out + d).slice(-20000);
+  });
+  const log = () => `${out}${proc.stderr()}`.slice(-6000);
+  await waitForTcp(cfg.port, proc, log);
+  return { proc, log, configFile: file };
+}
+
+export async function startRig() {
+  const procs = [];
+  const stop = () => Promise.all(procs.reverse().map((p) => p.stop()));
+  try {
+    const chain = await startReady('chain.mjs', ['--port', '0']);
+    procs.push(chain);
+    const info = chain.info;
+    const [facilitator, upstream] = await Promise.all([
+      startReady('facilitator.mjs', ['--port', '0', '--rpc', info.rpc, '--key', info.facilitatorKey]),
+      startReady('upstream.mjs', ['--port', '0']),
+    ]);
+    procs.push(facilitator, upstream);
+    const port = await freePort();
+    const gateway = await startGateway({ port, upstreamPort: upstream.info.port, facilitatorPort: facilitator.info.port, payTo: info.payTo, token: info.token });
+    procs.push(gateway.proc);
+    return makeRig({ info, port, facilitatorPort: facilitator.info.port, upstreamPort: upstream.info.port, gateway, stop });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+function makeRig({ info, port, facilitatorPort, upstreamPort, gateway, stop }) {
+  // viem caches the block number for 4 s by default, which hides blocks mined in between
+  const publicClient = createPublicClient({ chain: anvilChain(info.rpc), transport: http(info.rpc), cacheTime: 0, pollingInterval: 100 });
+  const facUrl = `http://127.0.0.1:${facilitatorPort}`;
+  const upUrl = `http://127.0.0.1:${upstreamPort}`;
+  const getJson = (url, init) => fetch(url, init).then((r) => r.json());
+
+  return {
+    ...info,
+    publicClient,
+    stop,
+    gatewayLog: gateway.log,
+    authority: `127.0.0.1:${port}`,
+    upstreamAuthority: `127.0.0.1:${upstreamPort}`,
+    url: (path) => `http://127.0.0.1:${port}${path}`,
+
+    hits: async () => (await getJson(`${upUrl}/__hits`)).hits,
+    lastUpstream: () => getJson(`${upUrl}/__last`),
+    facCalls: () => getJson(`${facUrl}/__calls`),
+    facTimes: () => getJson(`${facUrl}/__times`),
+    facLast: (endpoint) => getJson(`${facUrl}/__last/${endpoint}`),
+    facPost: (endpoint, body) =>
+      getJson(`${facUrl}/${endpoint}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+
+    balance: (address) => publicClient.readContract({ address: info.token, abi: tokenAbi, functionName: 'balanceOf', args: [address] }),
+    blockNumber: () => publicClient.getBlockNumber(),
+    // token Transfer events from `from` since a block: proves what did (not) move on chain
+    transfersFrom: async (from, fromBlock) => {
+      if (fromBlock > (await publicClient.getBlockNumber())) return []; // anvil rejects ranges past the head
+      const logs = await publicClient.getContractEvents({ address: info.token, abi: tokenAbi, eventName: 'Transfer', args: { from }, fromBlock });
+      return logs.map((l) => l.args);
+    },
+    // the token Transfer events of one mined transaction
+    transfersIn: async (hash) => {
+      const receipt = await publicClient.getTransactionReceipt({ hash });
+      const logs = parseEventLogs({ abi: tokenAbi, logs: receipt.logs, eventName: 'Transfer' });
+      return { receipt, transfers: logs.filter((l) => l.address.toLowerCase() === info.token.toLowerCase()).map((l) => l.args) };
+    },
+  };
+}
+
+// Starts a rig before the file's tests and stops it after; the getter is valid inside tests.
+export function useRig() {
+  let rig;
+  before(async () => {
+    rig = await startRig();
+  }, { timeout: 60000 });
+  after(() => rig?.stop(), { timeout: 15000 });
+  return () => rig;
+}
+
+export const decodeB64Json = (header) => JSON.parse(Buffer.from(header, 'base64').toString('utf8'));
+
+// The unpaid 402 of a route: v2 PaymentRequired from the header and the v1 JSON body.
+export async function challenge(rig, path) {
+  const res = await fetch(rig.url(path));
+  const header = res.headers.get('payment-required');
+  const text = await res.text();
+  let v1 = null;
+  try {
+    v1 = JSON.parse(text);
+  } catch {
+    // left null: the test asserting on the body reports it
+  }
+  return { status: res.status, v2: header ? decodeB64Json(header) : null, v1, text };
+}
+
+// Where things stand before a request, to compare with after it.
+export async function snapshot(rig, buyer) {
+  const [hits, balance, block, calls] = await Promise.all([rig.hits(), rig.balance(buyer.address), rig.blockNumber(), rig.facCalls()]);
+  return { hits, balance, block, calls };
+}
+
+// A refused payment: upstream untouched, buyer not charged, no Transfer from the buyer on chain.
+export async function assertNothingCharged(rig, before, buyer, { upstreamHits = 0 } = {}) {
+  assert.equal(await rig.hits(), before.hits + upstreamHits, 'upstream hits');
+  assert.equal(await rig.balance(buyer.address), before.balance, 'buyer balance unchanged');
+  assert.deepEqual(await rig.transfersFrom(buyer.address, before.block + 1n), [], 'no Transfer from the buyer');
+}
+
+// A successful payment: the settle response names a mined tx carrying exactly buyer → payTo PRICE.
+export async function assertPaidOnChain(rig, paymentResponse, buyer, network = 'eip155:84532') {
+  assert.ok(paymentResponse, 'payment response header present');
+  assert.equal(paymentResponse.success, true, JSON.stringify(paymentResponse));
+  assert.equal(paymentResponse.network, network);
+  assert.equal(paymentResponse.payer?.toLowerCase(), buyer.address.toLowerCase());
+  assert.match(paymentResponse.transaction, /^0x[0-9a-fA-F]{64}$/);
+  const { receipt, transfers } = await rig.transfersIn(paymentResponse.transaction);
+  assert.equal(receipt.status, 'success');
+  assert.deepEqual(transfers, [{ from: buyer.address, to: rig.payTo, value: PRICE }]);
+  return receipt;
+}
