@@ -23,6 +23,10 @@ async fn every_spelling_of_a_priced_path_is_priced() {
         "/paid;jsessionid=1",
         "/paid?free=1",
         "/free/..\\paid",
+        "/paid%0a",
+        "/paid%0d%0a",
+        "/paid%20",
+        "/paid%00",
     ] {
         let r = rig.http.get(rig.url(spelling)).send().await.unwrap();
         assert_eq!(r.status(), 402, "{spelling} must be priced");

@@ -4,7 +4,7 @@
 //! therefore resolves every ambiguity in the direction of "more requests match": percent-escapes are
 //! decoded (repeatedly, against double encoding), `\` counts as `/`, `;matrix` parameters are dropped,
 //! empty and `.` segments vanish, `..` removes the previous segment, the trailing slash goes and
-//! letters are lower-cased. Routes are compiled into the same form.
+//! letters are lower-cased; whitespace and control characters around a segment are ignored. Routes are compiled into the same form.
 
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
@@ -30,6 +30,8 @@ pub fn canonical_path(raw: &str) -> String {
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split(['/', '\\']) {
         let segment = segment.split(';').next().unwrap_or("");
+        // Trailing spaces, tabs and line terminators are ignored by some routers (`/paid%0a`).
+        let segment = segment.trim_matches(|c: char| c.is_whitespace() || c.is_control());
         match segment {
             "" | "." => {}
             ".." => {
@@ -75,6 +77,11 @@ mod tests {
             "/api/data/.",
             "/../api/data",
             "/api/%2e%2e/api/data",
+            "/api/data%0a",
+            "/api/data%0d%0a",
+            "/api/data%20",
+            "/api/data%09/",
+            "/api/data%00",
         ] {
             assert_eq!(canonical_path(spelling), "/api/data", "{spelling}");
         }
