@@ -108,6 +108,7 @@ struct PaymentInFlight {
     entry: Option<JournalEntry>,
     /// Whether the journal holds a `verified` line that still needs a final state.
     journaled: bool,
+    route_index: Option<usize>,
 }
 
 pub struct RequestCtx {
@@ -336,6 +337,7 @@ impl Gateway {
             outcome: Outcome::Verified,
             entry,
             journaled: false,
+            route_index: ctx.route_index,
         });
 
         let state = ctx.state.clone();
@@ -414,6 +416,14 @@ impl Gateway {
                 payment.transaction = settlement.response.transaction.clone();
                 payment.settlement_header = Some(encode_header_json(&settlement.raw));
                 fmetrics.settled.inc();
+                // Counted when the money moves, whatever happens to the response afterwards.
+                if let Some(revenue) = payment
+                    .route_index
+                    .and_then(|i| state.route_metrics.get(i))
+                    .and_then(|m| m.revenue.get(payment.verified.option_index))
+                {
+                    revenue.inc_by(u64::try_from(payment.verified.amount).unwrap_or(u64::MAX));
+                }
                 // Some facilitators answer before the chain confirms; those are reconciled later.
                 let final_state = match settlement.response.status.as_deref() {
                     Some("pending" | "timeout") => PaymentState::Pending,
@@ -779,11 +789,6 @@ impl ProxyHttp for Gateway {
         });
         if let Some(m) = route_metrics {
             m.outcome(outcome).inc();
-            if payment.outcome == Outcome::Settled {
-                if let Some(revenue) = m.revenue.get(payment.verified.option_index) {
-                    revenue.inc_by(u64::try_from(payment.verified.amount).unwrap_or(u64::MAX));
-                }
-            }
         }
         tracing::info!(
             route = ctx.route_label.as_deref().unwrap_or(""),
