@@ -1,13 +1,14 @@
 //! x402-gateway: a reverse proxy that charges x402 payments per request.
 //!
 //! The payment core ([`x402`], [`pricing`], [`payment`], [`config`]) is pure: no sockets, no clocks
-//! of its own. Adapters at the edge ([`facilitator`], [`proxy`]) connect it to facilitators and to
-//! Pingora. [`buyer`] holds the client side used by the example buyer and by tests.
+//! of its own. Adapters at the edge ([`facilitator`], [`proxy`], [`ops`]) connect it to facilitators, to
+//! Pingora and to the operator. [`buyer`] holds the client side used by the example buyer and by tests.
 
 pub mod buyer;
 pub mod config;
 pub mod demo;
 pub mod facilitator;
+pub mod ops;
 pub mod payment;
 pub mod pricing;
 pub mod proxy;

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use x402_gateway::config::{FacilitatorKind, GatewayConfig};
-use x402_gateway::pricing::RouteKind;
+use x402_gateway::pricing::{format_units, RouteKind};
 use x402_gateway::proxy::{build_server, GatewayState};
 
 #[derive(Parser)]
@@ -44,6 +44,28 @@ enum Command {
         #[arg(default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// List the payments recorded in the settlement journal, one row per payment.
+    Receipts {
+        /// Configuration file naming the journal (`[journal] path`).
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// The journal file itself (instead of reading it from the configuration).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        /// Only payments first recorded at or after this time: unix seconds, an RFC 3339 UTC
+        /// time, a date, or a duration back from now ("24h").
+        #[arg(long)]
+        since: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReceiptsFormat::Csv)]
+        format: ReceiptsFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReceiptsFormat {
+    Csv,
+    Json,
 }
 
 fn init_logging(format: LogFormat) {
@@ -70,6 +92,12 @@ fn main() -> Result<()> {
             demo_upstream,
         } => run(config, demo_upstream),
         Command::Check { config } => check(config),
+        Command::Receipts {
+            config,
+            journal,
+            since,
+            format,
+        } => receipts(config, journal, since, format),
     }
 }
 
@@ -79,18 +107,50 @@ fn run(path: PathBuf, demo_upstream: bool) -> Result<()> {
         start_demo_upstream(&config)?;
     }
     let listen = config.server.listen;
-    // Pingora reports a bind failure only inside its service thread and keeps running without a
-    // listener; trying the address first turns that into a clear start-up error.
-    drop(
-        std::net::TcpListener::bind(listen)
-            .with_context(|| format!("cannot listen on {listen}"))?,
-    );
     let route_count = config.routes.in_file_order().len();
     let facilitator = config.facilitator.kind;
+    let admin = config.admin.listen;
     let state = GatewayState::new(config).context("cannot start")?;
     let server = build_server(state).context("cannot start")?;
-    tracing::info!(%listen, routes = route_count, facilitator = ?facilitator, "x402-gateway listening");
-    server.run_forever()
+    tracing::info!(%listen, %admin, routes = route_count, facilitator = ?facilitator, "x402-gateway listening");
+    server.run();
+    Ok(())
+}
+
+fn receipts(
+    config: PathBuf,
+    journal: Option<PathBuf>,
+    since: Option<String>,
+    format: ReceiptsFormat,
+) -> Result<()> {
+    use x402_gateway::ops::{journal as j, receipts as r};
+    let path = match journal {
+        Some(path) => path,
+        None => GatewayConfig::load(&config)
+            .map_err(anyhow::Error::msg)?
+            .journal
+            .map(|j| j.path)
+            .with_context(|| {
+                format!(
+                    "{} has no [journal] path; pass --journal PATH",
+                    config.display()
+                )
+            })?,
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let since = since
+        .map(|s| j::parse_since(&s, now_ms))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--since {e}"))?;
+    let entries = j::read_entries(&path)?;
+    let format = match format {
+        ReceiptsFormat::Csv => r::ReceiptFormat::Csv,
+        ReceiptsFormat::Json => r::ReceiptFormat::Json,
+    };
+    print!("{}", r::render(&r::receipts(&entries, since), format));
+    Ok(())
 }
 
 fn start_demo_upstream(config: &GatewayConfig) -> Result<()> {
@@ -129,6 +189,22 @@ fn check(path: PathBuf) -> Result<()> {
         FacilitatorKind::Local => println!("facilitator  local (TEST MODE: no money moves)"),
     }
     println!("unmatched    {:?}", config.unmatched);
+    println!(
+        "admin        {} (/healthz, /readyz, /metrics)",
+        config.admin.listen
+    );
+    match &config.journal {
+        Some(j) => println!("journal      {}", j.path.display()),
+        None => println!("journal      none (payments are only logged)"),
+    }
+    println!(
+        "discovery    {}",
+        if config.discovery {
+            "/.well-known/x402"
+        } else {
+            "off"
+        }
+    );
     println!();
     for route in config.routes.in_file_order() {
         match &route.kind {
@@ -165,16 +241,4 @@ fn check(path: PathBuf) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `10000` with 6 decimals → `0.01`.
-fn format_units(amount: u128, decimals: u8) -> String {
-    let scale = 10u128.pow(decimals as u32);
-    let fraction = format!("{:0width$}", amount % scale, width = decimals as usize);
-    let fraction = fraction.trim_end_matches('0');
-    if fraction.is_empty() {
-        format!("{}", amount / scale)
-    } else {
-        format!("{}.{fraction}", amount / scale)
-    }
 }

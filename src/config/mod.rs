@@ -85,12 +85,28 @@ pub enum FacilitatorKind {
     Local,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FacilitatorConfig {
     pub kind: FacilitatorKind,
     pub url: Option<String>,
     pub bearer_token: Option<Secret>,
     pub timeout: Duration,
+}
+
+/// The operator's listener: health, readiness and metrics, never the public API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// How often each facilitator is probed; readiness needs an answer within three intervals.
+    pub probe_interval: Duration,
+}
+
+/// The settlement journal: where every payment is recorded before the response depending on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    pub path: PathBuf,
+    /// How often pending settlements are checked with their facilitator.
+    pub reconcile_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +124,10 @@ pub struct GatewayConfig {
     pub routes: RouteTable,
     pub unmatched: UnmatchedPolicy,
     pub assets: AssetRegistry,
+    pub admin: AdminConfig,
+    pub journal: Option<JournalConfig>,
+    /// Whether `GET /.well-known/x402` lists the priced routes.
+    pub discovery: bool,
 }
 
 impl GatewayConfig {
@@ -271,6 +291,24 @@ impl Ctx<'_> {
                 }
             },
         };
+        let admin = self.admin(&file.admin)?;
+        let journal = match &file.journal {
+            None => None,
+            Some(j) => {
+                let base = path.parent().unwrap_or(Path::new("."));
+                let text = self.expand(&j.get_ref().path)?;
+                if text.trim().is_empty() {
+                    return Err(self.err(&j.get_ref().path, "journal path is empty"));
+                }
+                Some(JournalConfig {
+                    path: base.join(text),
+                    reconcile_interval: self.positive_duration(
+                        &j.get_ref().reconcile_interval,
+                        Duration::from_secs(30),
+                    )?,
+                })
+            }
+        };
         Ok(GatewayConfig {
             source: path.to_path_buf(),
             server,
@@ -279,6 +317,40 @@ impl Ctx<'_> {
             routes: RouteTable::new(routes),
             unmatched,
             assets,
+            admin,
+            journal,
+            discovery: file.discovery.enabled.unwrap_or(true),
+        })
+    }
+
+    fn positive_duration(
+        &self,
+        value: &Option<Text>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(value, default)?;
+        match value {
+            Some(v) if d.is_zero() => Err(self.err(v, "duration must be more than zero")),
+            _ => Ok(d),
+        }
+    }
+
+    fn admin(&self, a: &surface::Admin) -> Result<AdminConfig, ConfigError> {
+        let listen = match &a.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 9402)),
+            Some(v) => {
+                let text = self.expand(v)?;
+                text.parse().map_err(|_| {
+                    self.err(
+                        v,
+                        format!("listen = `{text}` is not an address such as \"127.0.0.1:9402\""),
+                    )
+                })?
+            }
+        };
+        Ok(AdminConfig {
+            listen,
+            probe_interval: self.positive_duration(&a.probe_interval, Duration::from_secs(5))?,
         })
     }
 

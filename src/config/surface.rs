@@ -21,6 +21,31 @@ pub struct File {
     pub unmatched: Option<Text>,
     #[serde(default)]
     pub assets: BTreeMap<String, BTreeMap<String, Spanned<Asset>>>,
+    #[serde(default)]
+    pub admin: Admin,
+    pub journal: Option<Spanned<Journal>>,
+    #[serde(default)]
+    pub discovery: Discovery,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: Option<Text>,
+    pub probe_interval: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub path: Text,
+    pub reconcile_interval: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

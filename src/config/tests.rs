@@ -187,3 +187,36 @@ fn several_options_keep_their_order() {
     );
     assert_eq!(p.options[1].v1_network, Some("base"));
 }
+
+#[test]
+fn operations_keys_have_defaults_and_located_errors() {
+    let config = parse("").unwrap();
+    assert_eq!(config.admin.listen, "127.0.0.1:9402".parse().unwrap());
+    assert_eq!(config.admin.probe_interval, Duration::from_secs(5));
+    assert!(config.journal.is_none());
+    assert!(config.discovery);
+
+    let config = GatewayConfig::parse(
+        &format!(
+            "{BASE}[admin]\nlisten = \"0.0.0.0:9500\"\nprobe_interval = \"250ms\"\n\
+             [journal]\npath = \"data/journal.jsonl\"\n[discovery]\nenabled = false\n"
+        ),
+        Path::new("/etc/gw/gateway.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(config.admin.listen.port(), 9500);
+    assert_eq!(config.admin.probe_interval, Duration::from_millis(250));
+    let journal = config.journal.unwrap();
+    assert_eq!(journal.path, Path::new("/etc/gw/data/journal.jsonl"));
+    assert_eq!(journal.reconcile_interval, Duration::from_secs(30));
+    assert!(!config.discovery);
+
+    let e = parse("[admin]\nlisten = \"9402\"\n").unwrap_err();
+    assert_eq!(e.location, Some((10, 10)), "{e}");
+    let e = parse("[admin]\nprobe_interval = \"0s\"\n").unwrap_err();
+    assert!(e.message.contains("more than zero"), "{e}");
+    let e = parse("[journal]\npath = \"j\"\nfsync = false\n").unwrap_err();
+    assert!(e.message.contains("unknown field `fsync`"), "{e}");
+    assert_eq!(e.location.map(|l| l.0), Some(11));
+}

@@ -53,6 +53,21 @@ impl FacilitatorError {
     }
 }
 
+/// What a facilitator can say, later, about a settlement whose outcome was not final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettlementStatus {
+    Settled {
+        transaction: String,
+    },
+    Failed {
+        reason: String,
+    },
+    /// Known to the facilitator, not final yet.
+    Pending,
+    /// The facilitator has no way to tell (no status API, or no transaction to ask about).
+    Unknown,
+}
+
 #[async_trait]
 pub trait Facilitator: Send + Sync {
     /// A short name for logs and metrics.
@@ -63,6 +78,15 @@ pub trait Facilitator: Send + Sync {
     ) -> Result<VerifyResponse, FacilitatorError>;
     async fn settle(&self, request: &FacilitatorRequest) -> Result<Settlement, FacilitatorError>;
     async fn supported(&self) -> Result<SupportedResponse, FacilitatorError>;
+    /// Reconciles a pending settlement. Facilitators without a status API keep the default, and
+    /// such entries stay pending in the journal for an operator to check on chain.
+    async fn settlement_status(
+        &self,
+        _transaction: &str,
+        _network: &str,
+    ) -> Result<SettlementStatus, FacilitatorError> {
+        Ok(SettlementStatus::Unknown)
+    }
 }
 
 /// Builds the facilitator a configuration asks for.

@@ -18,6 +18,11 @@ impl ReplayKey {
         Self(format!("{network}|{asset}|{from}|{nonce}").to_ascii_lowercase())
     }
 
+    /// A key as recorded earlier by [`ReplayKey::as_str`] (the journal keeps it across restarts).
+    pub fn from_recorded(text: &str) -> Self {
+        Self(text.to_ascii_lowercase())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

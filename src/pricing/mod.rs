@@ -9,7 +9,7 @@ mod path;
 mod routes;
 
 pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
-pub use money::{parse_price, MoneyError};
+pub use money::{format_units, parse_price, MoneyError};
 pub use path::canonical_path;
 pub use routes::{
     MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,

@@ -57,6 +57,18 @@ pub fn parse_price(price: &str, decimals: u8) -> Result<u128, MoneyError> {
     Ok(atomic)
 }
 
+/// Atomic units as a decimal number of whole tokens: `10000` with 6 decimals is `0.01`.
+pub fn format_units(amount: u128, decimals: u8) -> String {
+    let scale = 10u128.pow(u32::from(decimals.min(38)));
+    let fraction = format!("{:0width$}", amount % scale, width = decimals as usize);
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        format!("{}", amount / scale)
+    } else {
+        format!("{}.{fraction}", amount / scale)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

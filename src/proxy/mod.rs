@@ -14,14 +14,19 @@
 //! Refusals happen before the upstream is called; a payment is settled at most once per request
 //! (retries after a settlement attempt are disabled).
 
+mod pages;
 mod reply;
 mod server;
 
+pub use pages::{escape, prefers_html, Pages, DISCOVERY_PATH};
 pub use reply::Reply;
-pub use server::{build_server, GatewayState, StartError};
+pub use server::{build_server, GatewayServer, GatewayState, StartError, UNMATCHED_LABEL};
 
 use crate::config::UnmatchedPolicy;
 use crate::facilitator::{FacilitatorError, FacilitatorRequest};
+use crate::ops::journal::{rfc3339_now, Journal, JournalEntry, PaymentState};
+use crate::ops::metrics::{Metrics, RequestOutcome};
+use crate::ops::{Health, InFlight};
 use crate::payment::{check_payment, ReplayError, ReplayGuard, SettlementPolicy, VerifiedPayment};
 use crate::pricing::{PricedRoute, RouteKind};
 use crate::x402::{
@@ -40,11 +45,38 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct Gateway {
     state: Arc<ArcSwap<GatewayState>>,
     replay: Arc<dyn ReplayGuard>,
+    journal: Option<Arc<dyn Journal>>,
+    health: Arc<Health>,
 }
 
 impl Gateway {
-    pub fn new(state: Arc<ArcSwap<GatewayState>>, replay: Arc<dyn ReplayGuard>) -> Self {
-        Self { state, replay }
+    pub fn new(
+        state: Arc<ArcSwap<GatewayState>>,
+        replay: Arc<dyn ReplayGuard>,
+        journal: Option<Arc<dyn Journal>>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            state,
+            replay,
+            journal,
+            health,
+        }
+    }
+
+    /// Records a payment event durably; the caller's response waits for it.
+    async fn record(
+        &self,
+        entry: Option<&JournalEntry>,
+        state: PaymentState,
+        reason: &str,
+    ) -> bool {
+        let (Some(journal), Some(entry)) = (&self.journal, entry) else {
+            return true;
+        };
+        let mut line = entry.next(state);
+        line.reason = reason.to_string();
+        journal.append(line).await.is_ok()
     }
 }
 
@@ -72,11 +104,22 @@ struct PaymentInFlight {
     transaction: String,
     reservation_held: bool,
     outcome: Outcome,
+    /// The journal line this payment's events are written from.
+    entry: Option<JournalEntry>,
+    /// Whether the journal holds a `verified` line that still needs a final state.
+    journaled: bool,
+    route_index: Option<usize>,
 }
 
 pub struct RequestCtx {
     state: Arc<GatewayState>,
+    /// Index (file order) of the matched route.
+    route_index: Option<usize>,
     route_label: Option<String>,
+    /// Set where the gateway decides a request's fate itself; otherwise derived at the end.
+    outcome: Option<RequestOutcome>,
+    upstream_started: Option<Instant>,
+    _in_flight: InFlight,
     payment: Option<PaymentInFlight>,
     /// A reply prepared by a later phase for `fail_to_proxy` to write.
     reply: Option<Reply>,
@@ -111,17 +154,30 @@ fn resource_url(state: &GatewayState, req: &RequestHeader) -> String {
     format!("{scheme}://{host}{path}")
 }
 
-fn facilitator_failure(e: &FacilitatorError) -> Reply {
+/// A stable id for a payment's journal lines: the authorization's identity, hashed.
+fn payment_id(replay_key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(replay_key.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The error code of a facilitator failure, in replies and metrics.
+fn facilitator_code(e: &FacilitatorError) -> &'static str {
     match e {
-        FacilitatorError::Timeout(_) => Reply::error(504, "facilitator_timeout", &e.to_string()),
-        FacilitatorError::Unreachable(_) => {
-            Reply::error(502, "facilitator_unavailable", &e.to_string())
-        }
-        FacilitatorError::Status { .. } => Reply::error(502, "facilitator_error", &e.to_string()),
-        FacilitatorError::Garbage(_) => {
-            Reply::error(502, "facilitator_bad_response", &e.to_string())
-        }
+        FacilitatorError::Timeout(_) => "facilitator_timeout",
+        FacilitatorError::Unreachable(_) => "facilitator_unavailable",
+        FacilitatorError::Status { .. } => "facilitator_error",
+        FacilitatorError::Garbage(_) => "facilitator_bad_response",
     }
+}
+
+fn facilitator_failure(e: &FacilitatorError) -> Reply {
+    let status = if matches!(e, FacilitatorError::Timeout(_)) {
+        504
+    } else {
+        502
+    };
+    Reply::error(status, facilitator_code(e), &e.to_string())
 }
 
 impl Gateway {
@@ -141,14 +197,29 @@ impl Gateway {
             .get(PAYMENT_SIGNATURE)
             .or_else(|| req.headers.get(X_PAYMENT));
         let Some(header) = header else {
+            ctx.outcome = Some(RequestOutcome::Challenged);
             let error = "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
-            return Some(Reply::challenge(402, route, &url, &method, error, None));
+            let reply = Reply::challenge(402, route, &url, &method, error, None);
+            let wants_html = req
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(prefers_html);
+            let paywall = ctx
+                .route_index
+                .and_then(|i| ctx.state.pages.paywalls.get(i))
+                .and_then(Option::as_ref);
+            return Some(match (wants_html, paywall) {
+                (true, Some(page)) => reply.with_html(page.render(&url)),
+                _ => reply,
+            });
         };
         let header_name = if req.headers.contains_key(PAYMENT_SIGNATURE) {
             "PAYMENT-SIGNATURE"
         } else {
             "X-PAYMENT"
         };
+        let fmetrics = &ctx.state.facilitator_metrics;
 
         let decoded: Result<(serde_json::Value, serde_json::Value), HeaderDecodeError> =
             crate::x402::decode_header_json(header.as_bytes());
@@ -158,6 +229,8 @@ impl Gateway {
         let (payment, raw) = match payload {
             Ok(ok) => ok,
             Err(message) => {
+                ctx.outcome = Some(RequestOutcome::Refused);
+                fmetrics.failed("invalid_payment_header");
                 let message = format!("{header_name} header cannot be read: {message}");
                 let mut reply = Reply::challenge(
                     400,
@@ -179,6 +252,8 @@ impl Gateway {
         let verified = match check_payment(route, &payment, now) {
             Ok(v) => v,
             Err(rejection) => {
+                ctx.outcome = Some(RequestOutcome::Refused);
+                fmetrics.failed(rejection.reason);
                 return Some(Reply::challenge(
                     402,
                     route,
@@ -195,16 +270,24 @@ impl Gateway {
             .reserve(&verified.replay_key, verified.valid_before, now)
             .await
         {
+            ctx.outcome = Some(RequestOutcome::Refused);
+            Metrics::global().replays_refused.inc();
             return Some(match e {
-                ReplayError::InFlight => Reply::error(409, "payment_in_progress", &e.to_string()),
-                ReplayError::AlreadySettled => Reply::challenge(
-                    402,
-                    route,
-                    &url,
-                    &method,
-                    "payment_already_used",
-                    Some(&e.to_string()),
-                ),
+                ReplayError::InFlight => {
+                    fmetrics.failed("payment_in_progress");
+                    Reply::error(409, "payment_in_progress", &e.to_string())
+                }
+                ReplayError::AlreadySettled => {
+                    fmetrics.failed("payment_already_used");
+                    Reply::challenge(
+                        402,
+                        route,
+                        &url,
+                        &method,
+                        "payment_already_used",
+                        Some(&e.to_string()),
+                    )
+                }
             });
         }
 
@@ -224,6 +307,23 @@ impl Gateway {
             payment_payload: raw,
             payment_requirements: requirements,
         };
+        let facilitator = ctx.state.facilitator.clone();
+        let entry = self.journal.as_ref().map(|_| JournalEntry {
+            time: rfc3339_now(),
+            id: payment_id(verified.replay_key.as_str()),
+            state: PaymentState::Verified,
+            route: ctx.route_label.clone().unwrap_or_default(),
+            payer: verified.payer.clone(),
+            amount: verified.amount.to_string(),
+            asset: option.requirements.asset.clone(),
+            network: option.requirements.network.clone(),
+            pay_to: option.requirements.pay_to.clone(),
+            transaction: String::new(),
+            facilitator: facilitator.name().to_string(),
+            reason: String::new(),
+            key: verified.replay_key.as_str().to_string(),
+            valid_before: verified.valid_before,
+        });
         ctx.payment = Some(PaymentInFlight {
             version: payment.version(),
             verified,
@@ -235,23 +335,31 @@ impl Gateway {
             transaction: String::new(),
             reservation_held: true,
             outcome: Outcome::Verified,
+            entry,
+            journaled: false,
+            route_index: ctx.route_index,
         });
 
-        let facilitator = ctx.state.facilitator.clone();
+        let state = ctx.state.clone();
+        let fmetrics = &state.facilitator_metrics;
         let payment = ctx.payment.as_mut()?;
         let verify_started = Instant::now();
         let verdict = facilitator.verify(&payment.request).await;
-        tracing::debug!(
-            elapsed_ms = verify_started.elapsed().as_millis() as u64,
-            "facilitator verify"
-        );
+        fmetrics
+            .verify_seconds
+            .observe(verify_started.elapsed().as_secs_f64());
         match verdict {
             Err(e) => {
                 tracing::warn!(facilitator = facilitator.name(), error = %e, "verify failed");
-                return Some(facilitator_failure(&e));
+                let reply = facilitator_failure(&e);
+                fmetrics.failed(facilitator_code(&e));
+                ctx.outcome = Some(RequestOutcome::Error);
+                return Some(reply);
             }
             Ok(v) if !v.is_valid => {
                 let reason = v.invalid_reason.as_deref().unwrap_or("payment_invalid");
+                fmetrics.failed(reason);
+                ctx.outcome = Some(RequestOutcome::Refused);
                 let message = v
                     .invalid_message
                     .clone()
@@ -265,31 +373,67 @@ impl Gateway {
                     Some(&message),
                 ));
             }
-            Ok(_) => {}
+            Ok(_) => fmetrics.verified.inc(),
         }
 
+        if !self
+            .record(payment.entry.as_ref(), PaymentState::Verified, "")
+            .await
+        {
+            ctx.outcome = Some(RequestOutcome::Error);
+            return Some(Reply::error(
+                503,
+                "journal_unavailable",
+                "the payment cannot be recorded right now; nothing was charged",
+            ));
+        }
+        payment.journaled = self.journal.is_some();
+
         if payment.policy == SettlementPolicy::Before {
-            return self.settle(facilitator.as_ref(), payment).await;
+            return self.settle(&state, payment).await;
         }
         None
     }
 
     /// Settles `payment` once. `None` on success (the header is stored), else the reply to send.
-    async fn settle(
-        &self,
-        facilitator: &dyn crate::facilitator::Facilitator,
-        payment: &mut PaymentInFlight,
-    ) -> Option<Reply> {
+    /// The journal line is on disk before this returns, so before any response depending on it.
+    async fn settle(&self, state: &GatewayState, payment: &mut PaymentInFlight) -> Option<Reply> {
         if payment.settle_attempted {
             return None;
         }
         payment.settle_attempted = true;
-        match facilitator.settle(&payment.request).await {
+        let facilitator = state.facilitator.as_ref();
+        let fmetrics = &state.facilitator_metrics;
+        let started = Instant::now();
+        let result = facilitator.settle(&payment.request).await;
+        fmetrics
+            .settle_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(settlement) if settlement.response.success => {
                 self.replay.mark_settled(&payment.verified.replay_key).await;
                 payment.outcome = Outcome::Settled;
                 payment.transaction = settlement.response.transaction.clone();
                 payment.settlement_header = Some(encode_header_json(&settlement.raw));
+                fmetrics.settled.inc();
+                // Counted when the money moves, whatever happens to the response afterwards.
+                if let Some(revenue) = payment
+                    .route_index
+                    .and_then(|i| state.route_metrics.get(i))
+                    .and_then(|m| m.revenue.get(payment.verified.option_index))
+                {
+                    revenue.inc_by(u64::try_from(payment.verified.amount).unwrap_or(u64::MAX));
+                }
+                // Some facilitators answer before the chain confirms; those are reconciled later.
+                let final_state = match settlement.response.status.as_deref() {
+                    Some("pending" | "timeout") => PaymentState::Pending,
+                    _ => PaymentState::Settled,
+                };
+                if let Some(entry) = payment.entry.as_mut() {
+                    entry.transaction = payment.transaction.clone();
+                }
+                self.record(payment.entry.as_ref(), final_state, "").await;
+                payment.journaled = false;
                 None
             }
             Ok(settlement) => {
@@ -299,6 +443,7 @@ impl Gateway {
                     .error_reason
                     .clone()
                     .unwrap_or_else(|| "settlement_failed".into());
+                fmetrics.failed(&reason);
                 let message = settlement
                     .response
                     .error_message
@@ -307,6 +452,9 @@ impl Gateway {
                         format!("the facilitator could not settle the payment: {reason}")
                     });
                 tracing::warn!(payer = %payment.verified.payer, %reason, "settlement refused");
+                self.record(payment.entry.as_ref(), PaymentState::Failed, &reason)
+                    .await;
+                payment.journaled = false;
                 Some(
                     Reply::error(402, &reason, &message)
                         .with_settlement(payment.version, encode_header_json(&settlement.raw)),
@@ -314,15 +462,23 @@ impl Gateway {
             }
             Err(e) => {
                 tracing::error!(facilitator = facilitator.name(), error = %e, payer = %payment.verified.payer, "settlement failed");
+                let reply = facilitator_failure(&e);
+                let code = facilitator_code(&e);
+                fmetrics.failed(code);
                 if e.never_sent() {
                     payment.outcome = Outcome::SettleFailed;
+                    self.record(payment.entry.as_ref(), PaymentState::Failed, code)
+                        .await;
                 } else {
                     // The facilitator may have settled: keep the authorization refused so it can
                     // never be spent twice, and do not deliver the content.
                     self.replay.mark_settled(&payment.verified.replay_key).await;
                     payment.outcome = Outcome::Unknown;
+                    self.record(payment.entry.as_ref(), PaymentState::Pending, code)
+                        .await;
                 }
-                Some(facilitator_failure(&e))
+                payment.journaled = false;
+                Some(reply)
             }
         }
     }
@@ -335,7 +491,11 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             state: self.state.load_full(),
+            route_index: None,
             route_label: None,
+            outcome: None,
+            upstream_started: None,
+            _in_flight: InFlight::start(&self.health),
             payment: None,
             reply: None,
             refused: false,
@@ -351,6 +511,13 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<bool> {
         let state = ctx.state.clone();
         let req = session.req_header();
+        if let Some(document) = &state.pages.discovery {
+            let read = req.method == http::Method::GET || req.method == http::Method::HEAD;
+            if read && req.uri.path() == DISCOVERY_PATH {
+                Reply::document(document.clone()).write(session).await?;
+                return Ok(true);
+            }
+        }
         let matched = state.config.routes.find(&req.method, req.uri.path());
         let reply = match matched {
             None => match state.config.unmatched {
@@ -362,6 +529,7 @@ impl ProxyHttp for Gateway {
                 )),
             },
             Some(route) => {
+                ctx.route_index = Some(route.index);
                 ctx.route_label = Some(route.label().to_string());
                 match &route.kind {
                     RouteKind::Free => None,
@@ -443,6 +611,7 @@ impl ProxyHttp for Gateway {
         ] {
             upstream_request.remove_header(name);
         }
+        ctx.upstream_started = Some(Instant::now());
         if let Some(payment) = &ctx.payment {
             upstream_request.insert_header("X-Payment-Payer", payment.verified.payer.as_str())?;
             upstream_request
@@ -459,7 +628,12 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
-        let facilitator = ctx.state.facilitator.clone();
+        if let Some(started) = ctx.upstream_started.take() {
+            Metrics::global()
+                .upstream_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let state = ctx.state.clone();
         let Some(payment) = ctx.payment.as_mut() else {
             return Ok(());
         };
@@ -468,7 +642,7 @@ impl ProxyHttp for Gateway {
                 payment.outcome = Outcome::NotCharged;
                 return Ok(());
             }
-            if let Some(reply) = self.settle(facilitator.as_ref(), payment).await {
+            if let Some(reply) = self.settle(&state, payment).await {
                 let status = reply.status;
                 ctx.reply = Some(reply);
                 ctx.refused = true;
@@ -570,10 +744,27 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Last phase, on every path: release what was not settled and log the payment.
+    /// Last phase, on every path: release what was not settled, close the payment's journal
+    /// entry, count the request and log the payment.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let state = ctx.state.clone();
+        let route_metrics = match ctx.route_index {
+            Some(i) => state.route_metrics.get(i),
+            None => Some(&state.unmatched_metrics),
+        };
+        if let (402, Some(m)) = (status, route_metrics) {
+            m.payment_required.inc();
+        }
         let Some(payment) = ctx.payment.as_mut() else {
+            let outcome = ctx.outcome.unwrap_or(if status >= 500 || status == 0 {
+                RequestOutcome::Error
+            } else {
+                RequestOutcome::Free
+            });
+            if let Some(m) = route_metrics {
+                m.outcome(outcome).inc();
+            }
             return;
         };
         if payment.reservation_held
@@ -584,6 +775,20 @@ impl ProxyHttp for Gateway {
             if payment.outcome == Outcome::Verified {
                 payment.outcome = Outcome::NotCharged;
             }
+        }
+        if payment.journaled && payment.outcome == Outcome::NotCharged {
+            self.record(payment.entry.as_ref(), PaymentState::NotCharged, "")
+                .await;
+            payment.journaled = false;
+        }
+        let outcome = ctx.outcome.unwrap_or(match payment.outcome {
+            Outcome::Settled => RequestOutcome::Paid,
+            Outcome::NotCharged => RequestOutcome::NotCharged,
+            Outcome::SettleFailed | Outcome::Unknown => RequestOutcome::SettleFailed,
+            Outcome::Verified => RequestOutcome::Error,
+        });
+        if let Some(m) = route_metrics {
+            m.outcome(outcome).inc();
         }
         tracing::info!(
             route = ctx.route_label.as_deref().unwrap_or(""),

@@ -17,7 +17,10 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    pub content_type: &'static str,
 }
+
+const JSON: &str = "application/json";
 
 impl Reply {
     /// A JSON error `{error, message}` without a challenge.
@@ -27,6 +30,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Bytes::from(body.to_string()),
+            content_type: JSON,
         }
     }
 
@@ -73,6 +77,24 @@ impl Reply {
             status,
             headers: vec![(PAYMENT_REQUIRED, encode_header_json(&required))],
             body: Bytes::from(body.to_string()),
+            content_type: JSON,
+        }
+    }
+
+    /// The same challenge with a page for people in place of the v1 JSON body.
+    pub fn with_html(mut self, page: Bytes) -> Self {
+        self.body = page;
+        self.content_type = "text/html; charset=utf-8";
+        self
+    }
+
+    /// A JSON document the gateway serves itself (discovery).
+    pub fn document(body: Bytes) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("Cache-Control", "public, max-age=60".into())],
+            body,
+            content_type: JSON,
         }
     }
 
@@ -85,7 +107,7 @@ impl Reply {
     /// Writes the reply; the connection stays usable because the length is always declared.
     pub async fn write(&self, session: &mut Session) -> pingora::Result<()> {
         let mut header = ResponseHeader::build(self.status, Some(6))?;
-        header.insert_header("Content-Type", "application/json")?;
+        header.insert_header("Content-Type", self.content_type)?;
         header.insert_header("Content-Length", self.body.len().to_string())?;
         header.insert_header("Cache-Control", "no-store")?;
         header.insert_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)?;

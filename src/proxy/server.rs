@@ -1,14 +1,24 @@
-//! Building the Pingora server from a validated configuration.
+//! Building the Pingora server from a validated configuration: the public proxy, the admin
+//! listener, and the background services (replay sweeper, facilitator probe, journal
+//! reconciliation, hot reload).
 
+use super::pages::Pages;
 use super::Gateway;
 use crate::config::GatewayConfig;
 use crate::facilitator::{self, Facilitator, FacilitatorError};
+use crate::ops::metrics::{FacilitatorMetrics, RouteMetrics};
+use crate::ops::{
+    journal, AdminApp, DrainingShutdown, FacilitatorProbe, FileJournal, Health, Journal, Reloader,
+};
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
+use crate::pricing::RouteKind;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +29,13 @@ pub struct GatewayState {
     pub facilitator: Arc<dyn Facilitator>,
     /// The upstream address, resolved once at start-up.
     pub upstream_addr: SocketAddr,
+    /// Paywall pages and the discovery document.
+    pub pages: Pages,
+    /// Metric handles by route index (file order).
+    pub route_metrics: Vec<RouteMetrics>,
+    /// Requests no route matches.
+    pub unmatched_metrics: RouteMetrics,
+    pub facilitator_metrics: FacilitatorMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +46,30 @@ pub enum StartError {
     Facilitator(#[from] FacilitatorError),
     #[error("cannot listen with TLS on {addr}: {reason}")]
     Tls { addr: SocketAddr, reason: String },
+    #[error("cannot listen on {addr} ({what}): {reason}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{0}")]
+    Journal(#[from] journal::JournalError),
+    #[error("cannot start: {0}")]
+    Runtime(String),
 }
+
+pub const UNMATCHED_LABEL: &str = "(unmatched)";
 
 impl GatewayState {
     pub fn new(config: GatewayConfig) -> Result<Self, StartError> {
+        Self::with_facilitator(config, None)
+    }
+
+    /// Like [`GatewayState::new`], reusing `facilitator` when given (a reload that did not change it).
+    pub fn with_facilitator(
+        config: GatewayConfig,
+        facilitator: Option<Arc<dyn Facilitator>>,
+    ) -> Result<Self, StartError> {
         let upstream = &config.upstream;
         let upstream_addr = (upstream.host.as_str(), upstream.port)
             .to_socket_addrs()
@@ -45,8 +82,29 @@ impl GatewayState {
                 host: upstream.host.clone(),
                 reason: "no address".into(),
             })?;
-        let facilitator = facilitator::from_config(&config.facilitator)?;
+        let facilitator = match facilitator {
+            Some(f) => f,
+            None => facilitator::from_config(&config.facilitator)?,
+        };
+        let routes = config.routes.in_file_order();
+        let mut route_metrics: Vec<RouteMetrics> = Vec::with_capacity(routes.len());
+        for (position, route) in routes.iter().enumerate() {
+            debug_assert_eq!(position, route.index);
+            let options: Vec<(&str, &str)> = match &route.kind {
+                RouteKind::Free => Vec::new(),
+                RouteKind::Priced(p) => p
+                    .options
+                    .iter()
+                    .map(|o| (o.requirements.network.as_str(), o.asset_symbol.as_str()))
+                    .collect(),
+            };
+            route_metrics.push(RouteMetrics::new(route.label(), &options));
+        }
         Ok(Self {
+            pages: Pages::new(&config),
+            route_metrics,
+            unmatched_metrics: RouteMetrics::new(UNMATCHED_LABEL, &[]),
+            facilitator_metrics: FacilitatorMetrics::new(facilitator.name()),
             config,
             facilitator,
             upstream_addr,
@@ -78,41 +136,157 @@ impl BackgroundService for ReplaySweeper {
     }
 }
 
-/// A ready-to-run Pingora server for `state`.
-pub fn build_server(state: GatewayState) -> Result<Server, StartError> {
-    let server_config = &state.config.server;
+/// Checks pending settlements with the facilitator now configured.
+struct Reconciler {
+    journal: Arc<FileJournal>,
+    state: Arc<ArcSwap<GatewayState>>,
+}
+
+#[async_trait]
+impl BackgroundService for Reconciler {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let state = self.state.load_full();
+            journal::reconcile_once(self.journal.as_ref(), state.facilitator.as_ref()).await;
+            let pause = state
+                .config
+                .journal
+                .as_ref()
+                .map_or(Duration::from_secs(30), |j| j.reconcile_interval);
+            drop(state);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// A server ready to run, with the shutdown behaviour it needs.
+pub struct GatewayServer {
+    server: Server,
+    shutdown: DrainingShutdown,
+}
+
+impl GatewayServer {
+    /// Serves until `SIGTERM` (graceful) or `SIGINT` (fast).
+    pub fn run(self) {
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(self.shutdown),
+        });
+    }
+}
+
+/// Pingora logs a listener that cannot bind and keeps running without it; binding once here
+/// turns that into a start-up error. The socket is closed again before Pingora binds it.
+fn check_bind(addr: SocketAddr, what: &'static str) -> Result<(), StartError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| StartError::Bind {
+            addr,
+            what,
+            reason: e.to_string(),
+        })
+}
+
+/// A ready-to-run server for `state`.
+pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
+    let server_config = state.config.server.clone();
+    let admin = state.config.admin.clone();
+    let journal_config = state.config.journal.clone();
+    check_bind(server_config.listen, "[server] listen")?;
+    check_bind(admin.listen, "[admin] listen")?;
+
+    // Pingora sleeps its whole grace period on SIGTERM; DrainingShutdown ends the process
+    // earlier once idle, and at the latest at the grace period.
+    let grace_secs = server_config.grace_period.as_secs_f64().ceil() as u64;
     let conf = ServerConf {
         threads: server_config.threads,
-        grace_period_seconds: Some(server_config.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(2),
+        grace_period_seconds: Some(grace_secs),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let listen = server_config.listen;
-    let tls = server_config.tls.clone();
     let replay: Arc<dyn ReplayGuard> = Arc::new(InMemoryReplayGuard::new());
-    let gateway = Gateway::new(Arc::new(ArcSwap::from_pointee(state)), replay.clone());
+    let journal = match &journal_config {
+        None => None,
+        Some(j) => {
+            let (journal, entries) = FileJournal::open(&j.path)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
+            let resumed =
+                runtime.block_on(journal::resume(journal.as_ref(), &entries, replay.as_ref()))?;
+            tracing::info!(journal = %j.path.display(), entries = entries.len(), pending = resumed, "journal opened");
+            if resumed > 0 {
+                tracing::warn!(
+                    pending = resumed,
+                    "pending settlements from an earlier run resume reconciliation"
+                );
+            }
+            Some(journal)
+        }
+    };
+
+    let health = Arc::new(Health::new(server_config.listen, admin.probe_interval));
+    let source = state.config.source.clone();
+    let state = Arc::new(ArcSwap::from_pointee(state));
+    let gateway = Gateway::new(
+        state.clone(),
+        replay.clone(),
+        journal.clone().map(|j| j as Arc<dyn Journal>),
+        health.clone(),
+    );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "x402-gateway",
     );
-    match tls {
-        None => proxy.add_tcp(&listen.to_string()),
+    match &server_config.tls {
+        None => proxy.add_tcp(&server_config.listen.to_string()),
         Some((cert, key)) => proxy
             .add_tls(
-                &listen.to_string(),
+                &server_config.listen.to_string(),
                 &cert.to_string_lossy(),
                 &key.to_string_lossy(),
             )
             .map_err(|e| StartError::Tls {
-                addr: listen,
+                addr: server_config.listen,
                 reason: e.to_string(),
             })?,
     }
     server.add_service(proxy);
+
+    let mut admin_service = Service::new(
+        "admin".to_string(),
+        HttpServer::new_app(AdminApp::new(health.clone())),
+    );
+    admin_service.add_tcp(&admin.listen.to_string());
+    server.add_service(admin_service);
+
     server.add_service(background_service("replay sweeper", ReplaySweeper(replay)));
-    Ok(server)
+    server.add_service(background_service(
+        "facilitator probe",
+        FacilitatorProbe::new(state.clone(), health.clone()),
+    ));
+    server.add_service(background_service(
+        "config reload",
+        Reloader::new(source, state.clone(), health.clone()),
+    ));
+    if let Some(journal) = journal {
+        server.add_service(background_service(
+            "journal reconciliation",
+            Reconciler {
+                journal,
+                state: state.clone(),
+            },
+        ));
+    }
+    Ok(GatewayServer {
+        server,
+        shutdown: DrainingShutdown::new(health, server_config.grace_period),
+    })
 }

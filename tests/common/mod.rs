@@ -128,11 +128,14 @@ pub fn config(
     facilitator_extra: &str,
     extra: &str,
 ) -> String {
+    let admin_port = free_port();
     format!(
         r#"unmatched = "proxy"
 [server]
 listen = "127.0.0.1:{gateway_port}"
 threads = 2
+[admin]
+listen = "127.0.0.1:{admin_port}"
 [upstream]
 url = "http://127.0.0.1:{upstream_port}"
 [facilitator]
@@ -167,6 +170,20 @@ accepts = [ {{ price = "$0.02" }}, {{ price = "$0.02", network = "eip155:196", a
 {extra}
 "#
     )
+}
+
+/// The admin port written into a configuration by [`config`].
+pub fn admin_port(config: &str) -> u16 {
+    let admin = config.find("[admin]").expect("an [admin] table");
+    let line = config[admin..]
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .expect("an admin listen line");
+    line.trim_end_matches('"')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port")
 }
 
 impl Rig {

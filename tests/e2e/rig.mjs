@@ -15,10 +15,12 @@ import { freePort, sleep } from '../support/util.mjs';
 export const PRICE = 10000n;
 export const GATEWAY_BIN = process.env.GATEWAY_BIN || fileURLToPath(new URL('../../target/debug/x402-gateway', import.meta.url));
 
-function gatewayConfig({ port, upstreamPort, facilitatorPort, payTo, token }) {
+function gatewayConfig({ port, adminPort, upstreamPort, facilitatorPort, payTo, token }) {
   return `unmatched = "proxy"
 [server]
 listen = "127.0.0.1:${port}"
+[admin]
+listen = "127.0.0.1:${adminPort}"
 [upstream]
 url = "http://127.0.0.1:${upstreamPort}"
 [facilitator]
@@ -93,7 +95,8 @@ export async function startRig() {
     ]);
     procs.push(facilitator, upstream);
     const port = await freePort();
-    const gateway = await startGateway({ port, upstreamPort: upstream.info.port, facilitatorPort: facilitator.info.port, payTo: info.payTo, token: info.token });
+    const adminPort = await freePort();
+    const gateway = await startGateway({ port, adminPort, upstreamPort: upstream.info.port, facilitatorPort: facilitator.info.port, payTo: info.payTo, token: info.token });
     procs.push(gateway.proc);
     return makeRig({ info, port, facilitatorPort: facilitator.info.port, upstreamPort: upstream.info.port, gateway, stop });
   } catch (err) {

@@ -1,0 +1,491 @@
+//! The settlement journal: an append-only file of JSON lines, one per payment event (verified,
+//! settled, pending, failed, not charged). Each append is written and fsynced before the call
+//! returns, so the response that depends on it is sent only once it is on disk.
+//!
+//! Appends from all requests go through one writer thread that syncs once per batch (group
+//! commit): under load one fsync covers many payments. A torn last line (the process killed mid
+//! write) is skipped when reading. Pending entries are reconciled in the background with the
+//! facilitator that settled them; the journal never rewrites a line, it appends the final state.
+
+use crate::facilitator::{Facilitator, SettlementStatus};
+use crate::ops::metrics::Metrics;
+use crate::payment::{ReplayGuard, ReplayKey};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    /// The facilitator verified the payment; the request goes on to the upstream.
+    Verified,
+    /// Money moved: `transaction` is the payment id on chain.
+    Settled,
+    /// Settled or maybe settled, outcome not final; reconciled in the background.
+    Pending,
+    /// Settlement refused, or reconciliation found it failed.
+    Failed,
+    /// Verified but never settled (the upstream failed): nothing charged.
+    NotCharged,
+}
+
+impl PaymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Settled => "settled",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+            Self::NotCharged => "not_charged",
+        }
+    }
+}
+
+/// One line of the journal. Never holds signatures or payment headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// Identity of the payment across its lines (derived from the authorization).
+    pub id: String,
+    pub state: PaymentState,
+    #[serde(default)]
+    pub route: String,
+    #[serde(default)]
+    pub payer: String,
+    /// Atomic units.
+    #[serde(default)]
+    pub amount: String,
+    /// Token address.
+    #[serde(default)]
+    pub asset: String,
+    #[serde(default)]
+    pub network: String,
+    #[serde(default)]
+    pub pay_to: String,
+    #[serde(default)]
+    pub transaction: String,
+    #[serde(default)]
+    pub facilitator: String,
+    #[serde(default)]
+    pub reason: String,
+    /// The replay-guard key, so a restart keeps refusing settled authorizations.
+    #[serde(default)]
+    pub key: String,
+    /// Unix seconds after which the authorization is void on chain.
+    #[serde(default)]
+    pub valid_before: u64,
+}
+
+impl JournalEntry {
+    /// The next state of the same payment, stamped now.
+    pub fn next(&self, state: PaymentState) -> Self {
+        Self {
+            time: rfc3339_now(),
+            state,
+            reason: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the journal {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("cannot write the journal: {0}")]
+    Write(String),
+    #[error("cannot read the journal {path}: {reason}")]
+    Read { path: String, reason: String },
+}
+
+/// Where payment events are recorded.
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Records `entry` durably; returns once it is on disk.
+    async fn append(&self, entry: JournalEntry) -> Result<(), JournalError>;
+    /// Entries whose latest state is pending.
+    fn pending(&self) -> Vec<JournalEntry>;
+}
+
+type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// The journal file with its writer thread.
+pub struct FileJournal {
+    path: PathBuf,
+    sender: Mutex<mpsc::Sender<(Vec<u8>, Ack)>>,
+    pending: Mutex<HashMap<String, JournalEntry>>,
+}
+
+impl FileJournal {
+    /// Opens (or creates) the journal at `path`; returns it with the entries already in it.
+    pub fn open(path: &Path) -> Result<(Arc<Self>, Vec<JournalEntry>), JournalError> {
+        let open_error = |e: std::io::Error| JournalError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(open_error)?;
+        }
+        let existed = path.exists();
+        let entries = if existed {
+            read_entries(path)?
+        } else {
+            Vec::new()
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(open_error)?;
+        if !existed {
+            // The new file's directory entry must survive a crash too.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+        }
+        let (sender, receiver) = mpsc::channel::<(Vec<u8>, Ack)>();
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || write_loop(&mut file, receiver))
+            .map_err(open_error)?;
+        let mut pending = HashMap::new();
+        for entry in latest_states(&entries) {
+            if entry.state == PaymentState::Pending {
+                pending.insert(entry.id.clone(), entry);
+            }
+        }
+        Metrics::global().journal_pending.set(pending.len() as i64);
+        Ok((
+            Arc::new(Self {
+                path: path.to_path_buf(),
+                sender: Mutex::new(sender),
+                pending: Mutex::new(pending),
+            }),
+            entries,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn track(&self, entry: &JournalEntry) {
+        if let Ok(mut pending) = self.pending.lock() {
+            if entry.state == PaymentState::Pending {
+                pending.insert(entry.id.clone(), entry.clone());
+            } else {
+                pending.remove(&entry.id);
+            }
+            Metrics::global().journal_pending.set(pending.len() as i64);
+        }
+    }
+}
+
+/// Writes what is queued, one fsync per batch, then acknowledges each append of the batch.
+fn write_loop(file: &mut File, receiver: mpsc::Receiver<(Vec<u8>, Ack)>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+        }
+        let mut buffer = Vec::with_capacity(batch.iter().map(|(l, _)| l.len()).sum());
+        for (line, _) in &batch {
+            buffer.extend_from_slice(line);
+        }
+        let result = file
+            .write_all(&buffer)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| e.to_string());
+        for (_, ack) in batch {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl Journal for FileJournal {
+    async fn append(&self, entry: JournalEntry) -> Result<(), JournalError> {
+        let mut line =
+            serde_json::to_vec(&entry).map_err(|e| JournalError::Write(e.to_string()))?;
+        line.push(b'\n');
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.sender
+            .lock()
+            .map_err(|_| JournalError::Write("writer lock poisoned".into()))?
+            .send((line, ack))
+            .map_err(|_| JournalError::Write("the writer thread stopped".into()))?;
+        let result = done
+            .await
+            .map_err(|_| JournalError::Write("the writer thread stopped".into()))?
+            .map_err(JournalError::Write);
+        match &result {
+            Ok(()) => self.track(&entry),
+            Err(e) => {
+                Metrics::global().journal_errors.inc();
+                tracing::error!(error = %e, id = %entry.id, state = entry.state.as_str(), "journal write failed");
+            }
+        }
+        result
+    }
+
+    fn pending(&self) -> Vec<JournalEntry> {
+        self.pending
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Every readable entry of the journal at `path`, in file order. Unreadable lines (a write cut
+/// short by a crash) are skipped with a warning.
+pub fn read_entries(path: &Path) -> Result<Vec<JournalEntry>, JournalError> {
+    let file = File::open(path).map_err(|e| JournalError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut entries = Vec::new();
+    for (number, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = line.map_err(|e| JournalError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<JournalEntry>(&line) {
+            Ok(entry) => entries.push(entry),
+            Err(e) => tracing::warn!(
+                journal = %path.display(),
+                line = number + 1,
+                error = %e,
+                "skipping an unreadable journal line"
+            ),
+        }
+    }
+    Ok(entries)
+}
+
+/// The latest entry of each payment, in the order payments first appeared.
+pub fn latest_states(entries: &[JournalEntry]) -> Vec<JournalEntry> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut latest: HashMap<&str, &JournalEntry> = HashMap::new();
+    for entry in entries {
+        if latest.insert(entry.id.as_str(), entry).is_none() {
+            order.push(entry.id.as_str());
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| latest.get(id).map(|e| (*e).clone()))
+        .collect()
+}
+
+/// Brings a restarted gateway back to where the journal left it: payments interrupted between
+/// verification and a final state become pending (their settlement may have happened), and every
+/// settled or pending authorization that has not expired is refused again by the replay guard.
+pub async fn resume(
+    journal: &dyn Journal,
+    entries: &[JournalEntry],
+    replay: &dyn ReplayGuard,
+) -> Result<usize, JournalError> {
+    let now = unix_now();
+    let mut resumed = 0;
+    for entry in latest_states(entries) {
+        let entry = if entry.state == PaymentState::Verified {
+            let mut pending = entry.next(PaymentState::Pending);
+            pending.reason = "interrupted_before_final_state".into();
+            journal.append(pending.clone()).await?;
+            pending
+        } else {
+            entry
+        };
+        if entry.state == PaymentState::Pending {
+            resumed += 1;
+        }
+        if matches!(entry.state, PaymentState::Settled | PaymentState::Pending)
+            && entry.valid_before > now
+            && !entry.key.is_empty()
+        {
+            let key = ReplayKey::from_recorded(&entry.key);
+            if replay.reserve(&key, entry.valid_before, now).await.is_ok() {
+                replay.mark_settled(&key).await;
+            }
+        }
+    }
+    Ok(resumed)
+}
+
+/// One pass over the pending entries: asks the facilitator about each, appends final states.
+pub async fn reconcile_once(journal: &dyn Journal, facilitator: &dyn Facilitator) {
+    let metrics = Metrics::global();
+    for entry in journal.pending() {
+        let status = if entry.transaction.is_empty() {
+            // Nothing to ask about: only the chain (or the facilitator's operator) can tell.
+            Ok(SettlementStatus::Unknown)
+        } else {
+            facilitator
+                .settlement_status(&entry.transaction, &entry.network)
+                .await
+        };
+        let next = match status {
+            Ok(SettlementStatus::Settled { transaction }) => {
+                metrics
+                    .reconciliations
+                    .with_label_values(&["settled"])
+                    .inc();
+                let mut next = entry.next(PaymentState::Settled);
+                if !transaction.is_empty() {
+                    next.transaction = transaction;
+                }
+                next
+            }
+            Ok(SettlementStatus::Failed { reason }) => {
+                metrics.reconciliations.with_label_values(&["failed"]).inc();
+                let mut next = entry.next(PaymentState::Failed);
+                next.reason = reason;
+                next
+            }
+            Ok(SettlementStatus::Pending) => {
+                metrics
+                    .reconciliations
+                    .with_label_values(&["pending"])
+                    .inc();
+                continue;
+            }
+            Ok(SettlementStatus::Unknown) => {
+                metrics
+                    .reconciliations
+                    .with_label_values(&["unknown"])
+                    .inc();
+                continue;
+            }
+            Err(e) => {
+                metrics.reconciliations.with_label_values(&["error"]).inc();
+                tracing::warn!(id = %entry.id, error = %e, "cannot reconcile a pending settlement yet");
+                continue;
+            }
+        };
+        tracing::info!(id = %next.id, state = next.state.as_str(), tx = %next.transaction, "pending settlement reconciled");
+        if let Err(e) = journal.append(next).await {
+            tracing::error!(error = %e, "cannot record a reconciled settlement");
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn rfc3339_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    rfc3339(now.as_millis() as i64)
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Parses what `--since` accepts: unix seconds, an RFC 3339 UTC time (`2026-05-01T12:00:00Z`),
+/// a date (`2026-05-01`), or a duration back from now (`90m`, `24h`). Returns unix milliseconds.
+pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: i64 = t.parse().map_err(|_| format!("`{t}` is too large"))?;
+        return Ok(secs.saturating_mul(1000));
+    }
+    if let Ok(ago) = crate::config::parse_duration(t) {
+        return Ok(now_ms - ago.as_millis() as i64);
+    }
+    parse_rfc3339(t).ok_or_else(|| {
+        format!(
+            "`{t}` is not unix seconds, an RFC 3339 UTC time, a date or a duration like \"24h\""
+        )
+    })
+}
+
+/// `YYYY-MM-DD[THH:MM[:SS[.fff]]][Z]`, UTC, to unix milliseconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = match text.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let mut parts = date.split('-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut ms = days_from_civil(y, m, d) * 86_400_000;
+    if let Some(time) = time {
+        let (hms, fraction) = match time.split_once('.') {
+            Some((a, b)) => (a, Some(b)),
+            None => (time, None),
+        };
+        let mut fields = hms.split(':');
+        let h: i64 = fields.next()?.parse().ok()?;
+        let min: i64 = fields.next()?.parse().ok()?;
+        let s: i64 = fields.next().map_or(Some(0), |s| s.parse().ok())?;
+        if fields.next().is_some() || h > 23 || min > 59 || s > 60 {
+            return None;
+        }
+        ms += (h * 3600 + min * 60 + s) * 1000;
+        if let Some(f) = fraction {
+            let digits: String = f.chars().take(3).collect();
+            let scaled = format!("{digits:0<3}");
+            ms += scaled.parse::<i64>().ok()?;
+        }
+    }
+    Some(ms)
+}
+
+// Howard Hinnant's civil calendar algorithms (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+use super::*;
+use crate::facilitator::{FacilitatorError, FacilitatorRequest, Settlement};
+use crate::payment::InMemoryReplayGuard;
+use crate::x402::{SupportedResponse, VerifyResponse};
+
+fn temp_journal() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "x402-journal-unit-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    dir.join("journal.jsonl")
+}
+
+fn entry(id: &str, state: PaymentState, tx: &str) -> JournalEntry {
+    JournalEntry {
+        time: rfc3339_now(),
+        id: id.into(),
+        state,
+        route: "GET /paid".into(),
+        payer: "0xabc".into(),
+        amount: "10000".into(),
+        asset: "0xasset".into(),
+        network: "eip155:84532".into(),
+        pay_to: "0xpayto".into(),
+        transaction: tx.into(),
+        facilitator: "test".into(),
+        reason: String::new(),
+        key: format!("eip155:84532|0xasset|0xabc|{id}"),
+        valid_before: unix_now() + 600,
+    }
+}
+
+/// A facilitator with a status API that reports every transaction as settled.
+struct Confirms;
+
+#[async_trait]
+impl Facilitator for Confirms {
+    fn name(&self) -> &str {
+        "confirms"
+    }
+    async fn verify(&self, _: &FacilitatorRequest) -> Result<VerifyResponse, FacilitatorError> {
+        Err(FacilitatorError::Unreachable("unused".into()))
+    }
+    async fn settle(&self, _: &FacilitatorRequest) -> Result<Settlement, FacilitatorError> {
+        Err(FacilitatorError::Unreachable("unused".into()))
+    }
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        Err(FacilitatorError::Unreachable("unused".into()))
+    }
+    async fn settlement_status(
+        &self,
+        transaction: &str,
+        _network: &str,
+    ) -> Result<SettlementStatus, FacilitatorError> {
+        Ok(SettlementStatus::Settled {
+            transaction: transaction.into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn appended_entries_are_read_back_and_a_torn_last_line_is_skipped() {
+    let path = temp_journal();
+    let (journal, existing) = FileJournal::open(&path).unwrap();
+    assert!(existing.is_empty());
+    journal
+        .append(entry("a", PaymentState::Verified, ""))
+        .await
+        .unwrap();
+    journal
+        .append(entry("a", PaymentState::Settled, "0x01"))
+        .await
+        .unwrap();
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(br#"{"time":"2026-01-01T00:00:00.000Z","id":"b","sta"#)
+        .unwrap();
+    let entries = read_entries(&path).unwrap();
+    assert_eq!(entries.len(), 2);
+    let latest = latest_states(&entries);
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].state, PaymentState::Settled);
+    assert_eq!(latest[0].transaction, "0x01");
+}
+
+#[tokio::test]
+async fn resume_turns_interrupted_payments_into_pending_and_refuses_their_replay() {
+    let path = temp_journal();
+    let (journal, _) = FileJournal::open(&path).unwrap();
+    journal
+        .append(entry("x", PaymentState::Verified, ""))
+        .await
+        .unwrap();
+    journal
+        .append(entry("y", PaymentState::Settled, "0x02"))
+        .await
+        .unwrap();
+    drop(journal);
+
+    let (journal, entries) = FileJournal::open(&path).unwrap();
+    let replay = InMemoryReplayGuard::new();
+    let resumed = resume(journal.as_ref(), &entries, &replay).await.unwrap();
+    assert_eq!(resumed, 1);
+    assert_eq!(journal.pending().len(), 1);
+    assert_eq!(
+        journal.pending()[0].reason,
+        "interrupted_before_final_state"
+    );
+    for id in ["x", "y"] {
+        let key = ReplayKey::from_recorded(&format!("eip155:84532|0xasset|0xabc|{id}"));
+        assert!(replay
+            .reserve(&key, unix_now() + 600, unix_now())
+            .await
+            .is_err());
+    }
+}
+
+#[tokio::test]
+async fn reconciliation_appends_the_final_state_of_a_pending_settlement() {
+    let path = temp_journal();
+    let (journal, _) = FileJournal::open(&path).unwrap();
+    journal
+        .append(entry("p", PaymentState::Pending, "0x03"))
+        .await
+        .unwrap();
+    journal
+        .append(entry("q", PaymentState::Pending, ""))
+        .await
+        .unwrap();
+    reconcile_once(journal.as_ref(), &Confirms).await;
+    let latest = latest_states(&read_entries(&path).unwrap());
+    let p = latest.iter().find(|e| e.id == "p").unwrap();
+    let q = latest.iter().find(|e| e.id == "q").unwrap();
+    assert_eq!(p.state, PaymentState::Settled);
+    assert_eq!(
+        q.state,
+        PaymentState::Pending,
+        "no transaction to ask about"
+    );
+    assert_eq!(journal.pending().len(), 1);
+}
+
+#[test]
+fn times_round_trip_and_since_accepts_the_usual_forms() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+    assert_eq!(
+        parse_rfc3339("2026-01-01T00:00:00.123Z"),
+        Some(1_767_225_600_123)
+    );
+    assert_eq!(parse_rfc3339("2026-01-01"), Some(1_767_225_600_000));
+    assert_eq!(
+        parse_rfc3339("2024-02-29T12:30:00Z"),
+        Some(1_709_209_800_000)
+    );
+    assert_eq!(parse_since("1767225600", 0), Ok(1_767_225_600_000));
+    assert_eq!(parse_since("1h", 7_200_000), Ok(3_600_000));
+    assert!(parse_since("yesterday", 0).is_err());
+    assert_eq!(parse_rfc3339("2026-13-01"), None);
+}

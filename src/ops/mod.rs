@@ -1,0 +1,18 @@
+//! Operating the gateway: the admin listener (health, readiness, metrics), the settlement
+//! journal, hot reload and graceful shutdown. These are adapters around the proxy; the payment
+//! core never depends on them.
+
+pub mod admin;
+pub mod journal;
+pub mod metrics;
+pub mod receipts;
+pub mod reload;
+pub mod shutdown;
+
+pub use admin::{
+    AdminApp, FacilitatorProbe, Health, InFlight, HEALTHZ_PATH, METRICS_PATH, READYZ_PATH,
+};
+pub use journal::{FileJournal, Journal, JournalEntry, JournalError, PaymentState};
+pub use metrics::{Metrics, RequestOutcome};
+pub use reload::Reloader;
+pub use shutdown::DrainingShutdown;
