@@ -34,7 +34,7 @@ fn the_shipped_configuration_is_valid() {
     let text = include_str!("../../gateway.toml");
     let config = GatewayConfig::parse(text, Path::new("gateway.toml"), &|_| None).unwrap();
     assert_eq!(config.routes.in_file_order().len(), 4);
-    assert_eq!(config.facilitator.kind, FacilitatorKind::Local);
+    assert_eq!(config.facilitators[0].kind, FacilitatorKind::Local);
 }
 
 #[test]
@@ -106,11 +106,14 @@ fn environment_references_are_expanded_and_missing_ones_named() {
     let config =
         GatewayConfig::parse(&format!("{with_token}{text}"), Path::new("g.toml"), &env).unwrap();
     assert_eq!(
-        config.facilitator.bearer_token.as_ref().map(Secret::expose),
+        config.facilitators[0]
+            .bearer_token
+            .as_ref()
+            .map(Secret::expose),
         Some("s3cret")
     );
     assert_eq!(
-        format!("{:?}", config.facilitator.bearer_token),
+        format!("{:?}", config.facilitators[0].bearer_token),
         "Some(***)",
         "secrets are never printed"
     );

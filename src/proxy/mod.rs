@@ -21,7 +21,7 @@ pub use reply::Reply;
 pub use server::{build_server, GatewayState, StartError};
 
 use crate::config::UnmatchedPolicy;
-use crate::facilitator::{FacilitatorError, FacilitatorRequest};
+use crate::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest};
 use crate::payment::{check_payment, ReplayError, ReplayGuard, SettlementPolicy, VerifiedPayment};
 use crate::pricing::{PricedRoute, RouteKind};
 use crate::x402::{
@@ -70,6 +70,10 @@ struct PaymentInFlight {
     /// The encoded settlement header to add to the upstream response.
     settlement_header: Option<String>,
     transaction: String,
+    /// The facilitator that verified the payment: the only one that may settle it.
+    facilitator: Option<Arc<dyn Facilitator>>,
+    /// `confirmed`, `pending` or `batched` once settled.
+    settlement: &'static str,
     reservation_held: bool,
     outcome: Outcome,
 }
@@ -112,14 +116,16 @@ fn resource_url(state: &GatewayState, req: &RequestHeader) -> String {
 }
 
 fn facilitator_failure(e: &FacilitatorError) -> Reply {
+    let message = e.client_message();
     match e {
-        FacilitatorError::Timeout(_) => Reply::error(504, "facilitator_timeout", &e.to_string()),
-        FacilitatorError::Unreachable(_) => {
-            Reply::error(502, "facilitator_unavailable", &e.to_string())
-        }
-        FacilitatorError::Status { .. } => Reply::error(502, "facilitator_error", &e.to_string()),
-        FacilitatorError::Garbage(_) => {
-            Reply::error(502, "facilitator_bad_response", &e.to_string())
+        FacilitatorError::Timeout(_) => Reply::error(504, "facilitator_timeout", &message),
+        FacilitatorError::Unreachable(_) => Reply::error(502, "facilitator_unavailable", &message),
+        FacilitatorError::Status { .. } => Reply::error(502, "facilitator_error", &message),
+        FacilitatorError::Garbage(_) => Reply::error(502, "facilitator_bad_response", &message),
+        FacilitatorError::Credentials(_) => Reply::error(502, "facilitator_credentials", &message),
+        FacilitatorError::RateLimited(_) => Reply::error(502, "facilitator_rate_limited", &message),
+        FacilitatorError::Unconfirmed { .. } => {
+            Reply::error(402, "settlement_unconfirmed", &message)
         }
     }
 }
@@ -223,6 +229,12 @@ impl Gateway {
             x402_version: payment.version(),
             payment_payload: raw,
             payment_requirements: requirements,
+            sync_settle: route.sync_settle,
+            resource: Some(crate::x402::ResourceInfo {
+                url: url.clone(),
+                description: route.description.clone(),
+                mime_type: route.mime_type.clone(),
+            }),
         };
         ctx.payment = Some(PaymentInFlight {
             version: payment.version(),
@@ -233,19 +245,30 @@ impl Gateway {
             settle_attempted: false,
             settlement_header: None,
             transaction: String::new(),
+            facilitator: None,
+            settlement: "",
             reservation_held: true,
             outcome: Outcome::Verified,
         });
 
-        let facilitator = ctx.state.facilitator.clone();
+        let state = ctx.state.clone();
         let payment = ctx.payment.as_mut()?;
         let verify_started = Instant::now();
-        let verdict = facilitator.verify(&payment.request).await;
+        let Some(verdict) = state
+            .facilitators
+            .verify(&payment.network, &payment.request)
+            .await
+        else {
+            let message = format!("no facilitator serves network {}", payment.network);
+            return Some(Reply::error(502, "facilitator_unavailable", &message));
+        };
         tracing::debug!(
             elapsed_ms = verify_started.elapsed().as_millis() as u64,
             "facilitator verify"
         );
-        match verdict {
+        let facilitator = verdict.facilitator;
+        payment.facilitator = Some(facilitator.clone());
+        match verdict.result {
             Err(e) => {
                 tracing::warn!(facilitator = facilitator.name(), error = %e, "verify failed");
                 return Some(facilitator_failure(&e));
@@ -289,6 +312,7 @@ impl Gateway {
                 self.replay.mark_settled(&payment.verified.replay_key).await;
                 payment.outcome = Outcome::Settled;
                 payment.transaction = settlement.response.transaction.clone();
+                payment.settlement = settlement.status.as_str();
                 payment.settlement_header = Some(encode_header_json(&settlement.raw));
                 None
             }
@@ -459,8 +483,10 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
-        let facilitator = ctx.state.facilitator.clone();
         let Some(payment) = ctx.payment.as_mut() else {
+            return Ok(());
+        };
+        let Some(facilitator) = payment.facilitator.clone() else {
             return Ok(());
         };
         if payment.policy == SettlementPolicy::AfterSuccess && !payment.settle_attempted {
@@ -591,6 +617,7 @@ impl ProxyHttp for Gateway {
             amount = %payment.verified.amount,
             network = %payment.network,
             tx = %payment.transaction,
+            settlement = payment.settlement,
             outcome = ?payment.outcome,
             status,
             error = e.map(|e| format!("{:?}", e.etype())).unwrap_or_default(),

@@ -2,7 +2,7 @@
 
 use super::Gateway;
 use crate::config::GatewayConfig;
-use crate::facilitator::{self, Facilitator, FacilitatorError};
+use crate::facilitator::{FacilitatorError, Facilitators};
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -16,7 +16,8 @@ use std::time::Duration;
 /// Everything a request needs that belongs to one configuration version.
 pub struct GatewayState {
     pub config: GatewayConfig,
-    pub facilitator: Arc<dyn Facilitator>,
+    /// The facilitators, chosen per payment by its network.
+    pub facilitators: Facilitators,
     /// The upstream address, resolved once at start-up.
     pub upstream_addr: SocketAddr,
 }
@@ -45,10 +46,10 @@ impl GatewayState {
                 host: upstream.host.clone(),
                 reason: "no address".into(),
             })?;
-        let facilitator = facilitator::from_config(&config.facilitator)?;
+        let facilitators = Facilitators::from_config(&config.facilitators)?;
         Ok(Self {
             config,
-            facilitator,
+            facilitators,
             upstream_addr,
         })
     }
