@@ -691,12 +691,14 @@ impl Ctx<'_> {
                     Some(v) => match self.expand(v)?.as_str() {
                         "production" => false,
                         "sandbox" => true,
-                        other => return Err(self.err(
-                            v,
-                            format!(
+                        other => {
+                            return Err(self.err(
+                                v,
+                                format!(
                                 "environment = `{other}`: expected \"production\" or \"sandbox\""
                             ),
-                        )),
+                            ))
+                        }
                     },
                 };
                 agentwallex = Some(AgentWallexSettings {
