@@ -3,8 +3,11 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-use x402_gateway::config::{FacilitatorKind, GatewayConfig};
-use x402_gateway::pricing::{format_units, RouteKind};
+use x402_gateway::config::{
+    primary_facilitator, FacilitatorConfig, FacilitatorKind, GatewayConfig,
+};
+use x402_gateway::facilitator::{fee_tiers_for, preflight, Facilitators};
+use x402_gateway::pricing::{format_units, quote_fee, FeeTier, RouteKind};
 use x402_gateway::proxy::{build_server, GatewayState};
 
 #[derive(Parser)]
@@ -108,11 +111,16 @@ fn run(path: PathBuf, demo_upstream: bool) -> Result<()> {
     }
     let listen = config.server.listen;
     let route_count = config.routes.in_file_order().len();
-    let facilitator = config.facilitator.kind;
+    let facilitators: Vec<String> = config
+        .facilitators
+        .iter()
+        .map(|f| format!("{} ({})", f.name, f.kind.as_str()))
+        .collect();
+    check_facilitators(&config)?;
     let admin = config.admin.listen;
     let state = GatewayState::new(config).context("cannot start")?;
     let server = build_server(state).context("cannot start")?;
-    tracing::info!(%listen, %admin, routes = route_count, facilitator = ?facilitator, "x402-gateway listening");
+    tracing::info!(%listen, %admin, routes = route_count, facilitators = %facilitators.join(", "), "x402-gateway listening");
     server.run();
     Ok(())
 }
@@ -153,6 +161,76 @@ fn receipts(
     Ok(())
 }
 
+/// Asks the vendor facilitators what they support before serving, on a runtime of its own (the
+/// proxy's runtimes do not exist yet); clients made here are dropped with it.
+fn check_facilitators(config: &GatewayConfig) -> Result<()> {
+    let vendors = config
+        .facilitators
+        .iter()
+        .any(|f| matches!(f.kind, FacilitatorKind::Okx | FacilitatorKind::AgentWallex));
+    if !vendors {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let facilitators =
+            Facilitators::from_config(&config.facilitators).context("cannot start")?;
+        let report = preflight(config, &facilitators)
+            .await
+            .context("cannot start")?;
+        for warning in report.warnings {
+            tracing::warn!("{warning}");
+        }
+        for f in &config.facilitators {
+            match fee_tiers_for(f).await {
+                Some(Ok(tiers)) => {
+                    let tiers: Vec<String> = tiers.iter().map(describe_tier).collect();
+                    tracing::info!(facilitator = %f.name, tiers = %tiers.join("; "), "fee tiers");
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(facilitator = %f.name, error = %e, "fee tiers unavailable")
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    })
+}
+
+fn describe_tier(tier: &FeeTier) -> String {
+    match &tier.max {
+        Some(max) => format!("{}% from ${} to ${}", tier.percentage, tier.min, max),
+        None => format!("{}% from ${}", tier.percentage, tier.min),
+    }
+}
+
+fn describe_facilitator(f: &FacilitatorConfig) -> String {
+    let mut text = format!("{} ({})", f.name, f.kind.as_str());
+    match f.kind {
+        FacilitatorKind::Local => text.push_str(" TEST MODE: no money moves"),
+        _ => {
+            text.push(' ');
+            text.push_str(f.url.as_deref().unwrap_or_default());
+        }
+    }
+    if let Some(okx) = &f.okx {
+        let api = match okx.api {
+            x402_gateway::config::OkxApi::V2 => "v2",
+            x402_gateway::config::OkxApi::Legacy => "legacy",
+        };
+        text.push_str(&format!(", api {api}"));
+    }
+    if !f.networks.is_empty() {
+        text.push_str(&format!(", networks {}", f.networks.join(" ")));
+    }
+    if let Some(fallback) = &f.fallback {
+        text.push_str(&format!(", fallback {fallback}"));
+    }
+    text
+}
+
 fn start_demo_upstream(config: &GatewayConfig) -> Result<()> {
     let upstream = &config.upstream;
     let addr: std::net::SocketAddr = format!("{}:{}", upstream.host, upstream.port)
@@ -181,12 +259,26 @@ fn check(path: PathBuf) -> Result<()> {
     let config = GatewayConfig::load(&path).map_err(anyhow::Error::msg)?;
     println!("{}: OK", path.display());
     println!("upstream     {}", config.upstream.url);
-    match config.facilitator.kind {
-        FacilitatorKind::X402 => println!(
-            "facilitator  x402 {}",
-            config.facilitator.url.as_deref().unwrap_or_default()
-        ),
-        FacilitatorKind::Local => println!("facilitator  local (TEST MODE: no money moves)"),
+    for f in &config.facilitators {
+        println!("facilitator  {}", describe_facilitator(f));
+    }
+    // Fee schedules are published by the facilitator: ask once per facilitator that has one.
+    let mut fees: Vec<Option<std::result::Result<Vec<FeeTier>, String>>> = Vec::new();
+    if config
+        .facilitators
+        .iter()
+        .any(|f| f.kind == FacilitatorKind::AgentWallex)
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for f in &config.facilitators {
+            let tiers = runtime.block_on(fee_tiers_for(f));
+            if let Some(Err(e)) = &tiers {
+                println!("fees         {}: unavailable ({e})", f.name);
+            }
+            fees.push(tiers.map(|t| t.map_err(|e| e.to_string())));
+        }
     }
     println!("unmatched    {:?}", config.unmatched);
     println!(
@@ -213,8 +305,14 @@ fn check(path: PathBuf) -> Result<()> {
                 for (i, option) in priced.options.iter().enumerate() {
                     let r = &option.requirements;
                     let name = if i == 0 { route.source.as_str() } else { "" };
+                    let scheme = if r.scheme == "exact" {
+                        String::new()
+                    } else {
+                        format!(" {}", r.scheme)
+                    };
+                    let sync = if priced.sync_settle { ", sync" } else { "" };
                     println!(
-                        "{name:<32} {amount:>12} {symbol} ({dollars}) on {network} to {pay_to}, settle {settle}",
+                        "{name:<32} {amount:>12} {symbol} ({dollars}){scheme} on {network} to {pay_to}, settle {settle}{sync}",
                         amount = r.amount,
                         symbol = option.asset_symbol,
                         dollars = format_units(option.amount, option.decimals),
@@ -222,6 +320,24 @@ fn check(path: PathBuf) -> Result<()> {
                         pay_to = r.pay_to,
                         settle = priced.settle.as_str(),
                     );
+                    let served_by = primary_facilitator(&config.facilitators, &r.network);
+                    if let Some(Some(Ok(tiers))) = served_by.and_then(|i| fees.get(i)) {
+                        let facilitator = served_by
+                            .and_then(|i| config.facilitators.get(i))
+                            .map_or("", |f| f.name.as_str());
+                        match quote_fee(tiers, option.amount, option.decimals) {
+                            Some(q) => println!(
+                                "{:<32} fee {} {symbol} ({tier}, {facilitator}), seller receives {} {symbol} ({})",
+                                "",
+                                q.fee,
+                                q.net,
+                                format_units(q.net, option.decimals),
+                                symbol = option.asset_symbol,
+                                tier = describe_tier(&q.tier),
+                            ),
+                            None => println!("{:<32} fee: no published tier covers this price", ""),
+                        }
+                    }
                 }
             }
         }

@@ -122,7 +122,10 @@ fn manifests_agree_with_the_gateway_configuration_they_ship() {
         of_kind(&docs, "Secret")["metadata"]["name"]
     );
     assert_eq!(
-        config.facilitator.bearer_token.as_ref().map(|t| t.expose()),
+        config.facilitators[0]
+            .bearer_token
+            .as_ref()
+            .map(|t| t.expose()),
         env.get("FACILITATOR_TOKEN").map(String::as_str)
     );
 

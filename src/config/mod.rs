@@ -83,14 +83,94 @@ pub enum FacilitatorKind {
     X402,
     /// In-process test mode: every check, no money moves.
     Local,
+    /// OKX Onchain OS Payment.
+    Okx,
+    /// AgentWallex.
+    AgentWallex,
+}
+
+impl FacilitatorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::X402 => "x402",
+            Self::Local => "local",
+            Self::Okx => "okx",
+            Self::AgentWallex => "agentwallex",
+        }
+    }
+}
+
+/// Which generation of OKX's x402 API to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OkxApi {
+    /// `/api/v6/pay/x402/*` with standard x402 v2 bodies.
+    V2,
+    /// `/api/v6/x402/*` with `chainIndex` and v1 requirements.
+    Legacy,
+}
+
+/// OKX credentials and settlement settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OkxSettings {
+    pub api: OkxApi,
+    pub api_key: Secret,
+    pub secret_key: Secret,
+    pub passphrase: Secret,
+    /// How long a settlement answered with `timeout` is polled on `/settle/status`.
+    pub settle_poll_deadline: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentWallexSettings {
+    pub api_key: Secret,
+    pub sandbox: bool,
+}
+
+pub const OKX_DEFAULT_URL: &str = "https://web3.okx.com";
+pub const AGENTWALLEX_URL: &str = "https://api.agentwallex.com/api/v1";
+pub const AGENTWALLEX_SANDBOX_URL: &str = "https://api-sandbox.agentwallex.com/api/v1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FacilitatorConfig {
+    /// `name` of a `[[facilitators]]` entry; the kind for a single `[facilitator]`.
+    pub name: String,
     pub kind: FacilitatorKind,
+    /// Base URL; set for every kind but `local` (vendor kinds have defaults).
     pub url: Option<String>,
     pub bearer_token: Option<Secret>,
     pub timeout: Duration,
+    /// Networks served; empty means every network (a single `[facilitator]`).
+    pub networks: Vec<String>,
+    /// Name of the facilitator tried when this one is down during `/verify`.
+    pub fallback: Option<String>,
+    pub okx: Option<OkxSettings>,
+    pub agentwallex: Option<AgentWallexSettings>,
+}
+
+impl FacilitatorConfig {
+    pub fn serves(&self, network: &str) -> bool {
+        self.networks.is_empty() || self.networks.iter().any(|n| n == network)
+    }
+}
+
+/// Facilitators listing `network` that are not the fallback of another one listing it.
+fn primaries_for<'a>(
+    facilitators: &'a [FacilitatorConfig],
+    network: &'a str,
+) -> impl Iterator<Item = usize> + 'a {
+    facilitators.iter().enumerate().filter_map(move |(i, f)| {
+        let is_fallback = facilitators.iter().any(|other| {
+            other.name != f.name
+                && other.serves(network)
+                && other.fallback.as_deref() == Some(f.name.as_str())
+        });
+        (f.serves(network) && !is_fallback).then_some(i)
+    })
+}
+
+/// The index of the facilitator that serves `network` first (validated to be unique).
+pub fn primary_facilitator(facilitators: &[FacilitatorConfig], network: &str) -> Option<usize> {
+    primaries_for(facilitators, network).next()
 }
 
 /// The operator's listener: health, readiness and metrics, never the public API.
@@ -120,7 +200,8 @@ pub struct GatewayConfig {
     pub source: PathBuf,
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
-    pub facilitator: FacilitatorConfig,
+    /// In file order; see [`primary_facilitator`] for which one serves a network.
+    pub facilitators: Vec<FacilitatorConfig>,
     pub routes: RouteTable,
     pub unmatched: UnmatchedPolicy,
     pub assets: AssetRegistry,
@@ -160,6 +241,9 @@ impl GatewayConfig {
         ctx.build(file, path)
     }
 }
+
+/// Payment schemes a route may ask for. `aggr_deferred` is OKX's batch settlement.
+const SCHEMES: &[&str] = &["exact", "aggr_deferred"];
 
 struct Ctx<'a> {
     text: &'a str,
@@ -242,7 +326,7 @@ impl Ctx<'_> {
             self.error("missing `[upstream]` table with the `url` of the API to protect")
         })?;
         let upstream = self.upstream(upstream)?;
-        let facilitator = self.facilitator(file.facilitator.as_ref())?;
+        let facilitators = self.facilitators(&file)?;
         let mut assets = AssetRegistry::with_built_ins();
         for (network, symbols) in &file.assets {
             for (symbol, asset) in symbols {
@@ -276,7 +360,9 @@ impl Ctx<'_> {
         };
         let mut routes = Vec::with_capacity(file.routes.len());
         for (index, route) in file.routes.iter().enumerate() {
-            routes.push(self.route(index, route, defaults, default_settle, &assets)?);
+            let built = self.route(index, route, defaults, default_settle, &assets)?;
+            self.check_route_facilitators(route, &built, &facilitators)?;
+            routes.push(built);
         }
         let unmatched = match &file.unmatched {
             None => UnmatchedPolicy::Proxy,
@@ -313,7 +399,7 @@ impl Ctx<'_> {
             source: path.to_path_buf(),
             server,
             upstream,
-            facilitator,
+            facilitators,
             routes: RouteTable::new(routes),
             unmatched,
             assets,
@@ -454,28 +540,172 @@ impl Ctx<'_> {
         })
     }
 
+    fn facilitators(&self, file: &surface::File) -> Result<Vec<FacilitatorConfig>, ConfigError> {
+        match (&file.facilitator, &file.facilitators) {
+            (Some(_), Some(list)) => Err(self.err(
+                list.first().ok_or_else(|| self.error("empty [[facilitators]]"))?,
+                "use either one `[facilitator]` or `[[facilitators]]`, not both",
+            )),
+            (None, None) => Err(self.error(
+                "missing `[facilitator]` table (kind = \"x402\" with a url, \"okx\", \"agentwallex\", or \"local\" for test mode)",
+            )),
+            (Some(single), None) => {
+                if let Some(fallback) = &single.get_ref().fallback {
+                    return Err(self.err(
+                        fallback,
+                        "`fallback` names another entry of `[[facilitators]]`; a single `[facilitator]` has none",
+                    ));
+                }
+                Ok(vec![self.facilitator(single, false)?])
+            }
+            (None, Some(list)) => {
+                let mut built: Vec<FacilitatorConfig> = Vec::with_capacity(list.len());
+                for entry in list {
+                    let f = self.facilitator(entry, true)?;
+                    if built.iter().any(|b| b.name == f.name) {
+                        return Err(self.err(
+                            entry,
+                            format!("two `[[facilitators]]` are named `{}`", f.name),
+                        ));
+                    }
+                    built.push(f);
+                }
+                for (entry, f) in list.iter().zip(&built) {
+                    let Some(fallback) = &f.fallback else { continue };
+                    let at = entry.get_ref().fallback.as_ref().map_or(entry.span(), |t| t.span());
+                    if fallback == &f.name {
+                        return Err(self.error_at(at, format!("facilitator `{}` cannot be its own fallback", f.name)));
+                    }
+                    if !built.iter().any(|b| &b.name == fallback) {
+                        return Err(self.error_at(
+                            at,
+                            format!("fallback `{fallback}` of facilitator `{}` is not the name of a `[[facilitators]]` entry", f.name),
+                        ));
+                    }
+                }
+                let mut networks: Vec<&String> = built.iter().flat_map(|f| &f.networks).collect();
+                networks.sort();
+                networks.dedup();
+                for network in networks {
+                    let primaries: Vec<&str> = primaries_for(&built, network)
+                        .map(|i| built[i].name.as_str())
+                        .collect();
+                    if primaries.len() > 1 {
+                        return Err(self.error(format!(
+                            "network `{network}` is served by facilitators `{}`: list it in one only, or make the others its `fallback`",
+                            primaries.join("`, `")
+                        )));
+                    }
+                }
+                Ok(built)
+            }
+        }
+    }
+
+    /// A secret value: expanded, never empty.
+    fn secret(&self, value: &Option<Text>) -> Result<Option<Secret>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(v) => {
+                let text = self.expand(v)?;
+                if text.is_empty() {
+                    return Err(self.err(v, "this credential is empty"));
+                }
+                Ok(Some(Secret(text)))
+            }
+        }
+    }
+
     fn facilitator(
         &self,
-        f: Option<&Spanned<surface::Facilitator>>,
+        spanned: &Spanned<surface::Facilitator>,
+        in_list: bool,
     ) -> Result<FacilitatorConfig, ConfigError> {
-        let f = f.ok_or_else(|| {
-            self.error("missing `[facilitator]` table (kind = \"x402\" with a url, or kind = \"local\" for test mode)")
-        })?;
-        let kind = match &f.get_ref().kind {
+        let f = spanned.get_ref();
+        let kind = match &f.kind {
             None => FacilitatorKind::X402,
             Some(k) => match self.expand(k)?.as_str() {
                 "x402" => FacilitatorKind::X402,
                 "local" => FacilitatorKind::Local,
+                "okx" => FacilitatorKind::Okx,
+                "agentwallex" => FacilitatorKind::AgentWallex,
                 other => {
                     return Err(self.err(
                         k,
-                        format!("facilitator kind `{other}` is not one of \"x402\", \"local\""),
+                        format!("facilitator kind `{other}` is not one of \"x402\", \"okx\", \"agentwallex\", \"local\""),
                     ))
                 }
             },
         };
-        let url = self.opt(&f.get_ref().url)?;
-        if let (Some(text), Some(at)) = (&url, &f.get_ref().url) {
+        let name = match (&f.name, in_list) {
+            (Some(n), _) => {
+                let name = self.expand(n)?;
+                if name.is_empty() {
+                    return Err(self.err(n, "facilitator `name` is empty"));
+                }
+                name
+            }
+            (None, true) => {
+                return Err(self.err(spanned, "each `[[facilitators]]` entry needs a `name`"))
+            }
+            (None, false) => kind.as_str().to_string(),
+        };
+        let networks = match &f.networks {
+            None if in_list => {
+                return Err(self.err(
+                    spanned,
+                    format!("facilitator `{name}` needs `networks`, the CAIP-2 networks it serves"),
+                ))
+            }
+            None => Vec::new(),
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.err(
+                        list,
+                        format!("facilitator `{name}` has an empty `networks` list"),
+                    ));
+                }
+                for n in list.get_ref() {
+                    if chain_id_of(n).is_none() || !n.starts_with("eip155:") {
+                        return Err(self.err(
+                            list,
+                            format!("network `{n}` is not a CAIP-2 EVM id such as \"eip155:8453\""),
+                        ));
+                    }
+                }
+                list.get_ref().clone()
+            }
+        };
+        // Keys of another kind are mistakes (a credential under the wrong facilitator).
+        let only_for = |key: &str, value: bool, kinds: &[FacilitatorKind]| {
+            if value && !kinds.contains(&kind) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+                return Err(self.err(
+                    spanned,
+                    format!(
+                        "facilitator `{name}`: `{key}` applies to kind \"{}\" only",
+                        names.join("\", \"")
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        use FacilitatorKind::{AgentWallex, Okx, X402};
+        only_for("bearer_token", f.bearer_token.is_some(), &[X402])?;
+        only_for("api", f.api.is_some(), &[Okx])?;
+        only_for("secret_key", f.secret_key.is_some(), &[Okx])?;
+        only_for("passphrase", f.passphrase.is_some(), &[Okx])?;
+        only_for(
+            "settle_poll_deadline",
+            f.settle_poll_deadline.is_some(),
+            &[Okx],
+        )?;
+        only_for("api_key", f.api_key.is_some(), &[Okx, AgentWallex])?;
+        only_for("environment", f.environment.is_some(), &[AgentWallex])?;
+        only_for("url", f.url.is_some(), &[X402, Okx, AgentWallex])?;
+
+        let url = self.opt(&f.url)?;
+        if let (Some(text), Some(at)) = (&url, &f.url) {
             let parsed = url::Url::parse(text)
                 .map_err(|e| self.err(at, format!("facilitator url `{text}`: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
@@ -485,15 +715,138 @@ impl Ctx<'_> {
                 ));
             }
         }
-        if kind == FacilitatorKind::X402 && url.is_none() {
-            return Err(self.err(f, "facilitator kind \"x402\" needs a `url`"));
-        }
+        let required = |key: &str, value: Option<Secret>| {
+            value.ok_or_else(|| {
+                self.err(
+                    spanned,
+                    format!(
+                        "facilitator `{name}` (kind \"{}\") needs `{key}`, e.g. \"${{{}}}\"",
+                        kind.as_str(),
+                        key.to_ascii_uppercase()
+                    ),
+                )
+            })
+        };
+        let mut okx = None;
+        let mut agentwallex = None;
+        let url = match kind {
+            FacilitatorKind::X402 => match url {
+                Some(u) => Some(u),
+                None => return Err(self.err(spanned, "facilitator kind \"x402\" needs a `url`")),
+            },
+            FacilitatorKind::Local => None,
+            FacilitatorKind::Okx => {
+                let api = match &f.api {
+                    None => OkxApi::V2,
+                    Some(v) => match self.expand(v)?.as_str() {
+                        "v2" => OkxApi::V2,
+                        "legacy" => OkxApi::Legacy,
+                        other => {
+                            return Err(self
+                                .err(v, format!("api = `{other}`: expected \"v2\" or \"legacy\"")))
+                        }
+                    },
+                };
+                okx = Some(OkxSettings {
+                    api,
+                    api_key: required("api_key", self.secret(&f.api_key)?)?,
+                    secret_key: required("secret_key", self.secret(&f.secret_key)?)?,
+                    passphrase: required("passphrase", self.secret(&f.passphrase)?)?,
+                    settle_poll_deadline: self
+                        .duration(&f.settle_poll_deadline, Duration::from_secs(5))?,
+                });
+                Some(url.unwrap_or_else(|| OKX_DEFAULT_URL.to_string()))
+            }
+            FacilitatorKind::AgentWallex => {
+                let sandbox = match &f.environment {
+                    None => false,
+                    Some(v) => match self.expand(v)?.as_str() {
+                        "production" => false,
+                        "sandbox" => true,
+                        other => {
+                            return Err(self.err(
+                                v,
+                                format!(
+                                "environment = `{other}`: expected \"production\" or \"sandbox\""
+                            ),
+                            ))
+                        }
+                    },
+                };
+                agentwallex = Some(AgentWallexSettings {
+                    api_key: required("api_key", self.secret(&f.api_key)?)?,
+                    sandbox,
+                });
+                let default = if sandbox {
+                    AGENTWALLEX_SANDBOX_URL
+                } else {
+                    AGENTWALLEX_URL
+                };
+                Some(url.unwrap_or_else(|| default.to_string()))
+            }
+        };
         Ok(FacilitatorConfig {
+            name,
             kind,
             url: url.map(|u| u.trim_end_matches('/').to_string()),
-            bearer_token: self.opt(&f.get_ref().bearer_token)?.map(Secret),
-            timeout: self.duration(&f.get_ref().timeout, Duration::from_secs(10))?,
+            bearer_token: self.secret(&f.bearer_token)?,
+            timeout: self.duration(&f.timeout, Duration::from_secs(10))?,
+            networks,
+            fallback: self.opt(&f.fallback)?,
+            okx,
+            agentwallex,
         })
+    }
+
+    /// Every option of a priced route needs a facilitator for its network, and one that knows
+    /// its scheme.
+    fn check_route_facilitators(
+        &self,
+        spanned: &Spanned<surface::Route>,
+        route: &Route,
+        facilitators: &[FacilitatorConfig],
+    ) -> Result<(), ConfigError> {
+        let RouteKind::Priced(priced) = &route.kind else {
+            return Ok(());
+        };
+        for option in &priced.options {
+            let network = &option.requirements.network;
+            let Some(index) = primary_facilitator(facilitators, network) else {
+                return Err(self.err(
+                    spanned,
+                    format!(
+                        "route `{}` takes payments on `{network}`, but no facilitator lists that network",
+                        route.source
+                    ),
+                ));
+            };
+            let facilitator = &facilitators[index];
+            let legacy = facilitator
+                .okx
+                .as_ref()
+                .is_some_and(|o| o.api == OkxApi::Legacy);
+            if option.requirements.scheme == "aggr_deferred" && legacy {
+                return Err(self.err(
+                    spanned,
+                    format!(
+                        "route `{}`: scheme \"aggr_deferred\" needs OKX's current API, but facilitator `{}` has api = \"legacy\"",
+                        route.source, facilitator.name
+                    ),
+                ));
+            }
+            if option.requirements.scheme == "aggr_deferred"
+                && facilitator.kind != FacilitatorKind::Okx
+            {
+                return Err(self.err(
+                    spanned,
+                    format!(
+                        "route `{}`: scheme \"aggr_deferred\" is settled by OKX only, but `{network}` is served by facilitator `{}` (kind \"{}\")",
+                        route.source, facilitator.name, facilitator.kind.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn settle_policy(&self, v: &Text) -> Result<SettlementPolicy, ConfigError> {
@@ -558,6 +911,11 @@ impl Ctx<'_> {
                     Some(s) => self.settle_policy(s)?,
                     None => default_settle,
                 },
+                sync_settle: route
+                    .sync_settle
+                    .as_ref()
+                    .or(defaults.sync_settle.as_ref())
+                    .is_some_and(|s| *s.get_ref()),
             })
         };
         Ok(Route {
@@ -601,10 +959,10 @@ impl Ctx<'_> {
             Some(s) => self.expand(&s)?,
             None => "exact".to_string(),
         };
-        if scheme != "exact" {
+        if !SCHEMES.contains(&scheme.as_str()) {
             return Err(self.error_at(
                 at(&t.scheme),
-                format!("scheme `{scheme}` is not supported (only \"exact\")"),
+                format!("scheme `{scheme}` is not supported (\"exact\" or \"aggr_deferred\")"),
             ));
         }
 

@@ -14,6 +14,8 @@ pub struct File {
     pub server: Server,
     pub upstream: Option<Spanned<Upstream>>,
     pub facilitator: Option<Spanned<Facilitator>>,
+    /// Several facilitators chosen by network, instead of one `[facilitator]`.
+    pub facilitators: Option<Vec<Spanned<Facilitator>>>,
     #[serde(default)]
     pub defaults: Defaults,
     #[serde(default)]
@@ -71,10 +73,22 @@ pub struct Upstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Facilitator {
+    pub name: Option<Text>,
     pub kind: Option<Text>,
     pub url: Option<Text>,
     pub bearer_token: Option<Text>,
     pub timeout: Option<Text>,
+    pub networks: Option<Spanned<Vec<String>>>,
+    pub fallback: Option<Text>,
+    /// OKX: `"v2"` (current API) or `"legacy"`.
+    pub api: Option<Text>,
+    pub api_key: Option<Text>,
+    pub secret_key: Option<Text>,
+    pub passphrase: Option<Text>,
+    /// OKX: how long a `timeout` settlement is polled before giving up.
+    pub settle_poll_deadline: Option<Text>,
+    /// AgentWallex: `"production"` or `"sandbox"`.
+    pub environment: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +100,7 @@ pub struct Defaults {
     pub asset: Option<Text>,
     pub max_timeout_seconds: Option<Spanned<u64>>,
     pub settle: Option<Text>,
+    pub sync_settle: Option<Spanned<bool>>,
 }
 
 /// Where a route or an option takes its money: every key optional, defaults fill the gaps.
@@ -111,6 +126,7 @@ pub struct Route {
     pub description: Option<Text>,
     pub mime_type: Option<Text>,
     pub settle: Option<Text>,
+    pub sync_settle: Option<Spanned<bool>>,
     pub accepts: Option<Vec<Spanned<PaymentTerms>>>,
     pub price: Option<Text>,
     pub amount: Option<Text>,

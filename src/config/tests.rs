@@ -34,7 +34,7 @@ fn the_shipped_configuration_is_valid() {
     let text = include_str!("../../gateway.toml");
     let config = GatewayConfig::parse(text, Path::new("gateway.toml"), &|_| None).unwrap();
     assert_eq!(config.routes.in_file_order().len(), 4);
-    assert_eq!(config.facilitator.kind, FacilitatorKind::Local);
+    assert_eq!(config.facilitators[0].kind, FacilitatorKind::Local);
 }
 
 #[test]
@@ -106,11 +106,14 @@ fn environment_references_are_expanded_and_missing_ones_named() {
     let config =
         GatewayConfig::parse(&format!("{with_token}{text}"), Path::new("g.toml"), &env).unwrap();
     assert_eq!(
-        config.facilitator.bearer_token.as_ref().map(Secret::expose),
+        config.facilitators[0]
+            .bearer_token
+            .as_ref()
+            .map(Secret::expose),
         Some("s3cret")
     );
     assert_eq!(
-        format!("{:?}", config.facilitator.bearer_token),
+        format!("{:?}", config.facilitators[0].bearer_token),
         "Some(***)",
         "secrets are never printed"
     );
@@ -219,4 +222,219 @@ fn operations_keys_have_defaults_and_located_errors() {
     let e = parse("[journal]\npath = \"j\"\nfsync = false\n").unwrap_err();
     assert!(e.message.contains("unknown field `fsync`"), "{e}");
     assert_eq!(e.location.map(|l| l.0), Some(11));
+}
+
+const OKX: &str = r#"
+[upstream]
+url = "http://127.0.0.1:9"
+[facilitator]
+kind = "okx"
+api_key = "${OKX_API_KEY}"
+secret_key = "${OKX_SECRET_KEY}"
+passphrase = "${OKX_PASSPHRASE}"
+[defaults]
+pay_to = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8"
+network = "eip155:196"
+asset = "USDT0"
+"#;
+
+fn okx_env(name: &str) -> Option<String> {
+    name.starts_with("OKX_")
+        .then(|| format!("value-of-{name}"))
+        .or_else(|| (name == "AGENTWALLEX_API_KEY").then(|| "awx_sk_test_x".into()))
+}
+
+fn parse_okx(text: &str) -> Result<GatewayConfig, ConfigError> {
+    GatewayConfig::parse(text, Path::new("gateway.toml"), &okx_env)
+}
+
+#[test]
+fn okx_defaults_to_the_current_api_on_web3_okx_com_with_secrets_kept_secret() {
+    let config = parse_okx(&format!(
+        "{OKX}[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n"
+    ))
+    .unwrap();
+    let f = &config.facilitators[0];
+    assert_eq!((f.kind, f.name.as_str()), (FacilitatorKind::Okx, "okx"));
+    assert_eq!(f.url.as_deref(), Some(OKX_DEFAULT_URL));
+    let okx = f.okx.as_ref().unwrap();
+    assert_eq!(okx.api, OkxApi::V2);
+    assert_eq!(okx.passphrase.expose(), "value-of-OKX_PASSPHRASE");
+    assert_eq!(okx.settle_poll_deadline, Duration::from_secs(5));
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("value-of-"), "{printed}");
+    let RouteKind::Priced(p) = &config.routes.in_file_order()[0].kind else {
+        panic!()
+    };
+    assert!(!p.sync_settle, "async unless asked");
+}
+
+#[test]
+fn okx_settings_are_checked() {
+    let err = parse_okx(&OKX.replace("passphrase = \"${OKX_PASSPHRASE}\"\n", "")).unwrap_err();
+    assert!(err.message.contains("needs `passphrase`"), "{err}");
+    let err =
+        parse_okx(&OKX.replace("kind = \"okx\"", "kind = \"okx\"\napi = \"v3\"")).unwrap_err();
+    assert!(err.message.contains("\"v2\" or \"legacy\""), "{err}");
+    let err = parse_okx(&OKX.replace("kind = \"okx\"", "kind = \"okx\"\nbearer_token = \"t\""))
+        .unwrap_err();
+    assert!(
+        err.message
+            .contains("`bearer_token` applies to kind \"x402\" only"),
+        "{err}"
+    );
+    let err = parse_okx(&OKX.replace("kind = \"okx\"", "kind = \"okx\"\nsecrte_key = \"t\""))
+        .unwrap_err();
+    assert!(err.message.contains("unknown field `secrte_key`"), "{err}");
+    assert_eq!(err.location.map(|l| l.0), Some(6));
+    let legacy_batch = format!(
+        "{}[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\nscheme = \"aggr_deferred\"\n",
+        OKX.replace("kind = \"okx\"", "kind = \"okx\"\napi = \"legacy\"")
+    );
+    let err = parse_okx(&legacy_batch).unwrap_err();
+    assert!(err.message.contains("needs OKX's current API"), "{err}");
+}
+
+#[test]
+fn batch_payments_need_an_okx_facilitator_and_sync_settle_is_per_route_or_default() {
+    let text = "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\nscheme = \"aggr_deferred\"\nnetwork = \"eip155:196\"\nasset = \"USDT0\"\n";
+    let err = parse(text).unwrap_err();
+    assert!(err.message.contains("settled by OKX only"), "{err}");
+    let config = parse_okx(&format!(
+        "{}[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n[[routes]]\nmatch = \"GET /b\"\nprice = \"$0.01\"\nsync_settle = false\n",
+        OKX.replace("asset = \"USDT0\"", "asset = \"USDT0\"\nsync_settle = true")
+    ))
+    .unwrap();
+    let sync: Vec<bool> = config
+        .routes
+        .in_file_order()
+        .iter()
+        .map(|r| match &r.kind {
+            RouteKind::Priced(p) => p.sync_settle,
+            RouteKind::Free => false,
+        })
+        .collect();
+    assert_eq!(sync, vec![true, false]);
+}
+
+const TWO: &str = r#"
+[upstream]
+url = "http://127.0.0.1:9"
+[[facilitators]]
+name = "okx"
+kind = "okx"
+api_key = "${OKX_API_KEY}"
+secret_key = "${OKX_SECRET_KEY}"
+passphrase = "${OKX_PASSPHRASE}"
+networks = ["eip155:196"]
+[[facilitators]]
+name = "awx"
+kind = "agentwallex"
+environment = "sandbox"
+api_key = "${AGENTWALLEX_API_KEY}"
+networks = ["eip155:84532"]
+fallback = "backup"
+[[facilitators]]
+name = "backup"
+kind = "x402"
+url = "http://127.0.0.1:4020"
+networks = ["eip155:84532"]
+[defaults]
+pay_to = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8"
+[[routes]]
+match = "GET /a"
+accepts = [ { price = "$0.01", network = "eip155:196", asset = "USDT0" }, { price = "$0.01", network = "eip155:84532" } ]
+"#;
+
+#[test]
+fn several_facilitators_are_chosen_by_network_and_a_fallback_is_not_a_primary() {
+    let config = parse_okx(TWO).unwrap();
+    let names: Vec<&str> = config
+        .facilitators
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["okx", "awx", "backup"]);
+    assert_eq!(
+        config.facilitators[1].url.as_deref(),
+        Some(AGENTWALLEX_SANDBOX_URL)
+    );
+    assert_eq!(
+        primary_facilitator(&config.facilitators, "eip155:196"),
+        Some(0)
+    );
+    assert_eq!(
+        primary_facilitator(&config.facilitators, "eip155:84532"),
+        Some(1)
+    );
+    assert_eq!(
+        primary_facilitator(&config.facilitators, "eip155:8453"),
+        None
+    );
+}
+
+#[test]
+fn several_facilitators_are_checked() {
+    let err = parse_okx(&TWO.replace("fallback = \"backup\"", "fallback = \"spare\"")).unwrap_err();
+    assert!(
+        err.message
+            .contains("fallback `spare` of facilitator `awx`"),
+        "{err}"
+    );
+    let err = parse_okx(&TWO.replace("fallback = \"backup\"\n", "")).unwrap_err();
+    assert!(
+        err.message
+            .contains("network `eip155:84532` is served by facilitators `awx`, `backup`"),
+        "{err}"
+    );
+    let err = parse_okx(&TWO.replace("name = \"backup\"", "name = \"okx\"")).unwrap_err();
+    assert!(
+        err.message
+            .contains("two `[[facilitators]]` are named `okx`"),
+        "{err}"
+    );
+    let err = parse_okx(&TWO.replace("networks = [\"eip155:196\"]\n", "")).unwrap_err();
+    assert!(
+        err.message.contains("facilitator `okx` needs `networks`"),
+        "{err}"
+    );
+    let err = parse_okx(&format!("{TWO}[facilitator]\nkind = \"local\"\n")).unwrap_err();
+    assert!(
+        err.message
+            .contains("either one `[facilitator]` or `[[facilitators]]`"),
+        "{err}"
+    );
+    let err = parse_okx(&TWO.replace(
+        "networks = [\"eip155:196\"]",
+        "networks = [\"eip155:8453\"]",
+    ))
+    .unwrap_err();
+    assert!(
+        err.message.contains(
+            "route `GET /a` takes payments on `eip155:196`, but no facilitator lists that network"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_vendor_examples_are_valid() {
+    for (text, kinds) in [
+        (
+            include_str!("../../examples/okx/gateway.toml"),
+            vec![FacilitatorKind::Okx],
+        ),
+        (
+            include_str!("../../examples/agentwallex/gateway.toml"),
+            vec![
+                FacilitatorKind::Okx,
+                FacilitatorKind::AgentWallex,
+                FacilitatorKind::X402,
+            ],
+        ),
+    ] {
+        let config = parse_okx(text).unwrap();
+        let got: Vec<FacilitatorKind> = config.facilitators.iter().map(|f| f.kind).collect();
+        assert_eq!(got, kinds);
+    }
 }

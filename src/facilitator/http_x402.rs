@@ -1,16 +1,15 @@
 //! The standard x402 facilitator HTTP API: `POST /verify`, `POST /settle`, `GET /supported`.
 
-use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
+use super::transport::{excerpt, without_url, MAX_BODY};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementStatus};
 use crate::config::FacilitatorConfig;
 use crate::x402::{SettleResponse, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-/// Facilitator bodies are small; a larger answer is treated as garbage rather than buffered.
-const MAX_BODY: usize = 256 * 1024;
-
 pub struct HttpFacilitator {
+    name: String,
     client: reqwest::Client,
     base: String,
     bearer: Option<String>,
@@ -27,6 +26,7 @@ impl HttpFacilitator {
             .build()
             .map_err(|e| FacilitatorError::Unreachable(e.to_string()))?;
         Ok(Self {
+            name: config.name.clone(),
             client,
             base: config.url.clone().unwrap_or_default(),
             bearer: config.bearer_token.as_ref().map(|s| s.expose().to_string()),
@@ -92,34 +92,10 @@ impl HttpFacilitator {
     }
 }
 
-/// reqwest errors print the URL; facilitator URLs may carry credentials, so only the cause is kept.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<facilitator>");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut short: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
-        short.push('…');
-    }
-    short
-}
-
 #[async_trait]
 impl Facilitator for HttpFacilitator {
     fn name(&self) -> &str {
-        "x402"
+        &self.name
     }
 
     async fn verify(
@@ -145,7 +121,12 @@ impl Facilitator for HttpFacilitator {
             )
             .await?;
         let (response, raw) = Self::parse::<SettleResponse>(status, &body, "success")?;
-        Ok(Settlement { response, raw })
+        let status = SettlementStatus::of(&response);
+        Ok(Settlement {
+            response,
+            raw,
+            status,
+        })
     }
 
     async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {

@@ -2,7 +2,7 @@
 //! facilitator performs without a chain (signature, recipient, amount, time window, nonce reuse)
 //! and records settlements without moving any money. It is for demos and trials only.
 
-use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementStatus};
 use crate::payment::check_authorization;
 use crate::x402::{
     chain_id_of, v2_name_of, PaymentPayload, PaymentRequirements, SettleResponse, SupportedKind,
@@ -152,7 +152,11 @@ impl Facilitator for LocalFacilitator {
         };
         let raw = serde_json::to_value(&response)
             .map_err(|e| FacilitatorError::Garbage(e.to_string()))?;
-        Ok(Settlement { response, raw })
+        Ok(Settlement {
+            response,
+            raw,
+            status: SettlementStatus::Confirmed,
+        })
     }
 
     async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {

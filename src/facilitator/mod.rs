@@ -1,16 +1,27 @@
 //! Facilitators: the services that verify and settle payments on chain, behind one small trait.
 //!
-//! Each adapter turns its service's wire quirks into the standard x402 responses and a typed
-//! [`FacilitatorError`]; the proxy never sees HTTP details of a facilitator.
+//! Each adapter turns its service's wire quirks (envelopes, auth, error codes, settlement states)
+//! into the standard x402 responses and a typed [`FacilitatorError`]; the proxy never sees HTTP
+//! details of a facilitator. A payment refused by a facilitator is an answer (`isValid: false`,
+//! `success: false`), never an error: only a facilitator that cannot be used is an error.
 
+mod agentwallex;
 mod http_x402;
 mod local;
+mod okx;
+mod preflight;
+mod router;
+mod transport;
 
+pub use agentwallex::AgentWallexFacilitator;
 pub use http_x402::HttpFacilitator;
 pub use local::LocalFacilitator;
+pub use okx::{okx_signature, okx_timestamp, OkxFacilitator};
+pub use preflight::{fee_tiers_for, preflight, Preflight, PreflightError};
+pub use router::Facilitators;
 
 use crate::config::{FacilitatorConfig, FacilitatorKind};
-use crate::x402::{SettleResponse, SupportedResponse, VerifyResponse};
+use crate::x402::{ResourceInfo, SettleResponse, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
@@ -25,13 +36,69 @@ pub struct FacilitatorRequest {
     pub x402_version: u8,
     pub payment_payload: Value,
     pub payment_requirements: Value,
+    /// The route's `sync_settle`; adapters whose API knows it send it explicitly.
+    #[serde(skip)]
+    pub sync_settle: bool,
+    /// The resource as configured, for APIs whose requirements carry it (OKX legacy).
+    #[serde(skip)]
+    pub resource: Option<ResourceInfo>,
 }
 
-/// A settle answer, typed, plus the facilitator's JSON as received (passed on to the buyer).
+impl FacilitatorRequest {
+    /// The scheme of the configured requirements.
+    pub fn scheme(&self) -> &str {
+        self.payment_requirements
+            .get("scheme")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The network of the configured requirements (CAIP-2 or, for v1, its v1 name).
+    pub fn network(&self) -> &str {
+        self.payment_requirements
+            .get("network")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// How final a successful settlement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettlementStatus {
+    /// Confirmed on chain (or the facilitator does not distinguish).
+    Confirmed,
+    /// Broadcast or queued, not yet confirmed: the content is served and the settlement recorded
+    /// as pending.
+    Pending,
+    /// Accepted into a batch that the facilitator settles later (no transaction yet).
+    Batched,
+}
+
+impl SettlementStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Pending => "pending",
+            Self::Batched => "batched",
+        }
+    }
+
+    /// Reads a standard settle answer: `status: "pending"` or a missing transaction is pending.
+    pub fn of(response: &SettleResponse) -> Self {
+        match response.status.as_deref() {
+            Some("pending") => Self::Pending,
+            _ if response.transaction.is_empty() => Self::Pending,
+            _ => Self::Confirmed,
+        }
+    }
+}
+
+/// A settle answer, typed, plus the JSON passed on to the buyer in `PAYMENT-RESPONSE`.
 #[derive(Debug, Clone)]
 pub struct Settlement {
     pub response: SettleResponse,
     pub raw: Value,
+    pub status: SettlementStatus,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,18 +111,59 @@ pub enum FacilitatorError {
     Status { status: u16, body: String },
     #[error("facilitator answered something that is not an x402 response: {0}")]
     Garbage(String),
+    /// The facilitator refused the gateway's own credentials; the text names the cause (never the
+    /// credential) for the operator's log.
+    #[error("facilitator refused the gateway's credentials: {0}")]
+    Credentials(String),
+    #[error("facilitator is rate limiting the gateway: {0}")]
+    RateLimited(String),
+    /// The settlement was broadcast but not confirmed before the polling deadline: it may still
+    /// land, so the authorization must never be accepted again.
+    #[error(
+        "settlement {transaction} was not confirmed within {deadline:?} (last status `{status}`)"
+    )]
+    Unconfirmed {
+        transaction: String,
+        status: String,
+        deadline: Duration,
+    },
 }
 
 impl FacilitatorError {
-    /// Whether the request certainly never reached the facilitator (so nothing can have settled).
+    /// Whether the request certainly had no effect at the facilitator (so nothing can have
+    /// settled): it never arrived, or was refused before being processed.
     pub fn never_sent(&self) -> bool {
-        matches!(self, Self::Unreachable(_))
+        matches!(
+            self,
+            Self::Unreachable(_) | Self::Credentials(_) | Self::RateLimited(_)
+        )
+    }
+
+    /// Whether a fallback facilitator may be asked instead (the service is down, not refusing).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Unreachable(_) | Self::Timeout(_) => true,
+            Self::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The message a client sees: what happened, never credentials or facilitator internals that
+    /// could carry them.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Credentials(_) => {
+                "the payment facilitator refused the gateway's credentials; the operator has been told"
+                    .to_string()
+            }
+            other => other.to_string(),
+        }
     }
 }
 
 /// What a facilitator can say, later, about a settlement whose outcome was not final.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SettlementStatus {
+pub enum SettlementLookup {
     Settled {
         transaction: String,
     },
@@ -84,8 +192,8 @@ pub trait Facilitator: Send + Sync {
         &self,
         _transaction: &str,
         _network: &str,
-    ) -> Result<SettlementStatus, FacilitatorError> {
-        Ok(SettlementStatus::Unknown)
+    ) -> Result<SettlementLookup, FacilitatorError> {
+        Ok(SettlementLookup::Unknown)
     }
 }
 
@@ -94,5 +202,7 @@ pub fn from_config(config: &FacilitatorConfig) -> Result<Arc<dyn Facilitator>, F
     Ok(match config.kind {
         FacilitatorKind::X402 => Arc::new(HttpFacilitator::new(config)?),
         FacilitatorKind::Local => Arc::new(LocalFacilitator::new()),
+        FacilitatorKind::Okx => Arc::new(OkxFacilitator::new(config)?),
+        FacilitatorKind::AgentWallex => Arc::new(AgentWallexFacilitator::new(config)?),
     })
 }

@@ -217,7 +217,7 @@ impl ServeHttp for AdminApp {
     }
 }
 
-/// Asks the configured facilitator for `/supported` every probe interval; readiness follows.
+/// Asks every configured facilitator for `/supported` each probe interval; readiness follows.
 pub struct FacilitatorProbe {
     state: Arc<ArcSwap<GatewayState>>,
     health: Arc<Health>,
@@ -230,19 +230,25 @@ impl FacilitatorProbe {
 
     pub async fn probe_once(&self) {
         let state = self.state.load_full();
-        let facilitator = state.facilitator.clone();
-        let name = facilitator.name().to_string();
-        self.health.keep_facilitators(&[&name]);
-        let started = Instant::now();
-        let result = facilitator.supported().await;
-        Metrics::global()
-            .facilitator_seconds
-            .with_label_values(&[&name, "supported"])
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = &result {
-            tracing::warn!(facilitator = %name, error = %e, "facilitator probe failed");
+        let names: Vec<&str> = state
+            .facilitators
+            .iter()
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        self.health.keep_facilitators(&names);
+        for (config, facilitator) in state.facilitators.iter() {
+            let name = config.name.as_str();
+            let started = Instant::now();
+            let result = facilitator.supported().await;
+            Metrics::global()
+                .facilitator_seconds
+                .with_label_values(&[name, "supported"])
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = &result {
+                tracing::warn!(facilitator = %name, error = %e, "facilitator probe failed");
+            }
+            self.health.facilitator_answered(name, result.is_ok());
         }
-        self.health.facilitator_answered(&name, result.is_ok());
     }
 }
 

@@ -7,7 +7,7 @@
 //! write) is skipped when reading. Pending entries are reconciled in the background with the
 //! facilitator that settled them; the journal never rewrites a line, it appends the final state.
 
-use crate::facilitator::{Facilitator, SettlementStatus};
+use crate::facilitator::{Facilitator, SettlementLookup};
 use crate::ops::metrics::Metrics;
 use crate::payment::{ReplayGuard, ReplayKey};
 use async_trait::async_trait;
@@ -323,20 +323,24 @@ pub async fn resume(
     Ok(resumed)
 }
 
-/// One pass over the pending entries: asks the facilitator about each, appends final states.
-pub async fn reconcile_once(journal: &dyn Journal, facilitator: &dyn Facilitator) {
+/// The facilitator to ask about a journal entry, if the configuration still has one.
+pub type FacilitatorLookup<'a> = &'a (dyn Fn(&JournalEntry) -> Option<Arc<dyn Facilitator>> + Sync);
+
+/// One pass over the pending entries: asks the facilitator that settled each, appends final states.
+pub async fn reconcile_once(journal: &dyn Journal, facilitator_for: FacilitatorLookup<'_>) {
     let metrics = Metrics::global();
     for entry in journal.pending() {
-        let status = if entry.transaction.is_empty() {
+        let facilitator = facilitator_for(&entry);
+        let status = match (&facilitator, entry.transaction.is_empty()) {
             // Nothing to ask about: only the chain (or the facilitator's operator) can tell.
-            Ok(SettlementStatus::Unknown)
-        } else {
-            facilitator
-                .settlement_status(&entry.transaction, &entry.network)
-                .await
+            (None, _) | (_, true) => Ok(SettlementLookup::Unknown),
+            (Some(f), false) => {
+                f.settlement_status(&entry.transaction, &entry.network)
+                    .await
+            }
         };
         let next = match status {
-            Ok(SettlementStatus::Settled { transaction }) => {
+            Ok(SettlementLookup::Settled { transaction }) => {
                 metrics
                     .reconciliations
                     .with_label_values(&["settled"])
@@ -347,20 +351,20 @@ pub async fn reconcile_once(journal: &dyn Journal, facilitator: &dyn Facilitator
                 }
                 next
             }
-            Ok(SettlementStatus::Failed { reason }) => {
+            Ok(SettlementLookup::Failed { reason }) => {
                 metrics.reconciliations.with_label_values(&["failed"]).inc();
                 let mut next = entry.next(PaymentState::Failed);
                 next.reason = reason;
                 next
             }
-            Ok(SettlementStatus::Pending) => {
+            Ok(SettlementLookup::Pending) => {
                 metrics
                     .reconciliations
                     .with_label_values(&["pending"])
                     .inc();
                 continue;
             }
-            Ok(SettlementStatus::Unknown) => {
+            Ok(SettlementLookup::Unknown) => {
                 metrics
                     .reconciliations
                     .with_label_values(&["unknown"])

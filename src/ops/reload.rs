@@ -84,10 +84,12 @@ impl Reloader {
             config.admin.listen = old.config.admin.listen;
             config.journal = old.config.journal.clone();
         }
-        // An unchanged facilitator keeps its client (connection pool, test-mode ledger).
-        let facilitator =
-            (config.facilitator == old.config.facilitator).then(|| old.facilitator.clone());
-        let state = GatewayState::with_facilitator(config, facilitator)?;
+        // Unchanged facilitators keep their clients (connection pools, test-mode ledger).
+        let facilitators = old
+            .facilitators
+            .built_from(&config.facilitators)
+            .then(|| old.facilitators.clone());
+        let state = GatewayState::with_facilitators(config, facilitators)?;
         self.health
             .set_probe_interval(state.config.admin.probe_interval);
         let routes = state.config.routes.in_file_order().len();

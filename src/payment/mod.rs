@@ -13,5 +13,6 @@ pub use eip712::{authorization_signing_hash, recover_signer, SignatureError};
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
 pub use settlement::SettlementPolicy;
 pub use verify::{
-    check_authorization, check_payment, PaymentRejection, VerifiedPayment, VALID_BEFORE_MARGIN_SECS,
+    check_authorization, check_payment, PaymentRejection, VerifiedPayment, AGGR_DEFERRED,
+    SESSION_CERT, VALID_BEFORE_MARGIN_SECS,
 };

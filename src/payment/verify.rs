@@ -40,7 +40,15 @@ fn reject(reason: &'static str, message: impl Into<String>) -> PaymentRejection 
     }
 }
 
-/// The first field in which the client's `accepted` differs from a configured option.
+/// The key of `accepted.extra` that an `aggr_deferred` buyer adds (its session certificate). It is
+/// forwarded to the facilitator inside the payment and never becomes part of the requirements.
+pub const SESSION_CERT: &str = "sessionCert";
+
+/// The scheme whose authorizations are signed by a session key rather than by `from`.
+pub const AGGR_DEFERRED: &str = "aggr_deferred";
+
+/// The first field in which the client's `accepted` differs from a configured option. Every field
+/// counts, `extra` key by key, except `extra.sessionCert`.
 fn first_difference(
     accepted: &PaymentRequirements,
     option: &PaymentRequirements,
@@ -53,16 +61,41 @@ fn first_difference(
         };
         (!equal).then(|| format!("accepted.{name} is `{got}` but this route requires `{want}`"))
     };
+    let extra_keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().filter(|k| *k != SESSION_CERT).cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut keys = extra_keys(&option.extra);
+    keys.extend(extra_keys(&accepted.extra));
+    keys.sort();
+    keys.dedup();
     field("scheme", &accepted.scheme, &option.scheme, false)
         .or_else(|| field("network", &accepted.network, &option.network, false))
         .or_else(|| field("asset", &accepted.asset, &option.asset, true))
         .or_else(|| field("payTo", &accepted.pay_to, &option.pay_to, true))
         .or_else(|| field("amount", &accepted.amount, &option.amount, false))
         .or_else(|| {
-            ["name", "version"].iter().find_map(|k| {
-                let got = accepted.extra.get(k).and_then(|v| v.as_str()).unwrap_or("");
-                let want = option.extra.get(k).and_then(|v| v.as_str()).unwrap_or("");
-                field(&format!("extra.{k}"), got, want, false)
+            field(
+                "maxTimeoutSeconds",
+                &accepted.max_timeout_seconds.to_string(),
+                &option.max_timeout_seconds.to_string(),
+                false,
+            )
+        })
+        .or_else(|| {
+            keys.iter().find_map(|k| {
+                let show = |v: Option<&serde_json::Value>| match v {
+                    None => String::new(),
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
+                field(
+                    &format!("extra.{k}"),
+                    &show(accepted.extra.get(k)),
+                    &show(option.extra.get(k)),
+                    false,
+                )
             })
         })
 }
@@ -120,6 +153,15 @@ fn parse_u64(text: &str, field: &str) -> Result<u64, PaymentRejection> {
     })
 }
 
+/// `validBefore` may be `uint256` max ("no expiry", as batch buyers send it): anything past `u64`
+/// is read as `u64::MAX`.
+fn parse_valid_before(text: &str) -> Result<u64, PaymentRejection> {
+    if !text.is_empty() && text.len() > 19 && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(text.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    parse_u64(text, "validBefore")
+}
+
 /// Runs every local check; `now` is unix seconds.
 pub fn check_payment(
     route: &PricedRoute,
@@ -170,7 +212,7 @@ pub fn check_authorization(
         ));
     }
     let valid_after = parse_u64(&auth.valid_after, "validAfter")?;
-    let valid_before = parse_u64(&auth.valid_before, "validBefore")?;
+    let valid_before = parse_valid_before(&auth.valid_before)?;
     if valid_after > now {
         return Err(reject(
             "invalid_exact_evm_payload_authorization_valid_after",
@@ -204,8 +246,12 @@ pub fn check_authorization(
         })?;
     let payer = checksum_address(&auth.from)
         .ok_or_else(|| reject("invalid_payload", "authorization.from is not an address"))?;
+    let session_key_signed = requirements.scheme == AGGR_DEFERRED;
     let signature_checked_locally = match recover_signer(&exact.signature, &digest) {
         Ok(signer) if signer.to_checksum(None) == payer => true,
+        // Batch payments are signed by a session key bound to `from` by the buyer's session
+        // certificate, which only the facilitator can check.
+        Ok(_) if session_key_signed => false,
         Ok(signer) => {
             return Err(reject(
                 "invalid_exact_evm_signature",

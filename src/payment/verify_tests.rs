@@ -35,6 +35,7 @@ fn route() -> PricedRoute {
         description: String::new(),
         mime_type: String::new(),
         settle: crate::payment::SettlementPolicy::AfterSuccess,
+        sync_settle: false,
     }
 }
 

@@ -202,6 +202,8 @@ pub struct PricedRoute {
     pub description: String,
     pub mime_type: String,
     pub settle: SettlementPolicy,
+    /// Ask the facilitator to wait for on-chain confirmation before answering `/settle` (OKX).
+    pub sync_settle: bool,
 }
 
 #[derive(Debug, Clone)]

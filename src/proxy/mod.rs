@@ -23,7 +23,7 @@ pub use reply::Reply;
 pub use server::{build_server, GatewayServer, GatewayState, StartError, UNMATCHED_LABEL};
 
 use crate::config::UnmatchedPolicy;
-use crate::facilitator::{FacilitatorError, FacilitatorRequest};
+use crate::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest, SettlementStatus};
 use crate::ops::journal::{rfc3339_now, Journal, JournalEntry, PaymentState};
 use crate::ops::metrics::{Metrics, RequestOutcome};
 use crate::ops::{Health, InFlight};
@@ -102,6 +102,10 @@ struct PaymentInFlight {
     /// The encoded settlement header to add to the upstream response.
     settlement_header: Option<String>,
     transaction: String,
+    /// The facilitator that verified the payment: the only one that may settle it.
+    facilitator: Option<Arc<dyn Facilitator>>,
+    /// `confirmed`, `pending` or `batched` once settled.
+    settlement: &'static str,
     reservation_held: bool,
     outcome: Outcome,
     /// The journal line this payment's events are written from.
@@ -168,16 +172,20 @@ fn facilitator_code(e: &FacilitatorError) -> &'static str {
         FacilitatorError::Unreachable(_) => "facilitator_unavailable",
         FacilitatorError::Status { .. } => "facilitator_error",
         FacilitatorError::Garbage(_) => "facilitator_bad_response",
+        FacilitatorError::Credentials(_) => "facilitator_credentials",
+        FacilitatorError::RateLimited(_) => "facilitator_rate_limited",
+        FacilitatorError::Unconfirmed { .. } => "settlement_unconfirmed",
     }
 }
 
 fn facilitator_failure(e: &FacilitatorError) -> Reply {
-    let status = if matches!(e, FacilitatorError::Timeout(_)) {
-        504
-    } else {
-        502
+    let status = match e {
+        FacilitatorError::Timeout(_) => 504,
+        // The settlement did not become final in time: the buyer is refused, not the gateway.
+        FacilitatorError::Unconfirmed { .. } => 402,
+        _ => 502,
     };
-    Reply::error(status, facilitator_code(e), &e.to_string())
+    Reply::error(status, facilitator_code(e), &e.client_message())
 }
 
 impl Gateway {
@@ -219,7 +227,11 @@ impl Gateway {
         } else {
             "X-PAYMENT"
         };
-        let fmetrics = &ctx.state.facilitator_metrics;
+        let network = route
+            .options
+            .first()
+            .map_or("", |o| o.requirements.network.as_str());
+        let fmetrics = ctx.state.facilitator_metrics_for(network);
 
         let decoded: Result<(serde_json::Value, serde_json::Value), HeaderDecodeError> =
             crate::x402::decode_header_json(header.as_bytes());
@@ -306,8 +318,13 @@ impl Gateway {
             x402_version: payment.version(),
             payment_payload: raw,
             payment_requirements: requirements,
+            sync_settle: route.sync_settle,
+            resource: Some(crate::x402::ResourceInfo {
+                url: url.clone(),
+                description: route.description.clone(),
+                mime_type: route.mime_type.clone(),
+            }),
         };
-        let facilitator = ctx.state.facilitator.clone();
         let entry = self.journal.as_ref().map(|_| JournalEntry {
             time: rfc3339_now(),
             id: payment_id(verified.replay_key.as_str()),
@@ -319,7 +336,8 @@ impl Gateway {
             network: option.requirements.network.clone(),
             pay_to: option.requirements.pay_to.clone(),
             transaction: String::new(),
-            facilitator: facilitator.name().to_string(),
+            // Filled in with the facilitator that verifies (the network's, or its fallback).
+            facilitator: String::new(),
             reason: String::new(),
             key: verified.replay_key.as_str().to_string(),
             valid_before: verified.valid_before,
@@ -333,6 +351,8 @@ impl Gateway {
             settle_attempted: false,
             settlement_header: None,
             transaction: String::new(),
+            facilitator: None,
+            settlement: "",
             reservation_held: true,
             outcome: Outcome::Verified,
             entry,
@@ -341,14 +361,27 @@ impl Gateway {
         });
 
         let state = ctx.state.clone();
-        let fmetrics = &state.facilitator_metrics;
         let payment = ctx.payment.as_mut()?;
         let verify_started = Instant::now();
-        let verdict = facilitator.verify(&payment.request).await;
+        let Some(verdict) = state
+            .facilitators
+            .verify(&payment.network, &payment.request)
+            .await
+        else {
+            ctx.outcome = Some(RequestOutcome::Error);
+            let message = format!("no facilitator serves network {}", payment.network);
+            return Some(Reply::error(502, "facilitator_unavailable", &message));
+        };
+        let facilitator = verdict.facilitator;
+        let fmetrics = state.facilitator_metrics_named(facilitator.name());
         fmetrics
             .verify_seconds
             .observe(verify_started.elapsed().as_secs_f64());
-        match verdict {
+        payment.facilitator = Some(facilitator.clone());
+        if let Some(entry) = payment.entry.as_mut() {
+            entry.facilitator = facilitator.name().to_string();
+        }
+        match verdict.result {
             Err(e) => {
                 tracing::warn!(facilitator = facilitator.name(), error = %e, "verify failed");
                 let reply = facilitator_failure(&e);
@@ -402,8 +435,16 @@ impl Gateway {
             return None;
         }
         payment.settle_attempted = true;
-        let facilitator = state.facilitator.as_ref();
-        let fmetrics = &state.facilitator_metrics;
+        // Only the facilitator that verified a payment may settle it.
+        let Some(facilitator) = payment.facilitator.clone() else {
+            payment.outcome = Outcome::SettleFailed;
+            return Some(Reply::error(
+                502,
+                "facilitator_unavailable",
+                "no facilitator verified this payment",
+            ));
+        };
+        let fmetrics = state.facilitator_metrics_named(facilitator.name());
         let started = Instant::now();
         let result = facilitator.settle(&payment.request).await;
         fmetrics
@@ -414,6 +455,7 @@ impl Gateway {
                 self.replay.mark_settled(&payment.verified.replay_key).await;
                 payment.outcome = Outcome::Settled;
                 payment.transaction = settlement.response.transaction.clone();
+                payment.settlement = settlement.status.as_str();
                 payment.settlement_header = Some(encode_header_json(&settlement.raw));
                 fmetrics.settled.inc();
                 // Counted when the money moves, whatever happens to the response afterwards.
@@ -425,9 +467,9 @@ impl Gateway {
                     revenue.inc_by(u64::try_from(payment.verified.amount).unwrap_or(u64::MAX));
                 }
                 // Some facilitators answer before the chain confirms; those are reconciled later.
-                let final_state = match settlement.response.status.as_deref() {
-                    Some("pending" | "timeout") => PaymentState::Pending,
-                    _ => PaymentState::Settled,
+                let final_state = match settlement.status {
+                    SettlementStatus::Confirmed => PaymentState::Settled,
+                    SettlementStatus::Pending | SettlementStatus::Batched => PaymentState::Pending,
                 };
                 if let Some(entry) = payment.entry.as_mut() {
                     entry.transaction = payment.transaction.clone();
@@ -796,6 +838,7 @@ impl ProxyHttp for Gateway {
             amount = %payment.verified.amount,
             network = %payment.network,
             tx = %payment.transaction,
+            settlement = payment.settlement,
             outcome = ?payment.outcome,
             status,
             error = e.map(|e| format!("{:?}", e.etype())).unwrap_or_default(),

@@ -5,7 +5,7 @@
 use super::pages::Pages;
 use super::Gateway;
 use crate::config::GatewayConfig;
-use crate::facilitator::{self, Facilitator, FacilitatorError};
+use crate::facilitator::{FacilitatorError, Facilitators};
 use crate::ops::metrics::{FacilitatorMetrics, RouteMetrics};
 use crate::ops::{
     journal, AdminApp, DrainingShutdown, FacilitatorProbe, FileJournal, Health, Journal, Reloader,
@@ -26,7 +26,8 @@ use std::time::Duration;
 /// Everything a request needs that belongs to one configuration version.
 pub struct GatewayState {
     pub config: GatewayConfig,
-    pub facilitator: Arc<dyn Facilitator>,
+    /// The facilitators, chosen per payment by its network.
+    pub facilitators: Facilitators,
     /// The upstream address, resolved once at start-up.
     pub upstream_addr: SocketAddr,
     /// Paywall pages and the discovery document.
@@ -35,7 +36,8 @@ pub struct GatewayState {
     pub route_metrics: Vec<RouteMetrics>,
     /// Requests no route matches.
     pub unmatched_metrics: RouteMetrics,
-    pub facilitator_metrics: FacilitatorMetrics,
+    /// Metric handles by facilitator, in configuration order.
+    pub facilitator_metrics: Vec<FacilitatorMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +63,31 @@ pub enum StartError {
 pub const UNMATCHED_LABEL: &str = "(unmatched)";
 
 impl GatewayState {
-    pub fn new(config: GatewayConfig) -> Result<Self, StartError> {
-        Self::with_facilitator(config, None)
+    /// The metric handles of the facilitator named `name` (the first one if none has that name).
+    pub fn facilitator_metrics_named(&self, name: &str) -> &FacilitatorMetrics {
+        self.facilitator_metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or(&self.facilitator_metrics[0])
     }
 
-    /// Like [`GatewayState::new`], reusing `facilitator` when given (a reload that did not change it).
-    pub fn with_facilitator(
+    /// The metric handles of the facilitator serving `network`.
+    pub fn facilitator_metrics_for(&self, network: &str) -> &FacilitatorMetrics {
+        let name = self.facilitators.for_network(network);
+        self.facilitator_metrics_named(name.as_ref().map_or("", |f| f.name()))
+    }
+}
+
+impl GatewayState {
+    pub fn new(config: GatewayConfig) -> Result<Self, StartError> {
+        Self::with_facilitators(config, None)
+    }
+
+    /// Like [`GatewayState::new`], reusing `facilitators` when given (a reload that did not
+    /// change them keeps their connection pools and the test-mode ledger).
+    pub fn with_facilitators(
         config: GatewayConfig,
-        facilitator: Option<Arc<dyn Facilitator>>,
+        facilitators: Option<Facilitators>,
     ) -> Result<Self, StartError> {
         let upstream = &config.upstream;
         let upstream_addr = (upstream.host.as_str(), upstream.port)
@@ -82,9 +101,9 @@ impl GatewayState {
                 host: upstream.host.clone(),
                 reason: "no address".into(),
             })?;
-        let facilitator = match facilitator {
+        let facilitators = match facilitators {
             Some(f) => f,
-            None => facilitator::from_config(&config.facilitator)?,
+            None => Facilitators::from_config(&config.facilitators)?,
         };
         let routes = config.routes.in_file_order();
         let mut route_metrics: Vec<RouteMetrics> = Vec::with_capacity(routes.len());
@@ -100,13 +119,20 @@ impl GatewayState {
             };
             route_metrics.push(RouteMetrics::new(route.label(), &options));
         }
+        let mut facilitator_metrics: Vec<FacilitatorMetrics> = facilitators
+            .iter()
+            .map(|(config, _)| FacilitatorMetrics::new(&config.name))
+            .collect();
+        if facilitator_metrics.is_empty() {
+            facilitator_metrics.push(FacilitatorMetrics::new("none"));
+        }
         Ok(Self {
             pages: Pages::new(&config),
             route_metrics,
             unmatched_metrics: RouteMetrics::new(UNMATCHED_LABEL, &[]),
-            facilitator_metrics: FacilitatorMetrics::new(facilitator.name()),
+            facilitator_metrics,
             config,
-            facilitator,
+            facilitators,
             upstream_addr,
         })
     }
@@ -147,7 +173,13 @@ impl BackgroundService for Reconciler {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
             let state = self.state.load_full();
-            journal::reconcile_once(self.journal.as_ref(), state.facilitator.as_ref()).await;
+            let facilitators = &state.facilitators;
+            journal::reconcile_once(self.journal.as_ref(), &|entry| {
+                facilitators
+                    .by_name(&entry.facilitator)
+                    .or_else(|| facilitators.for_network(&entry.network))
+            })
+            .await;
             let pause = state
                 .config
                 .journal

@@ -52,8 +52,8 @@ impl Facilitator for Confirms {
         &self,
         transaction: &str,
         _network: &str,
-    ) -> Result<SettlementStatus, FacilitatorError> {
-        Ok(SettlementStatus::Settled {
+    ) -> Result<SettlementLookup, FacilitatorError> {
+        Ok(SettlementLookup::Settled {
             transaction: transaction.into(),
         })
     }
@@ -127,7 +127,8 @@ async fn reconciliation_appends_the_final_state_of_a_pending_settlement() {
         .append(entry("q", PaymentState::Pending, ""))
         .await
         .unwrap();
-    reconcile_once(journal.as_ref(), &Confirms).await;
+    let confirms: std::sync::Arc<dyn Facilitator> = std::sync::Arc::new(Confirms);
+    reconcile_once(journal.as_ref(), &|_| Some(confirms.clone())).await;
     let latest = latest_states(&read_entries(&path).unwrap());
     let p = latest.iter().find(|e| e.id == "p").unwrap();
     let q = latest.iter().find(|e| e.id == "q").unwrap();

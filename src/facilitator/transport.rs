@@ -1,0 +1,102 @@
+//! HTTP plumbing shared by the facilitator clients: bounded bodies, errors without URLs.
+
+use super::FacilitatorError;
+use std::time::Duration;
+
+/// Facilitator bodies are small; a larger answer is treated as garbage rather than buffered.
+pub(super) const MAX_BODY: usize = 256 * 1024;
+
+/// A facilitator's answer before any interpretation.
+pub(super) struct Answer {
+    pub status: u16,
+    /// `Retry-After` in seconds, when the facilitator sent one.
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+pub(super) struct Transport {
+    pub client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Transport {
+    pub fn new(timeout: Duration) -> Result<Self, FacilitatorError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("x402-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FacilitatorError::Unreachable(e.to_string()))?;
+        Ok(Self { client, timeout })
+    }
+
+    pub fn classify(&self, e: reqwest::Error) -> FacilitatorError {
+        if e.is_timeout() {
+            FacilitatorError::Timeout(self.timeout)
+        } else if e.is_connect() {
+            FacilitatorError::Unreachable(without_url(&e))
+        } else {
+            FacilitatorError::Garbage(without_url(&e))
+        }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, FacilitatorError> {
+        let mut response = request.send().await.map_err(|e| self.classify(e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(e))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(FacilitatorError::Garbage(format!(
+                    "answer larger than {MAX_BODY} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// reqwest errors print the URL; facilitator URLs may carry credentials, so only the cause is kept.
+pub(super) fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<facilitator>");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+pub(super) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut short: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        short.push('…');
+    }
+    short
+}
+
+/// `text` with every occurrence of a credential replaced, for messages built from a facilitator's
+/// answer (which might echo what it was sent).
+pub(super) fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(secret, "***");
+    }
+    out
+}

@@ -1,0 +1,306 @@
+//! Rig pieces for the vendor facilitator tests: the OKX and AgentWallex emulators, a gateway whose
+//! log is kept for inspection, and buyers signing `exact` and session-key (`aggr_deferred`)
+//! payments.
+#![allow(dead_code)]
+
+use crate::common::*;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use x402_gateway::buyer::{random_nonce, Wallet};
+use x402_gateway::x402::PaymentRequirements;
+
+pub const OKX_KEY: &str = "okx-test-key-7f3a";
+pub const OKX_SECRET: &str = "okx-test-secret-91bc";
+pub const OKX_PASSPHRASE: &str = "okx-test-passphrase-c0de";
+pub const AWX_KEY: &str = "awx_sk_test_5e1f9a77";
+/// A session key of the buyer's smart account (a public test key).
+pub const SESSION_KEY: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
+/// The buyer's smart account that the session key signs for.
+pub const AA_ACCOUNT: &str = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65";
+pub const USDT0: &str = "0x779Ded0c9e1022225f8E0630b35a9b54bE713736";
+
+pub fn okx_emulator(extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--port",
+        "0",
+        "--key",
+        OKX_KEY,
+        "--secret",
+        OKX_SECRET,
+        "--passphrase",
+        OKX_PASSPHRASE,
+    ];
+    args.extend_from_slice(extra);
+    node("okx_emulator.mjs", &args)
+}
+
+pub fn agentwallex_emulator(extra: &[&str]) -> Proc {
+    let mut args = vec!["--port", "0", "--key", AWX_KEY];
+    args.extend_from_slice(extra);
+    node("agentwallex_emulator.mjs", &args)
+}
+
+/// The environment the gateway reads its credentials from.
+pub fn credentials_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("OKX_API_KEY", OKX_KEY),
+        ("OKX_SECRET_KEY", OKX_SECRET),
+        ("OKX_PASSPHRASE", OKX_PASSPHRASE),
+        ("AGENTWALLEX_API_KEY", AWX_KEY),
+    ]
+}
+
+/// `[facilitator]` for the OKX emulator on `port`; `extra` adds keys (e.g. `api = "legacy"`).
+pub fn okx_facilitator(port: u16, extra: &str) -> String {
+    format!(
+        r#"[facilitator]
+kind = "okx"
+url = "http://127.0.0.1:{port}"
+api_key = "${{OKX_API_KEY}}"
+secret_key = "${{OKX_SECRET_KEY}}"
+passphrase = "${{OKX_PASSPHRASE}}"
+timeout = "3s"
+settle_poll_deadline = "3s"
+{extra}
+"#
+    )
+}
+
+/// A gateway configuration on X Layer (USD₮0) with `facilitators` and `routes` spliced in.
+pub fn vendor_config(
+    gateway_port: u16,
+    upstream_port: u16,
+    facilitators: &str,
+    routes: &str,
+) -> String {
+    let admin_port = free_port();
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{gateway_port}"
+threads = 2
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[upstream]
+url = "http://127.0.0.1:{upstream_port}"
+{facilitators}
+[defaults]
+network = "eip155:196"
+asset = "USDT0"
+pay_to = "{PAY_TO}"
+max_timeout_seconds = 120
+{routes}
+"#
+    )
+}
+
+/// The seller set-ups of the OKX guides: an `exact` route (async by default), a synchronous one,
+/// one settled before the upstream is called, and a batch route.
+pub const OKX_ROUTES: &str = r#"
+[[routes]]
+match = "GET /api/data"
+price = "$0.01"
+description = "Premium data endpoint"
+[[routes]]
+match = "GET /api/sync"
+price = "$0.01"
+sync_settle = true
+[[routes]]
+match = "GET /api/before"
+price = "$0.01"
+settle = "before"
+sync_settle = true
+[[routes]]
+match = "GET /api/batch"
+price = "$0.001"
+scheme = "aggr_deferred"
+"#;
+
+/// The gateway binary with its stderr kept in a file, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    pub fn start(config: &str, port: u16) -> Self {
+        let path = write_config(config);
+        let log = path.with_file_name("gateway.log");
+        let child = Command::new(gateway_bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .envs(credentials_env())
+            .env("RUST_LOG", "debug,pingora_core=warn,pingora_proxy=warn,hyper=info,reqwest=info,h2=info,rustls=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut gateway = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = gateway.child.try_wait() {
+                panic!("gateway exited with {status}: {}", gateway.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not listen: {}",
+                gateway.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        gateway
+    }
+
+    pub fn log(&mut self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Runs `x402-gateway run` expecting it to stop by itself; returns (success, stderr).
+pub fn run_expecting_exit(config: &str) -> (bool, String) {
+    let path = write_config(config);
+    let log = path.with_file_name("gateway.log");
+    let mut child = Command::new(gateway_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .envs(credentials_env())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (
+                status.success(),
+                std::fs::read_to_string(&log).unwrap_or_default(),
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gateway kept running: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `x402-gateway check`: (success, stdout, stderr).
+pub fn check(config: &str) -> (bool, String, String) {
+    let path = write_config(config);
+    let out = Command::new(gateway_bin())
+        .arg("check")
+        .arg(&path)
+        .envs(credentials_env())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn get_json(url: String) -> Value {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+pub async fn post_json(url: String, body: Value) {
+    let r = http().post(url).json(&body).send().await.unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+/// The emulator's control endpoint `path` (e.g. `/__calls`).
+pub async fn control(emulator: &Proc, path: &str) -> Value {
+    get_json(format!("http://127.0.0.1:{}{path}", emulator.port)).await
+}
+
+pub async fn set_mode(emulator: &Proc, modes: Value) {
+    post_json(format!("http://127.0.0.1:{}/__mode", emulator.port), modes).await;
+}
+
+pub async fn upstream_hits(upstream: &Proc) -> u64 {
+    get_json(format!("http://127.0.0.1:{}/__hits", upstream.port)).await["hits"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The first option of `url`'s challenge.
+pub async fn accepted(url: &str) -> Value {
+    let r = http().get(url).send().await.unwrap();
+    assert_eq!(r.status(), 402);
+    decode_b64_json(r.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone()
+}
+
+/// An `exact` payment by the test buyer for `accepted`.
+pub fn pay_exact(accepted: &Value) -> String {
+    let requirements: PaymentRequirements = serde_json::from_value(accepted.clone()).unwrap();
+    sign_v2(&requirements, |_| {})
+}
+
+/// The session certificate the emulated TEE would have issued for `SESSION_KEY` on `account`.
+pub fn session_cert(account: &str) -> String {
+    let session = Wallet::from_hex(SESSION_KEY).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .encode(json!({"account": account, "sessionKey": session.address()}).to_string())
+}
+
+/// An `aggr_deferred` payment: `from` is the smart account, the signature the session key's, and
+/// `accepted.extra.sessionCert` the certificate binding them.
+pub fn pay_with_session_key(accepted: &Value, cert: &str) -> (String, Value) {
+    let mut accepted = accepted.clone();
+    accepted["extra"]["sessionCert"] = json!(cert);
+    let requirements: PaymentRequirements = serde_json::from_value(accepted.clone()).unwrap();
+    let session = Wallet::from_hex(SESSION_KEY).unwrap();
+    let mut auth = session.authorize(&requirements, now(), random_nonce());
+    auth.from = AA_ACCOUNT.to_string();
+    let chain_id = x402_gateway::x402::chain_id_of(&requirements.network).unwrap();
+    let signature = session.sign(&auth, &requirements, chain_id).unwrap();
+    let payload = json!({"x402Version": 2, "accepted": accepted, "payload": {"signature": signature, "authorization": auth}});
+    (encode_b64_json(&payload), payload)
+}
+
+/// Sends a paid GET; returns (status, PAYMENT-RESPONSE decoded if any, JSON body or Null).
+pub async fn paid_get(url: &str, payment: &str) -> (u16, Option<Value>, Value) {
+    let r = http()
+        .get(url)
+        .header("PAYMENT-SIGNATURE", payment)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let settlement = r
+        .headers()
+        .get("payment-response")
+        .map(|h| decode_b64_json(h.to_str().unwrap()));
+    let body = r.json().await.unwrap_or(Value::Null);
+    (status, settlement, body)
+}
