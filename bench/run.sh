@@ -272,9 +272,9 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
     --callgrind-out-file="$BENCH_DIR/callgrind.out" "$GATEWAY" run --config bench/gateway.toml
   pid=$STARTED
   "$EX/bench_client" paid "$GATEWAY_ADDR" /paid "$BENCH_DIR/payments-gateway.txt" "$PROFILE_WARMUP" >/dev/null
-  callgrind_control -i on "$pid" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null 2>&1
   profiled=$("$EX/bench_client" paid "$GATEWAY_ADDR" /paid "$BENCH_DIR/payments-gateway.txt" "$PROFILE_REQUESTS" "$PROFILE_WARMUP")
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
   stop "$pid" INT
   dump=$(ls -t "$BENCH_DIR"/callgrind.out.* 2>/dev/null | head -n 1 || true)
   if [ -n "$dump" ]; then
