@@ -199,20 +199,38 @@ if (profile) {
     'CPU time per request is in the table above).',
     '',
   );
-  const selfFile = opt['profile-self'];
-  if (selfFile && existsSync(selfFile)) {
-    const lines = readFileSync(selfFile, 'utf8').split('\n');
-    const top = lines
-      .filter((l) => /^\s*[\d,]+\s+\(\s*[\d.]+%\)\s+\S/.test(l))
-      .slice(1, 26)
-      .map((l) => {
-        const m = l.match(/^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)$/);
-        let name = m[3].replace(/\s+\[[^\]]*\]$/, '').replace(/^[^:]*:/, '');
-        if (name.length > 110) name = `${name.slice(0, 107)}...`;
-        const perRequest = Number(m[1].replace(/,/g, '')) / profile.requests;
-        return `| ${fmt(perRequest)} | ${m[2]}% | \`${name.replace(/\|/g, '\\|')}\` |`;
-      });
-    p('Top functions by own instructions:', '', '| instructions / request | share | function |', '| ---: | ---: | --- |', ...top, '');
+  // Annotated lines look like `1,234 (12.34%)  file:function [object]`.
+  const annotated = (path) =>
+    existsSync(path || '')
+      ? readFileSync(path, 'utf8')
+          // Only the function table, not the annotated source after it.
+          .split(/^-+\n-- Auto-annotated source/m)[0]
+          .split('\n')
+          .map((l) => l.match(/^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(\S.*)$/))
+          .filter(Boolean)
+          .map((m) => ({
+            perRequest: Number(m[1].replace(/,/g, '')) / profile.requests,
+            share: m[2],
+            name: m[3].replace(/\s+\[[^\]]*\]$/, '').replace(/^[^:]*\.(rs|S|c|h):/, ''),
+          }))
+          .filter((e) => e.name !== 'PROGRAM TOTALS' && !/\(\d+x\)$/.test(e.name))
+      : [];
+  const short = (name) => (name.length > 110 ? `${name.slice(0, 107)}...` : name).replace(/\|/g, '\\|');
+  const row = (e) => `| ${fmt(e.perRequest)} | ${e.share}% | \`${short(e.name)}\` |`;
+  const ours = [];
+  for (const e of annotated(opt['profile-inclusive'])) {
+    // Inclusive cost of the gateway's own functions: where a paid request's instructions go.
+    if (!/^<?x402_gateway::/.test(e.name) || ours.some((o) => o.name === e.name)) continue;
+    ours.push(e);
+  }
+  if (ours.length) {
+    p('The gateway\'s own functions, inclusive of what they call:', '', '| instructions / request | share | function |',
+      '| ---: | ---: | --- |', ...ours.slice(0, 15).map(row), '');
+  }
+  const self = annotated(opt['profile-self']);
+  if (self.length) {
+    p('Top functions by their own instructions:', '', '| instructions / request | share | function |',
+      '| ---: | ---: | --- |', ...self.slice(0, 20).map(row), '');
   }
 }
 
@@ -223,11 +241,11 @@ for (const c of concurrencies) {
   const base = get('baseline', c);
   const add = (name, value, ok) => targets.push(`| ${name} (c=${c}) | ${value} | ${verdict(ok)} |`);
   const free = ratio(get('gateway_free', c), base);
-  add('free route ≥ 0.95× baseline requests/s', `${fmt(free, 2)}×`, Number.isFinite(free) ? free >= 0.95 : null);
+  add('free route ≥ 0.95× baseline requests/s', `${fmt(free, 3)}×`, Number.isFinite(free) ? free >= 0.95 : null);
   const unpaid = ratio(get('gateway_402', c), base);
-  add('402 ≥ 3× baseline requests/s', `${fmt(unpaid, 2)}×`, Number.isFinite(unpaid) ? unpaid >= 3 : null);
+  add('402 ≥ 3× baseline requests/s', `${fmt(unpaid, 3)}×`, Number.isFinite(unpaid) ? unpaid >= 3 : null);
   const paid = ratio(get('gateway_paid', c), base);
-  add('paid ≥ 0.5× baseline requests/s', `${fmt(paid, 2)}×`, Number.isFinite(paid) ? paid >= 0.5 : null);
+  add('paid ≥ 0.5× baseline requests/s', `${fmt(paid, 3)}×`, Number.isFinite(paid) ? paid >= 0.5 : null);
   const vsExpress = ratio(get('gateway_paid', c), get('express_paid', c));
   add('paid ≥ 10× `@x402/express` requests/s', `${fmt(vsExpress, 1)}×`, Number.isFinite(vsExpress) ? vsExpress >= 10 : null);
   const cpu = get('gateway_paid', c)?.cpu;
@@ -262,4 +280,5 @@ if (flagged.length) {
   for (const [k, s] of flagged) p(`- ${k.replace('@', ' c=')}: ${[...new Set(s.problems)].join('; ')}`);
   p('');
 }
+if (opt.notes && existsSync(opt.notes)) p(readFileSync(opt.notes, 'utf8').trimEnd(), '');
 process.stdout.write(out.join('\n'));

@@ -15,6 +15,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+# The command line for the report, with the settings the caller changed.
+COMMAND=""
+for v in BENCH_SMOKE DURATION REPS WARMUP CONCURRENCY WRK_THREADS BENCH_BUILD IDLE_CONNS NONCES \
+  PROFILE_REQUESTS PROFILE_WARMUP PAID_RATE_CAP; do
+  if [ -n "${!v+x}" ]; then COMMAND+="$v=$(printf '%q' "${!v}") "; fi
+done
+COMMAND+="bash bench/run.sh${*:+ $*}"
+
 SMOKE=${BENCH_SMOKE:-0}
 for a in "$@"; do
   case "$a" in
@@ -40,7 +48,6 @@ CONCURRENCY=${CONCURRENCY:-1 32}
 WRK_THREADS=${WRK_THREADS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19400}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
-COMMAND="bash bench/run.sh $*"
 mkdir -p "$BENCH_DIR/logs"
 RESULTS=$BENCH_DIR/results.jsonl
 : >"$RESULTS"
@@ -291,5 +298,6 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 node bench/report.mjs "$RESULTS" \
   --command "$COMMAND" --build "$BENCH_BUILD" --duration "$DURATION" --reps "$REPS" \
   --warmup "$WARMUP" --wrk-threads "$WRK_THREADS" --smoke "$SMOKE" \
-  --profile-self "$BENCH_DIR/callgrind.self.txt" >"$BENCH_OUT"
+  --profile-self "$BENCH_DIR/callgrind.self.txt" --profile-inclusive "$BENCH_DIR/callgrind.inclusive.txt" \
+  --notes bench/notes.md >"$BENCH_OUT"
 log "written $BENCH_OUT"
