@@ -270,6 +270,8 @@ printf '{"memory":"replay_guard","nonces":%d,"gateway_idle_rss_kib":%d,"result":
   "$NONCES" "$idle_rss" "$replay" >>"$RESULTS"
 
 # ---- profile -----------------------------------------------------------------------------------
+# callgrind rather than perf: virtual machines often expose no hardware counters (`perf stat -e
+# instructions` reports "not supported" on ours), and instruction counts repeat on a noisy machine.
 if [ "$PROFILE_REQUESTS" -gt 0 ]; then
   log "profile: callgrind over $PROFILE_REQUESTS paid requests"
   rm -f "$BENCH_DIR"/callgrind.out*
