@@ -16,3 +16,6 @@ cargo test --locked
 echo "== end-to-end on a local chain"
 GATEWAY_BIN="$PWD/target/debug/x402-gateway" PAY_EXAMPLE_BIN="$PWD/target/debug/examples/pay" \
   node --test --test-concurrency=1 tests/e2e/
+
+echo "== benchmark smoke run (no timing checked)"
+bash bench/smoke.sh

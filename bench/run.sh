@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# The gateway benchmark, in one command: builds release binaries, starts a tiny upstream, a stub
+# facilitator, a plain Pingora passthrough, the gateway and the official @x402/express middleware on
+# loopback, drives each with wrk, and writes the table to BENCHMARKS.md.
+#
+#   bash bench/run.sh            # full run (about 10 minutes): DURATION=10 s, REPS=3, c = 1 and 32
+#   bash bench/run.sh --smoke    # a few seconds per workload, debug build, table to target/bench/
+#
+# Environment: DURATION (s), REPS, WARMUP (s), CONCURRENCY ("1 32"), WRK_THREADS (1), BENCH_BUILD
+# (release|debug), IDLE_CONNS (5000), NONCES (1000000), PROFILE_REQUESTS (500 paid requests under
+# callgrind; 0 skips the profile), PROFILE_WARMUP (20),
+# PAID_RATE_CAP (most paid requests/s a run may need: headers are pre-signed for it),
+# BENCH_PORT_BASE (19400), BENCH_OUT (the Markdown file), BENCH_DIR (work files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# The command line for the report, with the settings the caller changed.
+COMMAND=""
+for v in BENCH_SMOKE DURATION REPS WARMUP CONCURRENCY WRK_THREADS BENCH_BUILD IDLE_CONNS NONCES \
+  PROFILE_REQUESTS PROFILE_WARMUP PAID_RATE_CAP; do
+  if [ -n "${!v+x}" ]; then COMMAND+="$v=$(printf '%q' "${!v}") "; fi
+done
+COMMAND+="bash bench/run.sh${*:+ $*}"
+
+SMOKE=${BENCH_SMOKE:-0}
+for a in "$@"; do
+  case "$a" in
+    --smoke) SMOKE=1 ;;
+    *) echo "usage: bench/run.sh [--smoke]" >&2; exit 2 ;;
+  esac
+done
+if [ "$SMOKE" = 1 ]; then
+  DURATION=${DURATION:-1} REPS=${REPS:-1} WARMUP=${WARMUP:-0}
+  BENCH_BUILD=${BENCH_BUILD:-debug} IDLE_CONNS=${IDLE_CONNS:-500} NONCES=${NONCES:-100000}
+  PROFILE_REQUESTS=${PROFILE_REQUESTS:-10} PROFILE_WARMUP=${PROFILE_WARMUP:-3}
+  # A debug gateway pays a few hundred requests/s at most, and signing is slow in debug too.
+  if [ "$BENCH_BUILD" = debug ]; then PAID_RATE_CAP=${PAID_RATE_CAP:-1000}; fi
+  BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.smoke.md}
+else
+  DURATION=${DURATION:-10} REPS=${REPS:-3} WARMUP=${WARMUP:-1}
+  BENCH_BUILD=${BENCH_BUILD:-release} IDLE_CONNS=${IDLE_CONNS:-5000} NONCES=${NONCES:-1000000}
+  PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
+  BENCH_OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
+fi
+PAID_RATE_CAP=${PAID_RATE_CAP:-20000} PROFILE_WARMUP=${PROFILE_WARMUP:-20}
+CONCURRENCY=${CONCURRENCY:-1 32}
+WRK_THREADS=${WRK_THREADS:-1}
+PORT_BASE=${BENCH_PORT_BASE:-19400}
+BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
+mkdir -p "$BENCH_DIR/logs"
+RESULTS=$BENCH_DIR/results.jsonl
+: >"$RESULTS"
+export BENCH_WRK_DIR=$ROOT/bench/wrk
+
+UPSTREAM_ADDR=127.0.0.1:$PORT_BASE
+FACILITATOR_ADDR=127.0.0.1:$((PORT_BASE + 1))
+BASELINE_ADDR=127.0.0.1:$((PORT_BASE + 2))
+GATEWAY_ADDR=127.0.0.1:$((PORT_BASE + 3))
+EXPRESS_ADDR=127.0.0.1:$((PORT_BASE + 4))
+export BENCH_GATEWAY_LISTEN=$GATEWAY_ADDR
+export BENCH_UPSTREAM_URL=http://$UPSTREAM_ADDR
+export BENCH_FACILITATOR_URL=http://$FACILITATOR_ADDR
+
+log() { printf '== [%4ss] %s\n' "$SECONDS" "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ---- tools -------------------------------------------------------------------------------------
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v valgrind >/dev/null 2>&1 || [ "$PROFILE_REQUESTS" = 0 ] || missing+=(valgrind)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}"
+fi
+if [ ! -d tests/node_modules/@x402/express ]; then
+  log "npm packages (tests/package-lock.json)"
+  npm ci --prefix tests --no-audit --no-fund --loglevel=error
+fi
+# The idle-connection measurement needs a descriptor per connection on both ends.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---- build -------------------------------------------------------------------------------------
+log "build ($BENCH_BUILD)"
+if [ "$BENCH_BUILD" = release ]; then
+  cargo build --release --locked --bin x402-gateway --examples
+  BIN=$ROOT/target/release
+else
+  cargo build --locked --bin x402-gateway --examples
+  BIN=$ROOT/target/debug
+fi
+GATEWAY=$BIN/x402-gateway
+EX=$BIN/examples
+
+# ---- processes ---------------------------------------------------------------------------------
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
+wait_port() { # ADDR PID SECONDS
+  local deadline=$((SECONDS + ${3:-20}))
+  until port_open "$1"; do
+    if ! kill -0 "$2" 2>/dev/null; then echo "process $2 for $1 exited; see $BENCH_DIR/logs" >&2; exit 1; fi
+    if [ $SECONDS -ge "$deadline" ]; then echo "nothing listens on $1" >&2; exit 1; fi
+    sleep 0.05
+  done
+}
+
+# start NAME ADDR CMD...: runs CMD in the background, sets $STARTED to its pid.
+start() {
+  local name=$1 addr=$2
+  shift 2
+  if port_open "$addr"; then echo "$addr is already in use; set BENCH_PORT_BASE" >&2; exit 1; fi
+  "$@" >"$BENCH_DIR/logs/$name.out" 2>"$BENCH_DIR/logs/$name.err" &
+  STARTED=$!
+  PIDS+=("$STARTED")
+  wait_port "$addr" "$STARTED" "${START_TIMEOUT:-20}"
+}
+
+# stop PID [SIGNAL]. Pingora servers get SIGINT, their fast shutdown (SIGTERM waits out the grace
+# period); everything else SIGTERM, since background jobs of a script ignore SIGINT.
+stop() {
+  local pid=$1 kept=() p
+  kill "-${2:-TERM}" "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
+}
+
+# The server process under test, fresh for every run: its CPU time and peak RSS are then its own,
+# and the nonces it remembers from earlier runs cannot refuse reused header files.
+start_server() { # KIND
+  case "$1" in
+    baseline) start baseline "$BASELINE_ADDR" "$EX/passthrough" "$BASELINE_ADDR" "$UPSTREAM_ADDR" ;;
+    gateway) start gateway "$GATEWAY_ADDR" "$GATEWAY" run --config bench/gateway.toml ;;
+    express) start express "$EXPRESS_ADDR" node bench/express_server.mjs \
+      --port "${EXPRESS_ADDR##*:}" --facilitator "$BENCH_FACILITATOR_URL" ;;
+  esac
+}
+
+server_addr() {
+  case "$1" in baseline) echo "$BASELINE_ADDR" ;; gateway) echo "$GATEWAY_ADDR" ;; express) echo "$EXPRESS_ADDR" ;; esac
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+status_kib() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
+http_status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+
+start upstream "$UPSTREAM_ADDR" "$EX/bench_upstream" "$UPSTREAM_ADDR"
+start facilitator "$FACILITATOR_ADDR" "$EX/bench_facilitator" "$FACILITATOR_ADDR"
+
+# ---- payments ----------------------------------------------------------------------------------
+# Enough pre-signed headers for the warm-up and the measured run at PAID_RATE_CAP requests/s; each
+# run restarts its server, so every run may use the same file.
+PAID_COUNT=$(((WARMUP + DURATION) * PAID_RATE_CAP))
+WARMUP_COUNT=$((WARMUP * PAID_RATE_CAP))
+log "signing $PAID_COUNT payments for the gateway and for @x402/express"
+for kind in gateway express; do
+  start_server "$kind"
+  pid=$STARTED
+  addr=$(server_addr "$kind")
+  "$EX/bench_payments" "http://$addr/paid" "$PAID_COUNT" "$BENCH_DIR/payments-$kind.txt"
+  # One payment end to end before measuring anything: a 200 proves route, price and signature agree.
+  check=$("$EX/bench_client" paid "$addr" /paid "$BENCH_DIR/payments-$kind.txt" 3)
+  case "$check" in *'"200":3'*) ;; *) echo "$kind refused the pre-signed payments: $check" >&2; exit 1 ;; esac
+  stop "$pid" INT
+done
+
+# ---- load --------------------------------------------------------------------------------------
+# run_load WORKLOAD KIND PATH CONC REP [paid]
+run_load() {
+  local workload=$1 kind=$2 path=$3 conc=$4 rep=$5 paid=${6:-}
+  local threads=$((conc < WRK_THREADS ? conc : WRK_THREADS))
+  start_server "$kind"
+  local pid=$STARTED addr
+  addr=$(server_addr "$kind")
+  local script=(-s "$ROOT/bench/wrk/report.lua") warm_script=() measured=()
+  if [ -n "$paid" ]; then
+    script=(-s "$ROOT/bench/wrk/paid.lua")
+    warm_script=(-- "$BENCH_DIR/payments-$kind.txt" 0 "$WARMUP_COUNT" "$threads" "$path")
+    measured=(-- "$BENCH_DIR/payments-$kind.txt" "$WARMUP_COUNT" "$((PAID_COUNT - WARMUP_COUNT))" "$threads" "$path")
+  fi
+  if [ "$WARMUP" -gt 0 ]; then
+    wrk -t"$threads" -c"$conc" -d"${WARMUP}s" "${script[@]}" "http://$addr$path" "${warm_script[@]}" \
+      >>"$BENCH_DIR/logs/wrk-warmup.log" 2>&1
+  fi
+  local ticks_before ticks_after out line
+  ticks_before=$(cpu_ticks "$pid")
+  out=$(wrk -t"$threads" -c"$conc" -d"${DURATION}s" --timeout 10s "${script[@]}" "http://$addr$path" \
+    "${measured[@]}" 2>&1)
+  ticks_after=$(cpu_ticks "$pid")
+  printf '%s\n' "--- $workload c=$conc rep=$rep" "$out" >>"$BENCH_DIR/logs/wrk.log"
+  line=$(printf '%s\n' "$out" | sed -n 's/^BENCH //p')
+  if [ -z "$line" ]; then echo "wrk failed for $workload c=$conc:" >&2; printf '%s\n' "$out" >&2; exit 1; fi
+  printf '{"workload":"%s","concurrency":%d,"rep":%d,"cpu_ticks":%d,"clk_tck":%d,"hwm_kib":%d,"rss_kib":%d,"wrk":%s}\n' \
+    "$workload" "$conc" "$rep" "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" \
+    "$(status_kib "$pid" VmHWM)" "$(status_kib "$pid" VmRSS)" "$line" >>"$RESULTS"
+  stop "$pid" INT
+  printf '   %-16s c=%-3s rep %s: %s\n' "$workload" "$conc" "$rep" \
+    "$(printf '%s' "$line" | sed 's/.*"requests":\([0-9]*\),"duration_us":\([0-9]*\).*"status_errors":\([0-9]*\).*"p50_us":\([0-9]*\).*"p99_us":\([0-9]*\).*/\1 requests, non-2xx \3, p50 \4 us, p99 \5 us/')" >&2
+}
+
+# Status sanity before measuring: the workload must be what its name says.
+start_server baseline; pid=$STARTED
+[ "$(http_status "http://$BASELINE_ADDR/free")" = 200 ] || { echo "baseline /free is not 200" >&2; exit 1; }
+stop "$pid" INT
+start_server gateway; pid=$STARTED
+[ "$(http_status "http://$GATEWAY_ADDR/free")" = 200 ] || { echo "gateway /free is not 200" >&2; exit 1; }
+[ "$(http_status "http://$GATEWAY_ADDR/paid")" = 402 ] || { echo "gateway /paid is not 402" >&2; exit 1; }
+stop "$pid" INT
+
+log "load: ${DURATION}s x $REPS per workload, concurrency $CONCURRENCY, wrk -t$WRK_THREADS"
+for rep in $(seq 1 "$REPS"); do
+  for conc in $CONCURRENCY; do
+    run_load baseline baseline /free "$conc" "$rep"
+    run_load gateway_free gateway /free "$conc" "$rep"
+    run_load gateway_402 gateway /paid "$conc" "$rep"
+    run_load gateway_paid gateway /paid "$conc" "$rep" paid
+    run_load express_paid express /paid "$conc" "$rep" paid
+  done
+done
+
+# ---- memory ------------------------------------------------------------------------------------
+# measure_idle KIND: RSS of a fresh KIND server before and while it holds IDLE_CONNS connections,
+# each of which has served one request. The baseline shows what Pingora itself needs per connection.
+measure_idle() {
+  local kind=$1 pid addr hold_pid hold_out=$BENCH_DIR/hold-$1.out deadline
+  start_server "$kind"
+  pid=$STARTED
+  addr=$(server_addr "$kind")
+  local idle_rss
+  idle_rss=$(status_kib "$pid" VmRSS)
+  "$EX/bench_client" hold "$addr" "$IDLE_CONNS" /free >"$hold_out" 2>"$BENCH_DIR/logs/hold.err" &
+  hold_pid=$!
+  PIDS+=("$hold_pid")
+  deadline=$((SECONDS + 120))
+  until grep -q held "$hold_out" 2>/dev/null; do
+    if ! kill -0 "$hold_pid" 2>/dev/null; then echo "idle-connection client failed:" >&2; cat "$BENCH_DIR/logs/hold.err" >&2; exit 1; fi
+    [ $SECONDS -lt $deadline ] || { echo "idle-connection client timed out" >&2; exit 1; }
+    sleep 0.2
+  done
+  sleep 1
+  printf '{"memory":"idle_connections","server":"%s","connections":%d,"idle_rss_kib":%d,"rss_kib":%d,"hwm_kib":%d,"fds":%d}\n' \
+    "$kind" "$IDLE_CONNS" "$idle_rss" "$(status_kib "$pid" VmRSS)" "$(status_kib "$pid" VmHWM)" \
+    "$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)" >>"$RESULTS"
+  IDLE_RSS=$idle_rss
+  stop "$hold_pid"
+  stop "$pid" INT
+}
+
+log "memory: $IDLE_CONNS idle keep-alive connections"
+measure_idle baseline
+measure_idle gateway
+idle_rss=$IDLE_RSS
+
+log "memory: $NONCES remembered nonces"
+replay=$("$EX/bench_replay" "$NONCES")
+printf '{"memory":"replay_guard","nonces":%d,"gateway_idle_rss_kib":%d,"result":%s}\n' \
+  "$NONCES" "$idle_rss" "$replay" >>"$RESULTS"
+
+# ---- profile -----------------------------------------------------------------------------------
+# callgrind rather than perf: virtual machines often expose no hardware counters (`perf stat -e
+# instructions` reports "not supported" on ours), and instruction counts repeat on a noisy machine.
+if [ "$PROFILE_REQUESTS" -gt 0 ]; then
+  log "profile: callgrind over $PROFILE_REQUESTS paid requests"
+  rm -f "$BENCH_DIR"/callgrind.out*
+  # Instrumentation starts off (start-up runs at near native speed) and is switched on only for the
+  # measured requests, after a warm-up that fills connection pools and lazy statics.
+  START_TIMEOUT=180 start gateway-callgrind "$GATEWAY_ADDR" valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$BENCH_DIR/callgrind.out" "$GATEWAY" run --config bench/gateway.toml
+  pid=$STARTED
+  "$EX/bench_client" paid "$GATEWAY_ADDR" /paid "$BENCH_DIR/payments-gateway.txt" "$PROFILE_WARMUP" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  profiled=$("$EX/bench_client" paid "$GATEWAY_ADDR" /paid "$BENCH_DIR/payments-gateway.txt" "$PROFILE_REQUESTS" "$PROFILE_WARMUP")
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  stop "$pid" INT
+  dump=$(ls -t "$BENCH_DIR"/callgrind.out.* 2>/dev/null | head -n 1 || true)
+  if [ -n "$dump" ]; then
+    callgrind_annotate "$dump" >"$BENCH_DIR/callgrind.self.txt" 2>/dev/null || true
+    callgrind_annotate --inclusive=yes "$dump" >"$BENCH_DIR/callgrind.inclusive.txt" 2>/dev/null || true
+    total_ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
+    printf '{"profile":"callgrind","requests":%d,"warmup":%d,"client":%s,"instructions":%s,"dump":"%s"}\n' \
+      "$PROFILE_REQUESTS" "$PROFILE_WARMUP" "$profiled" "${total_ir:-0}" "$dump" >>"$RESULTS"
+  fi
+fi
+
+# ---- report ------------------------------------------------------------------------------------
+mkdir -p "$(dirname "$BENCH_OUT")"
+node bench/report.mjs "$RESULTS" \
+  --command "$COMMAND" --build "$BENCH_BUILD" --duration "$DURATION" --reps "$REPS" \
+  --warmup "$WARMUP" --wrk-threads "$WRK_THREADS" --smoke "$SMOKE" \
+  --profile-self "$BENCH_DIR/callgrind.self.txt" --profile-inclusive "$BENCH_DIR/callgrind.inclusive.txt" \
+  --notes bench/notes.md >"$BENCH_OUT"
+log "written $BENCH_OUT"

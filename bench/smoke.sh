@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Keeps bench/run.sh from rotting: the whole benchmark for about a second per workload on the debug
+# build (no release build), then checks that every workload ran, answered what it should and that
+# the report is complete. It checks no timing: on a shared machine the numbers mean nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dir=target/bench-smoke
+out=$dir/BENCHMARKS.md
+# A port range of its own per run, so that two checkouts testing at once do not collide.
+BENCH_PORT_BASE=${BENCH_PORT_BASE:-$((20000 + (RANDOM % 900) * 10))} \
+  BENCH_DIR=$dir BENCH_OUT=$out PROFILE_REQUESTS=${PROFILE_REQUESTS:-3} \
+  bash bench/run.sh --smoke
+
+fail() { echo "bench smoke: $*" >&2; exit 1; }
+rows=$(grep -cE '^\| .+ \| (1|32) \| [0-9,]+ \|' "$out" || true)
+[ "$rows" = 10 ] || fail "expected 10 workload rows in $out, found $rows"
+! grep -q FLAGGED "$out" || fail "a run was flagged: $(grep FLAGGED "$out" | head -n 3)"
+grep -q 'idle keep-alive connections' "$out" || fail "no idle-connection measurement in $out"
+grep -q 'remembered authorizations' "$out" || fail "no replay-guard measurement in $out"
+grep -q 'instructions per paid request' "$out" || fail "no profile in $out"
+grep -q '"200":3' "$out" || fail "the profiled payments were not all answered 200"
+echo "bench smoke: ok ($out)"

@@ -1,0 +1,73 @@
+//! The benchmark's baseline: a plain Pingora reverse proxy that only picks the upstream. Built with
+//! the same Pingora features and server settings as the gateway, so the gap between the two is
+//! what the paywall costs.
+//!
+//! ```sh
+//! cargo run --release --example passthrough -- 127.0.0.1:18400 127.0.0.1:18080 2
+//! ```
+//! Arguments: listen address, upstream address, worker threads (default: number of CPUs); or the
+//! environment variables `PASSTHROUGH_LISTEN`, `PASSTHROUGH_UPSTREAM`, `PASSTHROUGH_THREADS`.
+
+use async_trait::async_trait;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+
+struct Passthrough {
+    upstream: SocketAddr,
+}
+
+#[async_trait]
+impl ProxyHttp for Passthrough {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            self.upstream,
+            false,
+            self.upstream.ip().to_string(),
+        )))
+    }
+}
+
+fn arg(position: usize, env: &str) -> Option<String> {
+    std::env::args()
+        .nth(position)
+        .or_else(|| std::env::var(env).ok())
+}
+
+fn main() {
+    let listen = arg(1, "PASSTHROUGH_LISTEN").unwrap_or_else(|| "127.0.0.1:18400".into());
+    let upstream: SocketAddr = arg(2, "PASSTHROUGH_UPSTREAM")
+        .unwrap_or_else(|| "127.0.0.1:18080".into())
+        .parse()
+        .expect("upstream must be an address such as 127.0.0.1:18080");
+    let threads = arg(3, "PASSTHROUGH_THREADS")
+        .map(|t| t.parse().expect("threads must be a number"))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    // The same server settings as the gateway's `build_server`, minus what only matters at shutdown.
+    let conf = ServerConf {
+        threads,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Passthrough { upstream },
+        "passthrough",
+    );
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+    println!("{{\"ready\":true,\"addr\":\"{listen}\"}}");
+    server.run_forever()
+}
