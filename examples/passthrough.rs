@@ -9,6 +9,7 @@
 //! environment variables `PASSTHROUGH_LISTEN`, `PASSTHROUGH_UPSTREAM`, `PASSTHROUGH_THREADS`.
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -66,7 +67,9 @@ fn main() {
         Passthrough { upstream },
         "passthrough",
     );
-    proxy.add_tcp(&listen);
+    // The same listener buffers as the gateway, so the comparison is of the proxy logic alone.
+    let buffers = L4BufferSettings::new(4096, DEFAULT_L4_WRITE_BUFFER_SIZE);
+    proxy.add_listener(ListenerConfig::tcp(listen.clone()).l4_buffer(buffers));
     server.add_service(proxy);
     println!("{{\"ready\":true,\"addr\":\"{listen}\"}}");
     server.run_forever()

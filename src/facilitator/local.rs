@@ -75,7 +75,7 @@ impl LocalFacilitator {
         Ok((
             verified.payer,
             requirements.network,
-            verified.replay_key.as_str().to_string(),
+            verified.replay_key.to_hex(),
         ))
     }
 }

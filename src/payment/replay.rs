@@ -9,22 +9,30 @@ use async_trait::async_trait;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-/// Identity of an authorization: lower-cased `network|asset|from|nonce`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ReplayKey(String);
+/// Identity of an authorization: the Keccak-256 of lower-cased `network|asset|from|nonce`.
+/// A fixed 32-byte digest keeps a million remembered authorizations in tens of megabytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplayKey([u8; 32]);
 
 impl ReplayKey {
     pub fn new(network: &str, asset: &str, from: &str, nonce: &str) -> Self {
-        Self(format!("{network}|{asset}|{from}|{nonce}").to_ascii_lowercase())
+        let identity = format!("{network}|{asset}|{from}|{nonce}").to_ascii_lowercase();
+        Self(alloy_primitives::keccak256(identity.as_bytes()).0)
     }
 
-    /// A key as recorded earlier by [`ReplayKey::as_str`] (the journal keeps it across restarts).
+    /// A key as recorded earlier by [`ReplayKey::to_hex`] (the journal keeps it across
+    /// restarts); any other text is read as an identity `network|asset|from|nonce`.
     pub fn from_recorded(text: &str) -> Self {
-        Self(text.to_ascii_lowercase())
+        let mut digest = [0u8; 32];
+        match alloy_primitives::hex::decode_to_slice(text, &mut digest) {
+            Ok(()) if text.len() == 64 => Self(digest),
+            _ => Self(alloy_primitives::keccak256(text.to_ascii_lowercase().as_bytes()).0),
+        }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// 64 lower-case hex digits.
+    pub fn to_hex(&self) -> String {
+        alloy_primitives::hex::encode(self.0)
     }
 }
 
@@ -80,7 +88,7 @@ impl InMemoryReplayGuard {
 #[async_trait]
 impl ReplayGuard for InMemoryReplayGuard {
     async fn reserve(&self, key: &ReplayKey, expires_at: u64, now: u64) -> Result<(), ReplayError> {
-        match self.entries.entry(key.clone()) {
+        match self.entries.entry(*key) {
             Entry::Occupied(mut occupied) => {
                 let existing = occupied.get();
                 if existing.expires_at > now {
@@ -161,6 +169,17 @@ mod tests {
         assert_eq!(guard.forget_expired(100).await, 1);
         assert!(guard.is_empty());
         guard.reserve(&key(2), 200, 150).await.unwrap();
+    }
+
+    #[test]
+    fn recorded_keys_read_back_as_the_same_key() {
+        let k = key(9);
+        assert_eq!(ReplayKey::from_recorded(&k.to_hex()), k);
+        assert_eq!(
+            ReplayKey::from_recorded("EIP155:84532|0xAsset|0xFrom|0x09"),
+            k,
+            "an identity is hashed like a new key"
+        );
     }
 
     #[tokio::test]

@@ -327,7 +327,7 @@ impl Gateway {
         };
         let entry = self.journal.as_ref().map(|_| JournalEntry {
             time: rfc3339_now(),
-            id: payment_id(verified.replay_key.as_str()),
+            id: payment_id(&verified.replay_key.to_hex()),
             state: PaymentState::Verified,
             route: ctx.route_label.clone().unwrap_or_default(),
             payer: verified.payer.clone(),
@@ -339,7 +339,7 @@ impl Gateway {
             // Filled in with the facilitator that verifies (the network's, or its fallback).
             facilitator: String::new(),
             reason: String::new(),
-            key: verified.replay_key.as_str().to_string(),
+            key: verified.replay_key.to_hex(),
             valid_before: verified.valid_before,
         });
         ctx.payment = Some(PaymentInFlight {
