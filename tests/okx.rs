@@ -443,6 +443,40 @@ async fn a_route_on_a_network_okx_does_not_offer_stops_start_up_naming_it() {
 }
 
 #[tokio::test]
+async fn a_reload_onto_a_network_okx_does_not_offer_is_refused_and_the_old_routes_keep_serving() {
+    let mut rig = OkxRig::start("");
+    let path = rig.gateway.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let with_base = format!(
+        "{original}[[routes]]\nmatch = \"GET /base\"\nprice = \"$0.01\"\nnetwork = \"eip155:8453\"\nasset = \"USDC\"\n"
+    );
+    std::fs::write(&path, with_base).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rig.gateway.log().contains("configuration reload refused") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged: {}",
+            rig.gateway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = rig.gateway.log();
+    assert!(
+        log.contains("which facilitator `okx` does not offer"),
+        "{log}"
+    );
+    // The old configuration serves on: its route is priced, the refused one is not.
+    let r = http()
+        .get(rig.gateway.url("/api/data"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402);
+    let r = http().get(rig.gateway.url("/base")).send().await.unwrap();
+    assert_ne!(r.status(), 402, "the refused route must not be live");
+}
+
+#[tokio::test]
 async fn refused_credentials_at_start_up_stop_it_with_the_cause() {
     let okx = okx_emulator(&[]);
     let facilitator =

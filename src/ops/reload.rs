@@ -24,6 +24,8 @@ pub enum ReloadError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Start(#[from] crate::proxy::StartError),
+    #[error("{0}")]
+    Preflight(#[from] crate::facilitator::PreflightError),
 }
 
 pub struct Reloader {
@@ -51,7 +53,7 @@ impl Reloader {
 
     /// Loads, validates and swaps in the file. Settings that need new sockets or files keep their
     /// old values until a restart, with a warning.
-    pub fn reload(&self) -> Result<(), ReloadError> {
+    pub async fn reload(&self) -> Result<(), ReloadError> {
         let config = GatewayConfig::load(&self.path)?;
         let old = self.state.load_full();
         let mut config = config;
@@ -90,6 +92,12 @@ impl Reloader {
             .built_from(&config.facilitators)
             .then(|| old.facilitators.clone());
         let state = GatewayState::with_facilitators(config, facilitators)?;
+        // The start-up check of OKX and AgentWallex facilitators applies to every new version:
+        // a route they cannot settle, or credentials they refuse, keep the old one serving.
+        let report = crate::facilitator::preflight(&state.config, &state.facilitators).await?;
+        for warning in report.warnings {
+            tracing::warn!("{warning}");
+        }
         self.health
             .set_probe_interval(state.config.admin.probe_interval);
         let routes = state.config.routes.in_file_order().len();
@@ -105,8 +113,8 @@ impl Reloader {
         Ok(())
     }
 
-    fn reload_logged(&self, why: &str) {
-        if let Err(e) = self.reload() {
+    async fn reload_logged(&self, why: &str) {
+        if let Err(e) = self.reload().await {
             Metrics::global()
                 .config_reloads
                 .with_label_values(&["failure"])
@@ -116,7 +124,7 @@ impl Reloader {
     }
 
     /// Reloads when the file's bytes differ from the last ones seen.
-    fn poll(&self) {
+    async fn poll(&self) {
         let Ok(current) = std::fs::read(&self.path) else {
             // Mid-swap or briefly missing: look again next time.
             return;
@@ -129,7 +137,7 @@ impl Reloader {
             _ => false,
         };
         if changed {
-            self.reload_logged("file change");
+            self.reload_logged("file change").await;
         }
     }
 }
@@ -161,9 +169,9 @@ impl BackgroundService for Reloader {
                             *last = Some(bytes);
                         }
                     }
-                    self.reload_logged("SIGHUP");
+                    self.reload_logged("SIGHUP").await;
                 }
-                _ = tick.tick() => self.poll(),
+                _ = tick.tick() => self.poll().await,
             }
         }
     }

@@ -161,6 +161,11 @@ impl Gateway {
         gateway
     }
 
+    /// The configuration file the gateway runs with (rewrite it to trigger a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.log.with_file_name("gateway.toml")
+    }
+
     pub fn log(&mut self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
