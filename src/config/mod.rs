@@ -916,6 +916,7 @@ impl Ctx<'_> {
                     .as_ref()
                     .or(defaults.sync_settle.as_ref())
                     .is_some_and(|s| *s.get_ref()),
+                challenge: Default::default(),
             })
         };
         Ok(Route {

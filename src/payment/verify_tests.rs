@@ -36,6 +36,7 @@ fn route() -> PricedRoute {
         mime_type: String::new(),
         settle: crate::payment::SettlementPolicy::AfterSuccess,
         sync_settle: false,
+        challenge: Default::default(),
     }
 }
 

@@ -4,12 +4,14 @@
 //! types are immutable and cheap to share. This module never performs I/O.
 
 mod assets;
+mod challenge;
 mod fees;
 mod money;
 mod path;
 mod routes;
 
 pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
+pub use challenge::ChallengeTemplate;
 pub use fees::{quote_fee, FeeQuote, FeeTier};
 pub use money::{format_units, parse_price, MoneyError};
 pub use path::canonical_path;

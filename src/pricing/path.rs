@@ -12,8 +12,35 @@ use std::borrow::Cow;
 /// How many rounds of percent-decoding are applied; three covers `%25252F`-style stacking.
 const DECODE_ROUNDS: usize = 3;
 
-/// The canonical form of a request path (no query string): always starts with `/`.
-pub fn canonical_path(raw: &str) -> String {
+/// Whether `raw` is already canonical, so the common request needs no rewriting: only lower-case
+/// letters, digits and unreserved punctuation, no empty, `.` or `..` segment, no trailing slash.
+fn is_canonical(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') || (bytes.len() > 1 && bytes.last() == Some(&b'/')) {
+        return false;
+    }
+    let plain = bytes.iter().all(|&b| {
+        b.is_ascii_lowercase()
+            || b.is_ascii_digit()
+            || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~')
+    });
+    plain
+        && raw
+            .split('/')
+            .skip(1)
+            .all(|segment| !matches!(segment, "" | "." | "..") || raw == "/")
+}
+
+/// The canonical form of a request path (no query string): always starts with `/`. Borrowed
+/// when the path is canonical already.
+pub fn canonical_path(raw: &str) -> Cow<'_, str> {
+    if is_canonical(raw) {
+        return Cow::Borrowed(raw);
+    }
+    Cow::Owned(rewrite(raw))
+}
+
+fn rewrite(raw: &str) -> String {
     let mut decoded: Cow<str> = Cow::Borrowed(raw);
     for _ in 0..DECODE_ROUNDS {
         if !decoded.contains('%') {
@@ -57,7 +84,8 @@ pub fn canonical_path(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_path;
+    use super::{canonical_path, rewrite};
+    use std::borrow::Cow;
 
     #[test]
     fn every_spelling_of_a_path_has_one_canonical_form() {
@@ -84,6 +112,26 @@ mod tests {
             "/api/data%00",
         ] {
             assert_eq!(canonical_path(spelling), "/api/data", "{spelling}");
+        }
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed_and_others_rewritten() {
+        for canonical in ["/", "/api/data", "/a-b_c~d/v1.2/x"] {
+            assert!(
+                matches!(canonical_path(canonical), Cow::Borrowed(_)),
+                "{canonical}"
+            );
+            assert_eq!(
+                rewrite(canonical),
+                canonical,
+                "the fast path agrees with the rewrite"
+            );
+        }
+        for other in [
+            "/api/", "/API", "/a//b", "/a/./b", "/a/../b", "/a/..", "/a%2fb", "/a;b", "/a b", "",
+        ] {
+            assert!(matches!(canonical_path(other), Cow::Owned(_)), "{other}");
         }
     }
 

@@ -67,7 +67,8 @@ impl RoutePattern {
                 s if s.starts_with(':') && s.len() > 1 => Segment::One,
                 s => {
                     // Literal segments go through the same canonicalisation as request paths.
-                    let canonical = canonical_path(&format!("/{s}"));
+                    let slashed = format!("/{s}");
+                    let canonical = canonical_path(&slashed);
                     Segment::Literal(canonical.trim_start_matches('/').to_string())
                 }
             };
@@ -77,31 +78,25 @@ impl RoutePattern {
     }
 
     /// Whether the canonical `path` (split in segments) and `method` match this pattern.
-    pub fn matches(&self, method: &http::Method, path_segments: &[&str]) -> bool {
+    /// Whether `method` on the canonical path `canonical` matches this pattern.
+    pub fn matches(&self, method: &http::Method, canonical: &str) -> bool {
         if let MethodMatch::Only(m) = &self.method {
             // HEAD is a GET without a body: it is priced like the GET it mirrors.
             if m != method && !(m == http::Method::GET && method == http::Method::HEAD) {
                 return false;
             }
         }
-        let mut i = 0;
+        let mut path = canonical.split('/').filter(|s| !s.is_empty());
         for segment in &self.segments {
-            match segment {
-                Segment::Rest => return true,
-                Segment::One => {
-                    if i >= path_segments.len() {
-                        return false;
-                    }
-                }
-                Segment::Literal(lit) => {
-                    if path_segments.get(i) != Some(&lit.as_str()) {
-                        return false;
-                    }
-                }
+            match (segment, path.next()) {
+                (Segment::Rest, _) => return true,
+                (_, None) => return false,
+                (Segment::One, Some(_)) => {}
+                (Segment::Literal(lit), Some(got)) if lit == got => {}
+                (Segment::Literal(_), Some(_)) => return false,
             }
-            i += 1;
         }
-        i == path_segments.len()
+        path.next().is_none()
     }
 
     /// Ordering by specificity, position by position: a literal beats a one-segment wildcard,
@@ -204,6 +199,17 @@ pub struct PricedRoute {
     pub settle: SettlementPolicy,
     /// Ask the facilitator to wait for on-chain confirmation before answering `/settle` (OKX).
     pub sync_settle: bool,
+    /// The route's challenge documents, prepared at its first 402.
+    pub challenge: std::sync::OnceLock<super::ChallengeTemplate>,
+}
+
+impl PricedRoute {
+    /// The route's challenge documents (prepared once per configuration version).
+    pub fn challenge(&self) -> &super::ChallengeTemplate {
+        self.challenge.get_or_init(|| {
+            super::ChallengeTemplate::new(&self.options, &self.description, &self.mime_type)
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -255,10 +261,9 @@ impl RouteTable {
     /// The route serving `method` on `raw_path` (matched in canonical form), if any.
     pub fn find(&self, method: &http::Method, raw_path: &str) -> Option<&Route> {
         let canonical = canonical_path(raw_path);
-        let segments: Vec<&str> = canonical.split('/').filter(|s| !s.is_empty()).collect();
         self.routes
             .iter()
-            .find(|r| r.pattern.matches(method, &segments))
+            .find(|r| r.pattern.matches(method, &canonical))
     }
 
     /// Pairs of routes some request could match both of: (winner, shadowed) in file terms.

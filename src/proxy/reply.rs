@@ -2,10 +2,9 @@
 //! status, headers and JSON body, so clients see the same shape whatever went wrong.
 
 use crate::pricing::PricedRoute;
-use crate::x402::{
-    encode_header_json, PaymentRequired, PaymentRequiredV1, ResourceInfo, EXPOSED_HEADERS,
-    PAYMENT_REQUIRED, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE,
-};
+use crate::x402::{EXPOSED_HEADERS, PAYMENT_REQUIRED, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -44,39 +43,13 @@ impl Reply {
         error: &str,
         message: Option<&str>,
     ) -> Self {
-        let required = PaymentRequired {
-            x402_version: 2,
-            error: error.to_string(),
-            resource: ResourceInfo {
-                url: resource_url.to_string(),
-                description: route.description.clone(),
-                mime_type: route.mime_type.clone(),
-            },
-            accepts: route
-                .options
-                .iter()
-                .map(|o| o.requirements.clone())
-                .collect(),
-        };
-        let v1 = PaymentRequiredV1 {
-            x402_version: 1,
-            error: error.to_string(),
-            accepts: route
-                .options
-                .iter()
-                .filter_map(|o| {
-                    o.v1_requirements(resource_url, &route.description, &route.mime_type, method)
-                })
-                .collect(),
-        };
-        let mut body = serde_json::to_value(&v1).unwrap_or_default();
-        if let (Some(message), Some(obj)) = (message, body.as_object_mut()) {
-            obj.insert("message".into(), message.into());
-        }
+        let template = route.challenge();
+        let required = template.v2_json(resource_url, error);
+        let body = template.v1_json(resource_url, method, error, message);
         Self {
             status,
-            headers: vec![(PAYMENT_REQUIRED, encode_header_json(&required))],
-            body: Bytes::from(body.to_string()),
+            headers: vec![(PAYMENT_REQUIRED, STANDARD.encode(required))],
+            body: Bytes::from(body),
             content_type: JSON,
         }
     }
