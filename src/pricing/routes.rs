@@ -258,6 +258,11 @@ impl RouteTable {
         routes
     }
 
+    /// The route at position `index` of the file.
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.iter().find(|r| r.index == index)
+    }
+
     /// The route serving `method` on `raw_path` (matched in canonical form), if any.
     pub fn find(&self, method: &http::Method, raw_path: &str) -> Option<&Route> {
         let canonical = canonical_path(raw_path);

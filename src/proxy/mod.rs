@@ -119,7 +119,6 @@ pub struct RequestCtx {
     state: Arc<GatewayState>,
     /// Index (file order) of the matched route.
     route_index: Option<usize>,
-    route_label: Option<String>,
     /// Set where the gateway decides a request's fate itself; otherwise derived at the end.
     outcome: Option<RequestOutcome>,
     upstream_started: Option<Instant>,
@@ -130,6 +129,15 @@ pub struct RequestCtx {
     /// The failure is a refusal the gateway chose (already logged), not a proxy error.
     refused: bool,
     started: Instant,
+}
+
+impl RequestCtx {
+    /// The matched route's `match` string, for logs and the journal.
+    fn route_label(&self) -> &str {
+        self.route_index
+            .and_then(|i| self.state.config.routes.get(i))
+            .map_or("", |r| r.label())
+    }
 }
 
 fn unix_now() -> u64 {
@@ -329,7 +337,7 @@ impl Gateway {
             time: rfc3339_now(),
             id: payment_id(&verified.replay_key.to_hex()),
             state: PaymentState::Verified,
-            route: ctx.route_label.clone().unwrap_or_default(),
+            route: ctx.route_label().to_string(),
             payer: verified.payer.clone(),
             amount: verified.amount.to_string(),
             asset: option.requirements.asset.clone(),
@@ -534,7 +542,6 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             state: self.state.load_full(),
             route_index: None,
-            route_label: None,
             outcome: None,
             upstream_started: None,
             _in_flight: InFlight::start(&self.health),
@@ -572,7 +579,6 @@ impl ProxyHttp for Gateway {
             },
             Some(route) => {
                 ctx.route_index = Some(route.index);
-                ctx.route_label = Some(route.label().to_string());
                 match &route.kind {
                     RouteKind::Free => None,
                     RouteKind::Priced(priced) => {
@@ -798,6 +804,10 @@ impl ProxyHttp for Gateway {
         if let (402, Some(m)) = (status, route_metrics) {
             m.payment_required.inc();
         }
+        let route_label = ctx
+            .route_index
+            .and_then(|i| state.config.routes.get(i))
+            .map_or("", |r| r.label());
         let Some(payment) = ctx.payment.as_mut() else {
             let outcome = ctx.outcome.unwrap_or(if status >= 500 || status == 0 {
                 RequestOutcome::Error
@@ -833,7 +843,7 @@ impl ProxyHttp for Gateway {
             m.outcome(outcome).inc();
         }
         tracing::info!(
-            route = ctx.route_label.as_deref().unwrap_or(""),
+            route = route_label,
             payer = %payment.verified.payer,
             amount = %payment.verified.amount,
             network = %payment.network,
