@@ -657,7 +657,10 @@ impl ProxyHttp for Gateway {
             "x-payment-amount",
             "x-payment-network",
         ] {
-            upstream_request.remove_header(name);
+            // Removing keeps a case map in sync; most requests carry none of these, so look first.
+            if upstream_request.headers.contains_key(name) {
+                upstream_request.remove_header(name);
+            }
         }
         ctx.upstream_started = Some(Instant::now());
         if let Some(payment) = &ctx.payment {
