@@ -5,7 +5,7 @@
 //! AgentWallex settles in batches, so a settle answer without a transaction hash is a success
 //! whose settlement is pending. Fees are published at `/x402/fees/tiers`.
 
-use super::transport::{excerpt, redact, Transport};
+use super::transport::{excerpt, redact, Transport, Unwrapped};
 use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementStatus};
 use crate::config::{FacilitatorConfig, Secret};
 use crate::pricing::FeeTier;
@@ -35,12 +35,6 @@ const PAYMENT_CODES: &[&str] = &[
     "nonce_used",
     "expired",
 ];
-
-#[derive(Debug, PartialEq)]
-enum Unwrapped {
-    Data(Value),
-    Refusal { reason: String, message: String },
-}
 
 /// Reads an answer: the error contract, a `{code, msg, data}` wrapper, or a plain object.
 fn interpret(status: u16, body: &[u8]) -> Result<Unwrapped, FacilitatorError> {
@@ -242,24 +236,14 @@ impl Facilitator for AgentWallexFacilitator {
         request: &FacilitatorRequest,
     ) -> Result<VerifyResponse, FacilitatorError> {
         let body = Self::body(request)?;
-        match self
-            .call(
-                reqwest::Method::POST,
-                "/x402/facilitator/verify",
-                Some(body),
-                true,
-            )
-            .await?
-        {
-            Unwrapped::Data(data) => serde_json::from_value(data)
-                .map_err(|e| FacilitatorError::Garbage(format!("verify answer: {e}"))),
-            Unwrapped::Refusal { reason, message } => Ok(VerifyResponse {
-                is_valid: false,
-                invalid_reason: Some(reason),
-                invalid_message: Some(message),
-                payer: None,
-            }),
-        }
+        self.call(
+            reqwest::Method::POST,
+            "/x402/facilitator/verify",
+            Some(body),
+            true,
+        )
+        .await?
+        .into_verify_response(Ok)
     }
 
     async fn settle(&self, request: &FacilitatorRequest) -> Result<Settlement, FacilitatorError> {

@@ -10,7 +10,7 @@
 //! pending, `timeout` is polled on `/settle/status` until a deadline. `aggr_deferred` settles into
 //! a batch at once with an empty transaction.
 
-use super::transport::{excerpt, redact, Transport};
+use super::transport::{excerpt, redact, Transport, Unwrapped};
 use super::{
     Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementLookup,
     SettlementStatus,
@@ -76,17 +76,6 @@ pub fn okx_signature(
     mac.update(path_with_query.as_bytes());
     mac.update(body.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
-/// What an OKX answer means once the envelope is removed.
-#[derive(Debug, PartialEq)]
-enum Unwrapped {
-    Data(Value),
-    /// A business error that is a reason to refuse the payment (402), not a gateway problem.
-    Refusal {
-        reason: String,
-        message: String,
-    },
 }
 
 /// Reasons OKX gives for refusing a payment, as found in `msg`; the first match names it (so
@@ -552,19 +541,9 @@ impl Facilitator for OkxFacilitator {
     ) -> Result<VerifyResponse, FacilitatorError> {
         let body = self.body(request, None)?;
         let path = format!("{}/verify", self.prefix());
-        match self
-            .call(reqwest::Method::POST, &path, Some(body), true)
+        self.call(reqwest::Method::POST, &path, Some(body), true)
             .await?
-        {
-            Unwrapped::Data(data) => serde_json::from_value(single(data)?)
-                .map_err(|e| FacilitatorError::Garbage(format!("verify answer: {e}"))),
-            Unwrapped::Refusal { reason, message } => Ok(VerifyResponse {
-                is_valid: false,
-                invalid_reason: Some(reason),
-                invalid_message: Some(message),
-                payer: None,
-            }),
-        }
+            .into_verify_response(single)
     }
 
     async fn settle(&self, request: &FacilitatorRequest) -> Result<Settlement, FacilitatorError> {

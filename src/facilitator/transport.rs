@@ -1,7 +1,40 @@
 //! HTTP plumbing shared by the facilitator clients: bounded bodies, errors without URLs.
 
 use super::FacilitatorError;
+use crate::x402::VerifyResponse;
+use serde_json::Value;
 use std::time::Duration;
+
+/// A vendor's answer once its envelope is removed.
+#[derive(Debug, PartialEq)]
+pub(super) enum Unwrapped {
+    Data(Value),
+    /// A business error that is a reason to refuse the payment (402), not a gateway problem.
+    Refusal {
+        reason: String,
+        message: String,
+    },
+}
+
+impl Unwrapped {
+    /// A `/verify` answer: the data (after `select`) read as a verify response, or the refusal
+    /// as `isValid: false` with its reason.
+    pub fn into_verify_response(
+        self,
+        select: impl FnOnce(Value) -> Result<Value, FacilitatorError>,
+    ) -> Result<VerifyResponse, FacilitatorError> {
+        match self {
+            Self::Data(data) => serde_json::from_value(select(data)?)
+                .map_err(|e| FacilitatorError::Garbage(format!("verify answer: {e}"))),
+            Self::Refusal { reason, message } => Ok(VerifyResponse {
+                is_valid: false,
+                invalid_reason: Some(reason),
+                invalid_message: Some(message),
+                payer: None,
+            }),
+        }
+    }
+}
 
 /// Facilitator bodies are small; a larger answer is treated as garbage rather than buffered.
 pub(super) const MAX_BODY: usize = 256 * 1024;
