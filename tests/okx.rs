@@ -476,6 +476,69 @@ async fn a_reload_onto_a_network_okx_does_not_offer_is_refused_and_the_old_route
     assert_ne!(r.status(), 402, "the refused route must not be live");
 }
 
+/// The latest journal state of each payment, through `x402-gateway receipts`.
+fn receipts(journal: &std::path::Path) -> Vec<Value> {
+    let out = std::process::Command::new(gateway_bin())
+        .args(["receipts", "--format", "json", "--journal"])
+        .arg(journal)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn a_pending_okx_settlement_is_reconciled_in_the_journal_through_settle_status() {
+    let upstream = node("upstream.mjs", &["--port", "0"]);
+    let okx = okx_emulator(&[]);
+    let port = free_port();
+    let journal = write_config("").with_file_name("journal.jsonl");
+    let config = format!(
+        "{}[journal]\npath = \"{}\"\nreconcile_interval = \"300ms\"\n",
+        vendor_config(
+            port,
+            upstream.port,
+            &okx_facilitator(okx.port, ""),
+            OKX_ROUTES
+        ),
+        journal.display()
+    );
+    let mut gateway = Gateway::start(&config, port);
+    let url = gateway.url("/api/data");
+    let (status, settlement, body) = paid_get(&url, &pay_exact(&accepted(&url).await)).await;
+    assert_eq!(status, 200, "{body}");
+    let settlement = settlement.unwrap();
+    assert_eq!(settlement["status"], "pending");
+    let tx = settlement["transaction"].as_str().unwrap().to_string();
+
+    // The emulator reports the transaction pending once, then confirmed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = receipts(&journal);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        if rows[0]["state"] == "settled" {
+            assert_eq!(rows[0]["transaction"], tx.as_str());
+            break;
+        }
+        assert_eq!(rows[0]["state"], "pending", "{rows:?}");
+        assert!(
+            Instant::now() < deadline,
+            "never reconciled: {}",
+            gateway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(control(&okx, "/__last/status").await["txHash"], tx.as_str());
+}
+
 #[tokio::test]
 async fn refused_credentials_at_start_up_stop_it_with_the_cause() {
     let okx = okx_emulator(&[]);
