@@ -419,3 +419,29 @@ async fn unmatched_deny_answers_404_without_upstream() {
         .unwrap();
     assert_eq!(hits["hits"], 0);
 }
+
+#[tokio::test]
+async fn cors_preflights_reach_the_upstream_unpriced_and_other_options_requests_are_priced() {
+    let rig = Rig::start().await;
+    let preflight = rig
+        .http
+        .request(reqwest::Method::OPTIONS, rig.url("/paid/x"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "payment-signature")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200, "answered by the upstream");
+    assert_eq!(rig.upstream_last().await["method"], "OPTIONS");
+    assert_eq!(rig.upstream_hits().await, 1);
+    // Without the preflight header, OPTIONS on a `*` route is a request like any other.
+    let plain = rig
+        .http
+        .request(reqwest::Method::OPTIONS, rig.url("/paid/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 402);
+    assert_eq!(rig.upstream_hits().await, 1);
+}

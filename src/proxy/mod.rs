@@ -131,6 +131,15 @@ pub struct RequestCtx {
     started: Instant,
 }
 
+/// The method a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) asks about.
+fn preflight_method(req: &RequestHeader) -> Option<http::Method> {
+    if req.method != http::Method::OPTIONS {
+        return None;
+    }
+    let asked = req.headers.get("access-control-request-method")?;
+    http::Method::from_bytes(asked.as_bytes()).ok()
+}
+
 impl RequestCtx {
     /// The matched route's `match` string, for logs and the journal.
     fn route_label(&self) -> &str {
@@ -565,6 +574,14 @@ impl ProxyHttp for Gateway {
             if read && req.uri.path() == DISCOVERY_PATH {
                 Reply::document(document.clone()).write(session).await?;
                 return Ok(true);
+            }
+        }
+        if let Some(asked) = preflight_method(req) {
+            // A CORS preflight carries no payment and returns no content; pricing it would stop
+            // browsers from ever sending the paid request. The upstream owns its CORS policy.
+            let served = state.config.routes.find(&asked, req.uri.path()).is_some();
+            if served || state.config.unmatched == UnmatchedPolicy::Proxy {
+                return Ok(false);
             }
         }
         let matched = state.config.routes.find(&req.method, req.uri.path());
