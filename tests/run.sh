@@ -17,5 +17,12 @@ echo "== end-to-end on a local chain"
 GATEWAY_BIN="$PWD/target/debug/x402-gateway" PAY_EXAMPLE_BIN="$PWD/target/debug/examples/pay" \
   node --test --test-concurrency=1 tests/e2e/
 
+echo "== Kubernetes manifests against the official schemas"
+[ -x target/venv/bin/kubernetes-validate ] || {
+  python3 -m venv target/venv
+  target/venv/bin/pip install --quiet --disable-pip-version-check kubernetes-validate
+}
+target/venv/bin/kubernetes-validate --strict examples/kubernetes/gateway.yaml
+
 echo "== benchmark smoke run (no timing checked)"
 bash bench/smoke.sh
