@@ -20,10 +20,22 @@ pub const OTHER: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
 pub struct Proc {
     child: Child,
     pub port: u16,
+    /// The process's ready line.
+    pub ready: Value,
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Support scripts stop (and stop what they started, such as anvil) when stdin closes;
+        // a kill is the fallback for those that do not within a second.
+        let graceful = self.child.stdin.take().is_some();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while graceful && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -52,8 +64,8 @@ pub fn node(script: &str, args: &[&str]) -> Proc {
         .expect("ready line");
     let ready: Value =
         serde_json::from_str(&line).unwrap_or_else(|_| panic!("{script} did not start: {line}"));
-    let port = ready["port"].as_u64().expect("port") as u16;
-    Proc { child, port }
+    let port = ready["port"].as_u64().unwrap_or(0) as u16;
+    Proc { child, port, ready }
 }
 
 pub fn free_port() -> u16 {
@@ -108,7 +120,11 @@ pub fn start_gateway(config: &str, port: u16) -> Proc {
         );
         std::thread::sleep(Duration::from_millis(25));
     }
-    Proc { child, port }
+    Proc {
+        child,
+        port,
+        ready: Value::Null,
+    }
 }
 
 /// Upstream, facilitator and gateway for one test.

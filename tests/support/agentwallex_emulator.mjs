@@ -10,7 +10,7 @@ import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { createChecker } from './evm_check.mjs';
-import { parseArgs, printReady, readBody, sendJson } from './util.mjs';
+import { exitWithParent, parseArgs, printReady, readBody, sendJson } from './util.mjs';
 
 const PREFIX = '/api/v1';
 const ENDPOINTS = ['verify', 'settle', 'supported', 'fees'];
@@ -136,4 +136,5 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   });
   server.listen(Number(args.port ?? 0), '127.0.0.1', () => printReady({ ready: true, port: server.address().port }));
   process.on('SIGTERM', () => process.exit(0));
+  exitWithParent();
 }

@@ -1,6 +1,6 @@
 // Local Base-Sepolia-like chain: anvil with chain id 84532 and Circle's real FiatTokenV2_2,
 // so EIP-3009 signatures and transfers behave exactly as they do against USDC.
-//   node support/chain.mjs --port 0   → one JSON line {ready, rpc, chainId, token, payTo, facilitatorKey, buyers, brokeBuyer}
+//   node support/chain.mjs --port 0 [--chain-id 84532] [--name USDC]   → one JSON line {ready, rpc, chainId, token, payTo, facilitatorKey, buyers, brokeBuyer}
 // Runs until SIGTERM, or until its stdin pipe closes (parent gone); anvil dies with it.
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -22,9 +22,9 @@ const MNEMONIC = 'test test test test test test test test test test test junk';
 
 export const tokenAbi = TOKEN.abi;
 
-export function anvilChain(rpc) {
+export function anvilChain(rpc, chainId = CHAIN_ID) {
   return defineChain({
-    id: CHAIN_ID,
+    id: chainId,
     name: 'anvil-base-sepolia',
     nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
     rpcUrls: { default: { http: [rpc] } },
@@ -75,17 +75,19 @@ async function send(wallet, publicClient, address, functionName, args) {
   if (receipt.status !== 'success') throw new Error(`${functionName} reverted`);
 }
 
-export async function startChain({ port = 0 } = {}) {
+// chainId and name let the same rig stand in for other networks (X Layer's 196 with a token named
+// USD₮0); the contract's EIP-712 version stays FiatTokenV2_2's "2".
+export async function startChain({ port = 0, chainId = CHAIN_ID, name = 'USDC' } = {}) {
   const p = port || (await freePort());
   const rpc = `http://127.0.0.1:${p}`;
-  const anvil = spawn(ANVIL, ['--chain-id', String(CHAIN_ID), '--host', '127.0.0.1', '--port', String(p), '--silent'], {
+  const anvil = spawn(ANVIL, ['--chain-id', String(chainId), '--host', '127.0.0.1', '--port', String(p), '--silent'], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const stop = () => {
     if (anvil.exitCode === null) anvil.kill('SIGKILL');
   };
   try {
-    const chain = anvilChain(rpc);
+    const chain = anvilChain(rpc, chainId);
     const publicClient = createPublicClient({ chain, transport: http(rpc), cacheTime: 0, pollingInterval: 100 });
     await waitForRpc(publicClient, anvil);
 
@@ -99,8 +101,8 @@ export async function startChain({ port = 0 } = {}) {
     const checker = await deploy(wallet, publicClient, SIG_CHECKER.abi, SIG_CHECKER.bytecode);
     const token = await deploy(wallet, publicClient, TOKEN.abi, linkBytecode(TOKEN, checker));
     const a = admin.address;
-    await send(wallet, publicClient, token, 'initialize', ['USDC', 'USDC', 'USD', 6, a, a, a, a]);
-    await send(wallet, publicClient, token, 'initializeV2', ['USDC']);
+    await send(wallet, publicClient, token, 'initialize', [name, 'USDC', 'USD', 6, a, a, a, a]);
+    await send(wallet, publicClient, token, 'initializeV2', [name]);
     await send(wallet, publicClient, token, 'initializeV2_1', [a]);
     await send(wallet, publicClient, token, 'initializeV2_2', [[], 'USDC']);
     await send(wallet, publicClient, token, 'configureMinter', [a, MINT_PER_BUYER * BigInt(buyers.length)]);
@@ -113,7 +115,7 @@ export async function startChain({ port = 0 } = {}) {
     const info = {
       ready: true,
       rpc,
-      chainId: CHAIN_ID,
+      chainId,
       token,
       payTo: payTo.address,
       facilitatorKey: facilitator.key,
@@ -130,7 +132,11 @@ export async function startChain({ port = 0 } = {}) {
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const args = parseArgs(process.argv.slice(2));
   try {
-    const { info, stop, anvil } = await startChain({ port: Number(args.port ?? 0) });
+    const { info, stop, anvil } = await startChain({
+      port: Number(args.port ?? 0),
+      chainId: Number(args['chain-id'] ?? CHAIN_ID),
+      name: args.name ?? 'USDC',
+    });
     exitWithParent(stop);
     anvil.on('exit', (code) => {
       console.error(`anvil exited (${code})`);

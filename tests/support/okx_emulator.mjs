@@ -3,7 +3,9 @@
 // (/api/v6/x402/{verify,settle,supported}), the {code,msg,data} envelope, and the OK-ACCESS-*
 // HMAC authentication checked like the real service (missing header 5010x, wrong key 50111,
 // stale or malformed timestamp 50112, wrong passphrase 50105, wrong signature 50113).
-// Signatures are verified for real; settlement is simulated (a transaction hash per payment).
+// Signatures are verified for real. Settlement is simulated (a random transaction hash per
+// payment) unless --rpc and --signer are given: then `exact` payments are settled on that chain with
+// the token's transferWithAuthorization, and the transaction hash is the real one.
 //
 // Control endpoints (unauthenticated, under /__): calls, last bodies and headers, modes, clock
 // skew and credential rotation, so tests can make it answer pending, timeout-then-success,
@@ -11,8 +13,11 @@
 import http from 'node:http';
 import { createHmac, randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
+import { createPublicClient, createWalletClient, http as viemHttp, parseSignature } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
+import { anvilChain, tokenAbi } from './chain.mjs';
 import { createChecker } from './evm_check.mjs';
-import { parseArgs, printReady, readBody, sendJson } from './util.mjs';
+import { exitWithParent, parseArgs, printReady, readBody, sendJson } from './util.mjs';
 
 const V2 = '/api/v6/pay/x402';
 const LEGACY = '/api/v6/x402';
@@ -25,7 +30,29 @@ function envelope(data, code = '0', msg = 'success') {
   return { code, msg, data };
 }
 
-export function createOkxEmulator({ key, secret, passphrase, networks }) {
+// Submits an EIP-3009 authorization to the chain; resolves to the mined transaction hash.
+function chainSettler({ rpc, signer, chainId }) {
+  const chain = anvilChain(rpc, chainId);
+  const account = privateKeyToAccount(signer);
+  const wallet = createWalletClient({ account, chain, transport: viemHttp(rpc) });
+  const reader = createPublicClient({ chain, transport: viemHttp(rpc), cacheTime: 0, pollingInterval: 100 });
+  return async (payload, requirements) => {
+    const { authorization: a, signature } = payload.payload;
+    const { r, s, v, yParity } = parseSignature(signature);
+    const hash = await wallet.writeContract({
+      address: requirements.asset,
+      abi: tokenAbi,
+      functionName: 'transferWithAuthorization',
+      args: [a.from, a.to, BigInt(a.value), BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, Number(v ?? 27n + BigInt(yParity)), r, s],
+    });
+    const receipt = await reader.waitForTransactionReceipt({ hash });
+    if (receipt.status !== 'success') throw new Error(`transaction ${hash} reverted`);
+    return hash;
+  };
+}
+
+export function createOkxEmulator({ key, secret, passphrase, networks, chain }) {
+  const settleOnChain = chain ? chainSettler(chain) : null;
   const creds = { key, secret, passphrase };
   const checker = createChecker();
   const state = {};
@@ -175,8 +202,17 @@ export function createOkxEmulator({ key, secret, passphrase, networks }) {
     }
     const outcome = settleOutcome(mode, parsed.requirements.scheme, body.syncSettle === true);
     if (outcome.failed) return failure('insufficient_balance', 'payer balance is too low');
+    let tx = '';
+    if (outcome.withTx && settleOnChain && parsed.requirements.scheme === 'exact') {
+      try {
+        tx = await settleOnChain(parsed.payload, parsed.requirements);
+      } catch (err) {
+        return failure('onchain_error', String(err?.shortMessage ?? err?.message ?? err));
+      }
+    } else if (outcome.withTx) {
+      tx = `0x${randomBytes(32).toString('hex')}`;
+    }
     checker.markUsed(result.key);
-    const tx = outcome.withTx ? `0x${randomBytes(32).toString('hex')}` : '';
     if (tx && outcome.plan) txs.set(tx, [...outcome.plan]);
     if (legacy) return ok({ success: true, errorReason: null, payer: result.payer, txHash: tx, ...chain });
     return ok({ success: true, errorReason: null, errorMessage: null, payer: result.payer, transaction: tx, network, status: outcome.status });
@@ -243,7 +279,9 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
     secret: args.secret ?? 'okx-test-secret',
     passphrase: args.passphrase ?? 'okx-test-passphrase',
     networks: String(args.networks ?? 'eip155:196').split(','),
+    chain: args.rpc ? { rpc: args.rpc, signer: args.signer, chainId: Number(args['chain-id'] ?? 196) } : null,
   });
   server.listen(Number(args.port ?? 0), '127.0.0.1', () => printReady({ ready: true, port: server.address().port }));
   process.on('SIGTERM', () => process.exit(0));
+  exitWithParent();
 }
