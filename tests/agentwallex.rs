@@ -72,6 +72,53 @@ impl AwxRig {
 }
 
 #[tokio::test]
+async fn an_agentwallex_settlement_moves_the_token_on_a_real_chain() {
+    let chain = local_chain(84532, "USDC");
+    let awx = agentwallex_emulator(&[
+        "--rpc",
+        &chain.rpc,
+        "--signer",
+        &chain.signer,
+        "--chain-id",
+        "84532",
+    ]);
+    set_mode(&awx, json!({"settle": "immediate"})).await;
+    let upstream = node("upstream.mjs", &["--port", "0"]);
+    let port = free_port();
+    let routes = format!(
+        "[[routes]]\nmatch = \"GET /api/data\"\nprice = \"$0.01\"\nnetwork = \"eip155:84532\"\nasset = \"USDC\"\npay_to = \"{}\"\n\
+         [assets.\"eip155:84532\".USDC]\naddress = \"{}\"\ndecimals = 6\nname = \"USDC\"\nversion = \"2\"\n",
+        chain.pay_to, chain.token
+    );
+    let gateway = Gateway::start(
+        &vendor_config(
+            port,
+            upstream.port,
+            &agentwallex_facilitator(awx.port),
+            &routes,
+        ),
+        port,
+    );
+    let url = gateway.url("/api/data");
+    let (status, settlement, body) =
+        paid_get(&url, &pay_exact_with(&accepted(&url).await, &chain.buyer.1)).await;
+    assert_eq!(status, 200, "{body}");
+    let tx = settlement.unwrap()["transaction"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_transfer_on_chain(
+        &chain.rpc,
+        &tx,
+        &chain.token,
+        &chain.buyer.0,
+        &chain.pay_to,
+        10_000,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn agentwallex_payment_is_served_and_its_batched_settlement_reported_pending() {
     let rig = AwxRig::start();
     let (status, settlement, body) = rig.pay("/api/data").await;

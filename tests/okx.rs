@@ -476,92 +476,45 @@ async fn a_reload_onto_a_network_okx_does_not_offer_is_refused_and_the_old_route
     assert_ne!(r.status(), 402, "the refused route must not be live");
 }
 
-/// A JSON-RPC call to the local chain.
-async fn rpc(url: &str, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let answer: Value = http()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["result"].clone()
-}
-
-/// A 32-byte log topic holding an address.
-fn address_topic(address: &str) -> String {
-    format!("0x{:0>64}", address.trim_start_matches("0x").to_lowercase())
-}
-
 #[tokio::test]
 async fn an_okx_settlement_moves_the_token_on_a_real_chain() {
     // X Layer's chain id with Circle's FiatTokenV2_2 named like USD₮0 (its EIP-712 version is "2").
-    let chain = node(
-        "chain.mjs",
-        &["--port", "0", "--chain-id", "196", "--name", "USD\u{20AE}0"],
-    );
-    let info = chain.ready.clone();
-    let (rpc_url, token, pay_to) = (
-        info["rpc"].as_str().unwrap().to_string(),
-        info["token"].as_str().unwrap().to_string(),
-        info["payTo"].as_str().unwrap().to_string(),
-    );
-    let signer = info["facilitatorKey"].as_str().unwrap();
-    let buyer = &info["buyers"][0];
-    let okx = okx_emulator(&["--rpc", &rpc_url, "--signer", signer, "--chain-id", "196"]);
+    let chain = local_chain(196, "USD\u{20AE}0");
+    let okx = okx_emulator(&[
+        "--rpc",
+        &chain.rpc,
+        "--signer",
+        &chain.signer,
+        "--chain-id",
+        "196",
+    ]);
     let upstream = node("upstream.mjs", &["--port", "0"]);
     let port = free_port();
     let routes = format!(
-        "[[routes]]\nmatch = \"GET /api/data\"\nprice = \"$0.01\"\npay_to = \"{pay_to}\"\nsync_settle = true\n\
-         [assets.\"eip155:196\".USDT0]\naddress = \"{token}\"\ndecimals = 6\nname = \"USD\u{20AE}0\"\nversion = \"2\"\n"
+        "[[routes]]\nmatch = \"GET /api/data\"\nprice = \"$0.01\"\npay_to = \"{}\"\nsync_settle = true\n\
+         [assets.\"eip155:196\".USDT0]\naddress = \"{}\"\ndecimals = 6\nname = \"USD\u{20AE}0\"\nversion = \"2\"\n",
+        chain.pay_to, chain.token
     );
     let gateway = Gateway::start(
         &vendor_config(port, upstream.port, &okx_facilitator(okx.port, ""), &routes),
         port,
     );
     let url = gateway.url("/api/data");
-    let requirements: x402_gateway::x402::PaymentRequirements =
-        serde_json::from_value(accepted(&url).await).unwrap();
-    let wallet = x402_gateway::buyer::Wallet::from_hex(buyer["key"].as_str().unwrap()).unwrap();
-    let payment = wallet
-        .payment_header_v2(&requirements, now(), x402_gateway::buyer::random_nonce())
-        .unwrap();
+    let payment = pay_exact_with(&accepted(&url).await, &chain.buyer.1);
     let (status, settlement, body) = paid_get(&url, &payment).await;
     assert_eq!(status, 200, "{body}");
     let settlement = settlement.unwrap();
     assert_eq!(settlement["status"], "success");
     let tx = settlement["transaction"].as_str().unwrap();
-
-    // The transaction is mined and moved exactly the price from the buyer to payTo.
-    let receipt = rpc(&rpc_url, "eth_getTransactionReceipt", json!([tx])).await;
-    assert_eq!(receipt["status"], "0x1", "{receipt}");
-    let transfer_topic = format!(
-        "0x{}",
-        alloy_primitives::hex::encode(alloy_primitives::keccak256(
-            "Transfer(address,address,uint256)"
-        ))
-    );
-    let transfers: Vec<&Value> = receipt["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["topics"][0] == transfer_topic.as_str())
-        .collect();
-    assert_eq!(transfers.len(), 1, "{receipt}");
-    let log = transfers[0];
-    assert_eq!(
-        log["address"].as_str().unwrap().to_lowercase(),
-        token.to_lowercase()
-    );
-    assert_eq!(
-        log["topics"][1],
-        address_topic(buyer["address"].as_str().unwrap()).as_str()
-    );
-    assert_eq!(log["topics"][2], address_topic(&pay_to).as_str());
-    assert_eq!(log["data"], format!("0x{:064x}", 10_000).as_str());
+    assert_transfer_on_chain(
+        &chain.rpc,
+        tx,
+        &chain.token,
+        &chain.buyer.0,
+        &chain.pay_to,
+        10_000,
+    )
+    .await;
 
     // Paying again with the same authorization is refused by the gateway before OKX is asked.
     let (status, _, body) = paid_get(&url, &payment).await;

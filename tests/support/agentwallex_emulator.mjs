@@ -2,12 +2,14 @@
 // and /settle with standard x402 v2 bodies, GET /api/v1/x402/facilitator/supported and
 // /api/v1/x402/fees/tiers, `X-API-Key` authentication, and the error contract
 // {code, type, message}. Signatures are verified for real; settlement is batched (no transaction
-// hash at settle time) unless told otherwise.
+// hash at settle time) unless told otherwise; with --rpc and --signer, immediate settlements move
+// the token on that local chain.
 //
 // Control endpoints under /__: calls, last bodies and headers, and modes: deferred (default),
 // immediate, wrapped, refuse, ratelimit[:N] (429 with Retry-After), forbidden, http500, garbage, hang.
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { chainSettler } from './chain_settler.mjs';
 import { pathToFileURL } from 'node:url';
 import { createChecker } from './evm_check.mjs';
 import { exitWithParent, parseArgs, printReady, readBody, sendJson } from './util.mjs';
@@ -27,7 +29,8 @@ const apiError = (res, status, code, type, message, headers = {}) => {
   res.end(body);
 };
 
-export function createAgentWallexEmulator({ key, networks, retryAfter }) {
+export function createAgentWallexEmulator({ key, networks, retryAfter, chain }) {
+  const settleOnChain = chain ? chainSettler(chain) : null;
   const checker = createChecker();
   const state = {};
   const reset = () => {
@@ -81,7 +84,15 @@ export function createAgentWallexEmulator({ key, networks, retryAfter }) {
     checker.markUsed(r.key);
     const ledgerId = `ldg_${randomBytes(6).toString('hex')}`;
     if (mode === 'immediate') {
-      return ok({ success: true, payer: r.payer, transaction: `0x${randomBytes(32).toString('hex')}`, network, ledger_id: ledgerId });
+      let transaction = `0x${randomBytes(32).toString('hex')}`;
+      if (settleOnChain) {
+        try {
+          transaction = await settleOnChain(body.paymentPayload, body.paymentRequirements);
+        } catch (err) {
+          return apiError(res, 400, 'settlement_failed', 'invalid_request_error', String(err?.shortMessage ?? err?.message ?? err));
+        }
+      }
+      return ok({ success: true, payer: r.payer, transaction, network, ledger_id: ledgerId });
     }
     // batched: on chain within the settlement interval, no hash yet
     return ok({ success: true, payer: r.payer, transaction: '', network, ledger_id: ledgerId });
@@ -133,6 +144,7 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
     key: args.key ?? 'awx_sk_test_emulator',
     networks: String(args.networks ?? 'eip155:84532,eip155:8453,eip155:1,eip155:137').split(','),
     retryAfter: Number(args['retry-after'] ?? 1),
+    chain: args.rpc ? { rpc: args.rpc, signer: args.signer, chainId: Number(args['chain-id'] ?? 84532) } : null,
   });
   server.listen(Number(args.port ?? 0), '127.0.0.1', () => printReady({ ready: true, port: server.address().port }));
   process.on('SIGTERM', () => process.exit(0));

@@ -13,9 +13,7 @@
 import http from 'node:http';
 import { createHmac, randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import { createPublicClient, createWalletClient, http as viemHttp, parseSignature } from 'viem';
-import { privateKeyToAccount } from 'viem/accounts';
-import { anvilChain, tokenAbi } from './chain.mjs';
+import { chainSettler } from './chain_settler.mjs';
 import { createChecker } from './evm_check.mjs';
 import { exitWithParent, parseArgs, printReady, readBody, sendJson } from './util.mjs';
 
@@ -28,27 +26,6 @@ const MAX_SKEW_MS = 30_000;
 
 function envelope(data, code = '0', msg = 'success') {
   return { code, msg, data };
-}
-
-// Submits an EIP-3009 authorization to the chain; resolves to the mined transaction hash.
-function chainSettler({ rpc, signer, chainId }) {
-  const chain = anvilChain(rpc, chainId);
-  const account = privateKeyToAccount(signer);
-  const wallet = createWalletClient({ account, chain, transport: viemHttp(rpc) });
-  const reader = createPublicClient({ chain, transport: viemHttp(rpc), cacheTime: 0, pollingInterval: 100 });
-  return async (payload, requirements) => {
-    const { authorization: a, signature } = payload.payload;
-    const { r, s, v, yParity } = parseSignature(signature);
-    const hash = await wallet.writeContract({
-      address: requirements.asset,
-      abi: tokenAbi,
-      functionName: 'transferWithAuthorization',
-      args: [a.from, a.to, BigInt(a.value), BigInt(a.validAfter), BigInt(a.validBefore), a.nonce, Number(v ?? 27n + BigInt(yParity)), r, s],
-    });
-    const receipt = await reader.waitForTransactionReceipt({ hash });
-    if (receipt.status !== 'success') throw new Error(`transaction ${hash} reverted`);
-    return hash;
-  };
 }
 
 export function createOkxEmulator({ key, secret, passphrase, networks, chain }) {

@@ -1,6 +1,6 @@
 //! Rig pieces for the vendor facilitator tests: the OKX and AgentWallex emulators, a gateway whose
-//! log is kept for inspection, and buyers signing `exact` and session-key (`aggr_deferred`)
-//! payments.
+//! log is kept for inspection, buyers signing `exact` and session-key (`aggr_deferred`)
+//! payments, and a local chain on which the emulators settle for real when asked to.
 #![allow(dead_code)]
 
 use crate::common::*;
@@ -308,4 +308,100 @@ pub async fn paid_get(url: &str, payment: &str) -> (u16, Option<Value>, Value) {
         .map(|h| decode_b64_json(h.to_str().unwrap()));
     let body = r.json().await.unwrap_or(Value::Null);
     (status, settlement, body)
+}
+
+/// A JSON-RPC call to the local chain.
+pub async fn rpc(url: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let answer: Value = http()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["result"].clone()
+}
+
+/// A 32-byte log topic holding an address.
+fn address_topic(address: &str) -> String {
+    format!("0x{:0>64}", address.trim_start_matches("0x").to_lowercase())
+}
+
+/// Asserts that `tx` was mined successfully and moved exactly `amount` of `token` from `from` to
+/// `to`, in one `Transfer` and no other.
+pub async fn assert_transfer_on_chain(
+    rpc_url: &str,
+    tx: &str,
+    token: &str,
+    from: &str,
+    to: &str,
+    amount: u64,
+) {
+    let receipt = rpc(rpc_url, "eth_getTransactionReceipt", json!([tx])).await;
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    let transfer_topic = format!(
+        "0x{}",
+        alloy_primitives::hex::encode(alloy_primitives::keccak256(
+            "Transfer(address,address,uint256)"
+        ))
+    );
+    let transfers: Vec<&Value> = receipt["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["topics"][0] == transfer_topic.as_str())
+        .collect();
+    assert_eq!(transfers.len(), 1, "{receipt}");
+    let log = transfers[0];
+    assert_eq!(
+        log["address"].as_str().unwrap().to_lowercase(),
+        token.to_lowercase()
+    );
+    assert_eq!(log["topics"][1], address_topic(from).as_str());
+    assert_eq!(log["topics"][2], address_topic(to).as_str());
+    assert_eq!(log["data"], format!("0x{amount:064x}").as_str());
+}
+
+/// A local chain (chain.mjs) and what it set up: rpc URL, token, payTo, facilitator signer key and
+/// the first funded buyer's (address, key).
+pub struct LocalChain {
+    pub process: Proc,
+    pub rpc: String,
+    pub token: String,
+    pub pay_to: String,
+    pub signer: String,
+    pub buyer: (String, String),
+}
+
+pub fn local_chain(chain_id: u64, token_name: &str) -> LocalChain {
+    let id = chain_id.to_string();
+    let process = node(
+        "chain.mjs",
+        &["--port", "0", "--chain-id", &id, "--name", token_name],
+    );
+    let info = process.ready.clone();
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    LocalChain {
+        rpc: text(&info["rpc"]),
+        token: text(&info["token"]),
+        pay_to: text(&info["payTo"]),
+        signer: text(&info["facilitatorKey"]),
+        buyer: (
+            text(&info["buyers"][0]["address"]),
+            text(&info["buyers"][0]["key"]),
+        ),
+        process,
+    }
+}
+
+/// A fresh v2 payment for `accepted`, signed with `key`.
+pub fn pay_exact_with(accepted: &Value, key: &str) -> String {
+    let requirements: PaymentRequirements = serde_json::from_value(accepted.clone()).unwrap();
+    Wallet::from_hex(key)
+        .unwrap()
+        .payment_header_v2(&requirements, now(), random_nonce())
+        .unwrap()
 }
