@@ -312,11 +312,18 @@ impl Rig {
 
     /// A valid `PAYMENT-SIGNATURE` for the first option of `path`'s challenge.
     pub async fn pay_header(&self, path: &str) -> String {
-        let challenge = self.challenge(path).await;
-        let requirements: PaymentRequirements =
-            serde_json::from_value(challenge["accepts"][0].clone()).unwrap();
-        sign_v2(&requirements, |_| {})
+        pay_header_for(&self.url(path)).await
     }
+}
+
+/// Asks `url` for its challenge and signs a valid `PAYMENT-SIGNATURE` for its first option.
+pub async fn pay_header_for(url: &str) -> String {
+    let r = reqwest::get(url).await.unwrap();
+    assert_eq!(r.status(), 402, "{url} should ask for a payment");
+    let challenge = decode_b64_json(r.headers()["payment-required"].to_str().unwrap());
+    let requirements: PaymentRequirements =
+        serde_json::from_value(challenge["accepts"][0].clone()).unwrap();
+    sign_v2(&requirements, |_| {})
 }
 
 pub fn now() -> u64 {
