@@ -145,9 +145,7 @@ fn receipts(
                 )
             })?,
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = x402_gateway::time::unix_now_ms();
     let since = since
         .map(|s| j::parse_since(&s, now_ms))
         .transpose()

@@ -6,8 +6,9 @@
 //! whose settlement is pending. Fees are published at `/x402/fees/tiers`.
 
 use super::transport::{excerpt, redact, Transport, Unwrapped};
-use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementStatus};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
 use crate::config::{FacilitatorConfig, Secret};
+use crate::payment::Finality;
 use crate::pricing::FeeTier;
 use crate::x402::{SettleResponse, SupportedKind, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
@@ -273,7 +274,7 @@ impl Facilitator for AgentWallexFacilitator {
                 return Ok(Settlement {
                     response,
                     raw,
-                    status: SettlementStatus::Confirmed,
+                    status: Finality::Confirmed,
                 });
             }
         };
@@ -282,9 +283,9 @@ impl Facilitator for AgentWallexFacilitator {
         if response.network.is_empty() {
             response.network = request.network().to_string();
         }
-        let status = SettlementStatus::of(&response);
+        let status = super::finality_of(&response);
         // Batched settlement: tell the buyer the payment is accepted but not yet on chain.
-        if response.success && status == SettlementStatus::Pending && response.status.is_none() {
+        if response.success && status == Finality::Pending && response.status.is_none() {
             response.status = Some("pending".into());
             if let Some(obj) = raw.as_object_mut() {
                 obj.insert("status".into(), "pending".into());

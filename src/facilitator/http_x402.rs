@@ -1,47 +1,30 @@
 //! The standard x402 facilitator HTTP API: `POST /verify`, `POST /settle`, `GET /supported`.
 
-use super::transport::{excerpt, without_url, MAX_BODY};
-use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementStatus};
+use super::transport::{excerpt, Transport};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
 use crate::config::FacilitatorConfig;
 use crate::x402::{SettleResponse, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use std::time::Duration;
+
+/// The standard facilitator's answer when its wait for the receipt timed out (HTTP 500).
+const SETTLEMENT_PENDING: &str = "settlement_pending";
 
 pub struct HttpFacilitator {
     name: String,
-    client: reqwest::Client,
+    transport: Transport,
     base: String,
     bearer: Option<String>,
-    timeout: Duration,
 }
 
 impl HttpFacilitator {
     pub fn new(config: &FacilitatorConfig) -> Result<Self, FacilitatorError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("x402-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FacilitatorError::Unreachable(e.to_string()))?;
         Ok(Self {
             name: config.name.clone(),
-            client,
+            transport: Transport::new(config.timeout)?,
             base: config.url.clone().unwrap_or_default(),
             bearer: config.bearer_token.as_ref().map(|s| s.expose().to_string()),
-            timeout: config.timeout,
         })
-    }
-
-    fn classify(&self, e: reqwest::Error) -> FacilitatorError {
-        if e.is_timeout() {
-            FacilitatorError::Timeout(self.timeout)
-        } else if e.is_connect() {
-            FacilitatorError::Unreachable(without_url(&e))
-        } else {
-            FacilitatorError::Garbage(without_url(&e))
-        }
     }
 
     async fn call(
@@ -52,18 +35,19 @@ impl HttpFacilitator {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let mut response = request.send().await.map_err(|e| self.classify(e))?;
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(e))? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(FacilitatorError::Garbage(format!(
-                    "answer larger than {MAX_BODY} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
+        let answer = self.transport.send(request).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    async fn post_settle(&self, body: &[u8]) -> Result<(u16, Vec<u8>), FacilitatorError> {
+        self.call(
+            self.transport
+                .client
+                .post(format!("{}/settle", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec()),
+        )
+        .await
     }
 
     /// 2xx must be a `T`; other statuses are still a `T` when the body is one (facilitators answer
@@ -74,7 +58,14 @@ impl HttpFacilitator {
         marker: &str,
     ) -> Result<(T, serde_json::Value), FacilitatorError> {
         let json: Result<serde_json::Value, _> = serde_json::from_slice(body);
+        // A 5xx is never a success, whatever its body says.
+        let claims_success =
+            |v: &serde_json::Value| v.get(marker) == Some(&serde_json::Value::Bool(true));
         match json {
+            Ok(value) if status >= 500 && claims_success(&value) => Err(FacilitatorError::Status {
+                status,
+                body: excerpt(body),
+            }),
             Ok(value) if (200..300).contains(&status) || value.get(marker).is_some() => {
                 let typed =
                     T::deserialize(&value).map_err(|e| FacilitatorError::Garbage(e.to_string()))?;
@@ -104,7 +95,8 @@ impl Facilitator for HttpFacilitator {
     ) -> Result<VerifyResponse, FacilitatorError> {
         let (status, body) = self
             .call(
-                self.client
+                self.transport
+                    .client
                     .post(format!("{}/verify", self.base))
                     .json(request),
             )
@@ -113,15 +105,38 @@ impl Facilitator for HttpFacilitator {
     }
 
     async fn settle(&self, request: &FacilitatorRequest) -> Result<Settlement, FacilitatorError> {
-        let (status, body) = self
-            .call(
-                self.client
-                    .post(format!("{}/settle", self.base))
-                    .json(request),
-            )
-            .await?;
-        let (response, raw) = Self::parse::<SettleResponse>(status, &body, "success")?;
-        let status = SettlementStatus::of(&response);
+        // The identical bytes are resent once for `settlement_pending`: the facilitator then checks
+        // the transaction it already broadcast instead of sending another.
+        let sent =
+            serde_json::to_vec(request).map_err(|e| FacilitatorError::Garbage(e.to_string()))?;
+        let (mut status, mut body) = self.post_settle(&sent).await?;
+        let mut parsed = Self::parse::<SettleResponse>(status, &body, "success");
+        if let Ok((response, _)) = &parsed {
+            if response.error_reason.as_deref() == Some(SETTLEMENT_PENDING) {
+                tracing::info!(facilitator = %self.name, transaction = %response.transaction, "settlement pending; asking once more");
+                let first = response.transaction.clone();
+                (status, body) = self.post_settle(&sent).await?;
+                parsed = Self::parse::<SettleResponse>(status, &body, "success");
+                if let Ok((again, raw)) = &mut parsed {
+                    if again.transaction.is_empty() && !first.is_empty() {
+                        again.transaction = first.clone();
+                        if let Some(obj) = raw.as_object_mut() {
+                            obj.insert("transaction".into(), first.into());
+                        }
+                    }
+                }
+            }
+        }
+        let (response, raw) = parsed?;
+        // A 5xx answer settles nothing for sure: only `settlement_pending` keeps its transaction
+        // (for the receipt); any other is an error whose outcome is unknown.
+        if status >= 500 && response.error_reason.as_deref() != Some(SETTLEMENT_PENDING) {
+            return Err(FacilitatorError::Status {
+                status,
+                body: excerpt(&body),
+            });
+        }
+        let status = super::finality_of(&response);
         Ok(Settlement {
             response,
             raw,
@@ -131,7 +146,11 @@ impl Facilitator for HttpFacilitator {
 
     async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
         let (status, body) = self
-            .call(self.client.get(format!("{}/supported", self.base)))
+            .call(
+                self.transport
+                    .client
+                    .get(format!("{}/supported", self.base)),
+            )
             .await?;
         Self::parse::<SupportedResponse>(status, &body, "kinds").map(|(v, _)| v)
     }

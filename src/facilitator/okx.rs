@@ -11,11 +11,9 @@
 //! a batch at once with an empty transaction.
 
 use super::transport::{excerpt, redact, Transport, Unwrapped};
-use super::{
-    Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementLookup,
-    SettlementStatus,
-};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementLookup};
 use crate::config::{FacilitatorConfig, OkxApi, Secret};
+use crate::payment::Finality;
 use crate::payment::AGGR_DEFERRED;
 use crate::x402::{chain_id_of, SettleResponse, SupportedKind, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
@@ -418,7 +416,7 @@ impl OkxFacilitator {
                     if let Some(t) = text("transaction") {
                         response.transaction = t;
                     }
-                    return Ok(settled(response, SettlementStatus::Confirmed));
+                    return Ok(settled(response, Finality::Confirmed));
                 }
                 "failed" => {
                     response.success = false;
@@ -427,7 +425,7 @@ impl OkxFacilitator {
                         text("errorReason").or_else(|| Some("settlement_failed".into()));
                     response.error_message = text("errorMessage")
                         .or_else(|| Some(format!("transaction {tx} failed on chain")));
-                    return Ok(settled(response, SettlementStatus::Confirmed));
+                    return Ok(settled(response, Finality::Confirmed));
                 }
                 other => {
                     last = if other.is_empty() {
@@ -447,7 +445,7 @@ impl OkxFacilitator {
 }
 
 /// A settlement whose `PAYMENT-RESPONSE` is the standard answer with OKX's `status`.
-fn settled(response: SettleResponse, status: SettlementStatus) -> Settlement {
+fn settled(response: SettleResponse, status: Finality) -> Settlement {
     let raw = serde_json::to_value(&response).unwrap_or(Value::Null);
     Settlement {
         response,
@@ -565,7 +563,7 @@ impl Facilitator for OkxFacilitator {
                     network: request.network().to_string(),
                     status: None,
                 };
-                return Ok(settled(response, SettlementStatus::Confirmed));
+                return Ok(settled(response, Finality::Confirmed));
             }
         };
         let response = self.settle_response(&data, request)?;
@@ -580,14 +578,14 @@ impl Facilitator for OkxFacilitator {
             if response.error_reason.is_none() {
                 response.error_reason = Some("settlement_failed".into());
             }
-            return Ok(settled(response, SettlementStatus::Confirmed));
+            return Ok(settled(response, Finality::Confirmed));
         }
         let state = match status.as_str() {
             "timeout" => return self.poll(response).await,
-            "pending" => SettlementStatus::Pending,
-            _ if request.scheme() == AGGR_DEFERRED => SettlementStatus::Batched,
-            _ if response.transaction.is_empty() => SettlementStatus::Pending,
-            _ => SettlementStatus::Confirmed,
+            "pending" => Finality::Pending,
+            _ if request.scheme() == AGGR_DEFERRED => Finality::Batched,
+            _ if response.transaction.is_empty() => Finality::Pending,
+            _ => Finality::Confirmed,
         };
         Ok(Settlement {
             response,

@@ -5,11 +5,16 @@
 //! the configuration, the payment and the clock, so each rule is unit-tested on its own.
 
 mod eip712;
+pub mod lifecycle;
 mod replay;
 mod settlement;
 mod verify;
 
 pub use eip712::{authorization_signing_hash, recover_signer, SignatureError};
+pub use lifecycle::{
+    is_final_status, Answer, Decision, Event, Failure, Finality, Lifecycle, Outcome, PaymentState,
+    Reservation, SettleOutcome, Stage,
+};
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
 pub use settlement::SettlementPolicy;
 pub use verify::{
