@@ -16,7 +16,7 @@ pub use lifecycle::{
     Reservation, SettleOutcome, Stage,
 };
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
-pub use settlement::SettlementPolicy;
+pub use settlement::{SettlementPolicy, PAYMENT_FLOW};
 pub use verify::{
     check_authorization, check_payment, PaymentRejection, VerifiedPayment, AGGR_DEFERRED,
     SESSION_CERT, VALID_BEFORE_MARGIN_SECS,
