@@ -12,7 +12,7 @@
 //! the authorization's reservation, which journal line is written, which outcome is counted and
 //! what the client is answered. No decision about money is taken anywhere else.
 
-use super::SettlementPolicy;
+use crate::pricing::SettlementPolicy;
 use serde::{Deserialize, Serialize};
 
 /// How final a successful settlement is.

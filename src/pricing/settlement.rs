@@ -1,4 +1,4 @@
-//! When a verified payment is settled relative to the upstream call.
+//! When a route settles a verified payment relative to the upstream call.
 
 use serde::{Deserialize, Serialize};
 
