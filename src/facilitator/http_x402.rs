@@ -1,6 +1,6 @@
 //! The standard x402 facilitator HTTP API: `POST /verify`, `POST /settle`, `GET /supported`.
 
-use super::transport::{excerpt, Transport};
+use super::transport::{excerpt, redact, Caller, Transport};
 use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
 use crate::config::FacilitatorConfig;
 use crate::x402::{SettleResponse, SupportedResponse, VerifyResponse};
@@ -27,27 +27,52 @@ impl HttpFacilitator {
         })
     }
 
-    async fn call(
+    /// One call, its answer read by `read`; the bearer token never appears in an error.
+    async fn call<T>(
         &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Vec<u8>), FacilitatorError> {
-        let request = match &self.bearer {
-            Some(token) => request.bearer_auth(token),
-            None => request,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        read: impl Fn(u16, &[u8]) -> Result<T, FacilitatorError>,
+    ) -> Result<T, FacilitatorError> {
+        let token = [self.bearer.as_deref().unwrap_or_default()];
+        let caller = Caller {
+            name: &self.name,
+            secrets: &token,
+            credentials_hint: "the facilitator refused the gateway's bearer token",
         };
-        let answer = self.transport.send(request).await?;
-        Ok((answer.status, answer.body))
+        let build = || match &self.bearer {
+            Some(token) => build().bearer_auth(token),
+            None => build(),
+        };
+        self.transport
+            .call(&caller, None, build, |answer| {
+                read(answer.status, &answer.body)
+            })
+            .await
     }
 
     async fn post_settle(&self, body: &[u8]) -> Result<(u16, Vec<u8>), FacilitatorError> {
-        self.call(
+        let build = || {
             self.transport
                 .client
                 .post(format!("{}/settle", self.base))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_vec()),
-        )
-        .await
+                .body(body.to_vec())
+        };
+        self.call(build, |status, body| Ok((status, body.to_vec())))
+            .await
+    }
+
+    /// `e` without the bearer token, for errors built outside [`Self::call`].
+    fn redacted(&self, e: FacilitatorError) -> FacilitatorError {
+        let token = [self.bearer.as_deref().unwrap_or_default()];
+        match e {
+            FacilitatorError::Status { status, body } => FacilitatorError::Status {
+                status,
+                body: redact(&body, &token),
+            },
+            FacilitatorError::Garbage(why) => FacilitatorError::Garbage(redact(&why, &token)),
+            other => other,
+        }
     }
 
     /// 2xx must be a `T`; other statuses are still a `T` when the body is one (facilitators answer
@@ -93,15 +118,16 @@ impl Facilitator for HttpFacilitator {
         &self,
         request: &FacilitatorRequest,
     ) -> Result<VerifyResponse, FacilitatorError> {
-        let (status, body) = self
-            .call(
-                self.transport
-                    .client
-                    .post(format!("{}/verify", self.base))
-                    .json(request),
-            )
-            .await?;
-        Self::parse::<VerifyResponse>(status, &body, "isValid").map(|(v, _)| v)
+        let build = || {
+            self.transport
+                .client
+                .post(format!("{}/verify", self.base))
+                .json(request)
+        };
+        self.call(build, |status, body| {
+            Self::parse::<VerifyResponse>(status, body, "isValid").map(|(v, _)| v)
+        })
+        .await
     }
 
     async fn settle(&self, request: &FacilitatorRequest) -> Result<Settlement, FacilitatorError> {
@@ -115,8 +141,16 @@ impl Facilitator for HttpFacilitator {
             if response.error_reason.as_deref() == Some(SETTLEMENT_PENDING) {
                 tracing::info!(facilitator = %self.name, transaction = %response.transaction, "settlement pending; asking once more");
                 let first = response.transaction.clone();
-                (status, body) = self.post_settle(&sent).await?;
-                parsed = Self::parse::<SettleResponse>(status, &body, "success");
+                // If the resend fails, the first answer (pending, naming its transaction) stands.
+                match self.post_settle(&sent).await {
+                    Ok(again) => {
+                        (status, body) = again;
+                        parsed = Self::parse::<SettleResponse>(status, &body, "success");
+                    }
+                    Err(e) => {
+                        tracing::warn!(facilitator = %self.name, error = %e, "settlement resend failed")
+                    }
+                }
                 if let Ok((again, raw)) = &mut parsed {
                     if again.transaction.is_empty() && !first.is_empty() {
                         again.transaction = first.clone();
@@ -127,14 +161,14 @@ impl Facilitator for HttpFacilitator {
                 }
             }
         }
-        let (response, raw) = parsed?;
+        let (response, raw) = parsed.map_err(|e| self.redacted(e))?;
         // A 5xx answer settles nothing for sure: only `settlement_pending` keeps its transaction
         // (for the receipt); any other is an error whose outcome is unknown.
         if status >= 500 && response.error_reason.as_deref() != Some(SETTLEMENT_PENDING) {
-            return Err(FacilitatorError::Status {
+            return Err(self.redacted(FacilitatorError::Status {
                 status,
                 body: excerpt(&body),
-            });
+            }));
         }
         let status = super::finality_of(&response);
         Ok(Settlement {
@@ -145,14 +179,15 @@ impl Facilitator for HttpFacilitator {
     }
 
     async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        let (status, body) = self
-            .call(
-                self.transport
-                    .client
-                    .get(format!("{}/supported", self.base)),
-            )
-            .await?;
-        Self::parse::<SupportedResponse>(status, &body, "kinds").map(|(v, _)| v)
+        let build = || {
+            self.transport
+                .client
+                .get(format!("{}/supported", self.base))
+        };
+        self.call(build, |status, body| {
+            Self::parse::<SupportedResponse>(status, body, "kinds").map(|(v, _)| v)
+        })
+        .await
     }
 }
 
@@ -173,6 +208,13 @@ mod tests {
             HttpFacilitator::parse::<VerifyResponse>(500, br#"{"error":"boom"}"#, "isValid"),
             Err(FacilitatorError::Status { status: 500, .. })
         ));
+        assert!(
+            matches!(
+                HttpFacilitator::parse::<VerifyResponse>(500, br#"{"isValid":true}"#, "isValid"),
+                Err(FacilitatorError::Status { status: 500, .. })
+            ),
+            "a 5xx is never a success"
+        );
         assert!(matches!(
             HttpFacilitator::parse::<VerifyResponse>(200, b"not json{", "isValid"),
             Err(FacilitatorError::Garbage(_))
