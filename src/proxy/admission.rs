@@ -1,7 +1,6 @@
 //! Admission of a priced request: the challenge when no payment is sent, the local checks, the
 //! reservation, and the facilitator's verdict fed to the payment's lifecycle.
 
-use super::pages::prefers_html;
 use super::reply::Reply;
 use super::settlement::{payment_reply, PaidRequest};
 use super::{Gateway, GatewayState, RequestCtx};
@@ -13,6 +12,7 @@ use crate::payment::{
     SettlementPolicy,
 };
 use crate::pricing::PricedRoute;
+use crate::state::prefers_html;
 use crate::time::unix_now;
 use crate::x402::{PaymentPayload, PAYMENT_SIGNATURE, X_PAYMENT};
 use pingora::http::RequestHeader;

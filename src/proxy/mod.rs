@@ -17,12 +17,11 @@
 //! once per request (retries after a settlement attempt are disabled).
 
 mod admission;
-mod pages;
 mod reply;
 mod server;
 mod settlement;
 
-pub use pages::{escape, prefers_html, Pages, DISCOVERY_PATH};
+pub use crate::state::{escape, prefers_html, Pages, DISCOVERY_PATH};
 pub use reply::Reply;
 pub use server::{build_server, GatewayServer, GatewayState, StartError, UNMATCHED_LABEL};
 
