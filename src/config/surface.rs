@@ -155,7 +155,7 @@ impl Route {
         self.price.is_some() || self.amount.is_some()
     }
 
-    /// The keys set on the route that only a priced route reads.
+    /// The keys set on the route that only a priced route reads (its challenge and payment).
     pub fn payment_keys(&self) -> Vec<&'static str> {
         [
             ("asset", self.asset.is_some()),
@@ -165,6 +165,8 @@ impl Route {
             ("max_timeout_seconds", self.max_timeout_seconds.is_some()),
             ("settle", self.settle.is_some()),
             ("sync_settle", self.sync_settle.is_some()),
+            ("description", self.description.is_some()),
+            ("mime_type", self.mime_type.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))

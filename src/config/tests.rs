@@ -484,6 +484,7 @@ fn payment_keys_on_a_free_route_are_refused_not_ignored() {
         "network = \"eip155:8453\"",
         "settle = \"before\"",
         "max_timeout_seconds = 60",
+        "description = \"shown nowhere\"",
     ] {
         let e = parse(&format!(
             "[[routes]]\nmatch = \"GET /a\"\nfree = true\n{key}\n"
