@@ -119,8 +119,6 @@ pub enum Failure {
     FacilitatorRateLimited,
     /// The settlement was sent and its outcome is not known: the buyer must not pay again.
     SettlementUnconfirmed,
-    /// The facilitator answered a settlement that contradicts the payment.
-    SettlementMismatch,
     JournalUnavailable,
 }
 
@@ -134,7 +132,6 @@ impl Failure {
             Self::FacilitatorCredentials => "facilitator_credentials",
             Self::FacilitatorRateLimited => "facilitator_rate_limited",
             Self::SettlementUnconfirmed => "settlement_unconfirmed",
-            Self::SettlementMismatch => "settlement_mismatch",
             Self::JournalUnavailable => "journal_unavailable",
         }
     }
@@ -148,16 +145,14 @@ impl Failure {
             Self::FacilitatorBadResponse => "the payment facilitator gave an answer the gateway cannot read; nothing was charged",
             Self::FacilitatorCredentials => "the payment facilitator refused the gateway's credentials; the operator has been told",
             Self::FacilitatorRateLimited => "the payment facilitator is busy; retry shortly, nothing was charged",
-            Self::SettlementUnconfirmed | Self::SettlementMismatch => "the settlement was sent but is not confirmed: check the transaction in PAYMENT-RESPONSE before paying again",
+            Self::SettlementUnconfirmed => "the settlement was sent but is not confirmed: check the transaction in PAYMENT-RESPONSE before paying again",
             Self::JournalUnavailable => "the payment cannot be recorded right now; nothing was charged",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
-            Self::FacilitatorTimeout | Self::SettlementUnconfirmed | Self::SettlementMismatch => {
-                504
-            }
+            Self::FacilitatorTimeout | Self::SettlementUnconfirmed => 504,
             Self::JournalUnavailable => 503,
             _ => 502,
         }

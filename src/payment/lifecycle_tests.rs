@@ -390,7 +390,6 @@ fn failures_have_fixed_client_texts_and_codes() {
         Failure::FacilitatorCredentials,
         Failure::FacilitatorRateLimited,
         Failure::SettlementUnconfirmed,
-        Failure::SettlementMismatch,
         Failure::JournalUnavailable,
     ] {
         assert!(f
