@@ -121,14 +121,19 @@ impl Replica {
     /// Starts a replica without waiting for it (so that several start at once).
     fn spawn(upstream: &Proc, okx: &Proc, db: &TestDatabase, reconcile: &str) -> Self {
         let port = free_port();
+        let gateway = vendor_config(
+            port,
+            upstream.port,
+            &okx_facilitator(okx.port, ""),
+            OKX_ROUTES,
+        );
+        Self::spawn_with(&gateway, port, db, reconcile)
+    }
+
+    /// Starts `gateway` (listening on `port`) with the journal in `db`.
+    fn spawn_with(gateway: &str, port: u16, db: &TestDatabase, reconcile: &str) -> Self {
         let text = format!(
-            "{}[journal]\nurl = \"{}\"\npath = \"spool.jsonl\"\nreconcile_interval = \"{reconcile}\"\n",
-            vendor_config(
-                port,
-                upstream.port,
-                &okx_facilitator(okx.port, ""),
-                OKX_ROUTES
-            ),
+            "{gateway}[journal]\nurl = \"{}\"\npath = \"spool.jsonl\"\nreconcile_interval = \"{reconcile}\"\n",
             db.config_url()
         );
         let admin = admin_port(&text);
@@ -271,14 +276,27 @@ async fn replicas_share_one_ledger_migrated_once_and_list_each_payment_once() {
         .filter(|r| r.log().contains("journal database migrated"))
         .count();
     assert_eq!(migrated, 1, "exactly one replica applies the migration");
-    let versions: i64 = db
+    let versions: Vec<i32> = db
         .client()
         .await
-        .query_one("SELECT count(*) FROM x402_schema_migrations", &[])
+        .query(
+            "SELECT version FROM x402_schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(versions, 1);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2], "each version applied once");
+    let up_to_date = replicas
+        .iter()
+        .filter(|r| r.log().contains("journal database schema is up to date"))
+        .count();
+    assert_eq!(
+        up_to_date, 2,
+        "the others waited for it and found nothing to do"
+    );
 
     // Two payments through each replica.
     let mut transactions = Vec::new();
@@ -299,10 +317,11 @@ async fn replicas_share_one_ledger_migrated_once_and_list_each_payment_once() {
     assert_eq!(upstream_hits(&upstream).await, 6);
 
     // The same authorization on another replica (whose own replay memory never saw it) is
-    // refused by the database before the upstream or a second settlement.
+    // refused before the upstream or a second settlement (OKX knows the nonce is used; a
+    // facilitator that does not is stopped by the database, see the test below).
     let settles = control(&okx, "/__calls").await["settle"].as_u64().unwrap();
     let (status, _, body) = paid_get(&replicas[1].url("/api/sync"), &payments[0]).await;
-    assert_ne!(status, 200, "{body}");
+    assert_eq!(status, 402, "{body}");
     assert_eq!(
         upstream_hits(&upstream).await,
         6,
@@ -596,4 +615,101 @@ async fn postgres_stopped_and_restarted_mid_run_loses_no_receipt_and_duplicates_
         "",
         "the spool is empty once drained"
     );
+}
+
+#[tokio::test]
+async fn an_unknown_standard_settlement_is_resent_identically_and_closed() {
+    let db = TestDatabase::create().await;
+    let upstream = node("upstream.mjs", &["--port", "0"]);
+    let facilitator = node("facilitator.mjs", &["--port", "0"]);
+    let port = free_port();
+    let gateway = config(port, upstream.port, facilitator.port, "", "");
+    let mode = |m: Value| {
+        let url = format!("http://127.0.0.1:{}/__mode", facilitator.port);
+        async move { post_json(url, m).await }
+    };
+    let mut replica = Replica::spawn_with(&gateway, port, &db, "300ms");
+    replica.wait_listening();
+    let other_port = free_port();
+    let other_config = config(other_port, upstream.port, facilitator.port, "", "");
+    let mut other = Replica::spawn_with(&other_config, other_port, &db, "300ms");
+    other.wait_listening();
+
+    // The facilitator takes the settlement and never answers: its outcome is unknown.
+    mode(json!({"settle": "hang"})).await;
+    let url = replica.url("/paid");
+    let payment = pay_exact(&accepted(&url).await);
+    let copy = payment.clone();
+    let in_flight = tokio::spawn(async move { paid_get(&url, &copy).await });
+    let calls = format!("http://127.0.0.1:{}/__calls", facilitator.port);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get_json(calls.clone()).await["settle"].as_u64().unwrap() < 1 {
+        assert!(Instant::now() < deadline, "the settlement never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A copy on the other replica while the first is settling: the database says in flight.
+    let (status, _, body) = paid_get(&other.url("/paid"), &payment).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "payment_in_progress");
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(
+        upstream_hits(&upstream).await,
+        1,
+        "the copy never reached the upstream"
+    );
+    // And once its outcome is pending: already used.
+    let (status, _, body) = paid_get(&other.url("/paid"), &payment).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"], "payment_already_used");
+    assert_eq!(
+        get_json(calls.clone()).await["settle"],
+        1,
+        "never settled twice"
+    );
+
+    let first = get_json(format!(
+        "http://127.0.0.1:{}/__last/settle",
+        facilitator.port
+    ))
+    .await;
+    let rows = receipts(&replica.config, &["--state", "pending"]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["reason"], "facilitator_timeout");
+    let text = receipts_output(&replica.config, &["--format", "json"]);
+    assert!(
+        !text.contains("signature"),
+        "receipts never show the authorization: {text}"
+    );
+
+    // The facilitator is back; the next pass sends the identical request and records its answer.
+    mode(json!({"settle": "normal"})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = receipts(&replica.config, &[]);
+        if rows[0]["state"] == "settled" {
+            assert!(rows[0]["transaction"].as_str().unwrap().starts_with("0x"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never resent: {}", replica.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = get_json(format!(
+        "http://127.0.0.1:{}/__last/settle",
+        facilitator.port
+    ))
+    .await;
+    assert_eq!(again, first, "the resend is the identical request");
+    let kept: String = db
+        .client()
+        .await
+        .query_one("SELECT settle_request FROM x402_payments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept, "",
+        "the signed request is dropped once the payment is closed"
+    );
+    replica.kill_9();
 }

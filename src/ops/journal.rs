@@ -95,6 +95,12 @@ pub struct JournalEntry {
     /// Unix seconds after which the authorization is void on chain.
     #[serde(default)]
     pub valid_before: u64,
+    /// The settle request as sent, for a settlement whose outcome is unknown: a facilitator
+    /// without a status API is asked again with the identical request, as the x402 SDKs do.
+    /// It carries the signed authorization, so it is never written to a journal file; the
+    /// database keeps it only while the payment is pending.
+    #[serde(skip)]
+    pub settle_request: String,
 }
 
 impl JournalEntry {
@@ -119,9 +125,10 @@ pub enum JournalError {
     Read { path: String, reason: String },
     #[error("the journal database is unavailable: {0}")]
     Database(String),
-    /// Another request (on this or another replica) holds this authorization, or it was settled.
-    #[error("this authorization is already recorded")]
-    AlreadyRecorded,
+    /// Another request (on this or another replica) holds this authorization, or it was settled:
+    /// `state` is where it stands.
+    #[error("this authorization is already recorded as {}", state.as_str())]
+    AlreadyRecorded { state: PaymentState },
 }
 
 /// Where payment events are recorded.
@@ -374,6 +381,12 @@ pub async fn check_pending(
                 .await
         }
     };
+    let status = match (status, &facilitator) {
+        (Ok(SettlementLookup::Unknown), Some(f)) if !entry.settle_request.is_empty() => {
+            settle_again(f.as_ref(), &entry.settle_request).await
+        }
+        (status, _) => status,
+    };
     let next = match status {
         Ok(SettlementLookup::Settled { transaction }) => {
             metrics
@@ -414,6 +427,41 @@ pub async fn check_pending(
     };
     tracing::info!(id = %next.id, state = next.state.as_str(), tx = %next.transaction, "pending settlement reconciled");
     Some(next)
+}
+
+/// Sends the recorded settle request again. A facilitator that broadcast it already reports that
+/// transaction (or `settlement_pending` while it waits); the authorization's nonce keeps the
+/// chain from moving the money twice. A refusal is not a final answer: the first attempt may have
+/// settled, so the payment stays pending for an operator.
+async fn settle_again(
+    facilitator: &dyn Facilitator,
+    recorded: &str,
+) -> Result<SettlementLookup, crate::facilitator::FacilitatorError> {
+    let Ok(body) = serde_json::from_str::<serde_json::Value>(recorded) else {
+        return Ok(SettlementLookup::Unknown);
+    };
+    let request = crate::facilitator::FacilitatorRequest {
+        x402_version: body["x402Version"]
+            .as_u64()
+            .and_then(|v| u8::try_from(v).ok())
+            .unwrap_or(2),
+        payment_payload: body["paymentPayload"].clone(),
+        payment_requirements: body["paymentRequirements"].clone(),
+        sync_settle: true,
+        resource: None,
+    };
+    let settlement = facilitator.settle(&request).await?;
+    let response = settlement.response;
+    Ok(match (response.success, settlement.status) {
+        (true, crate::facilitator::SettlementStatus::Confirmed) => SettlementLookup::Settled {
+            transaction: response.transaction,
+        },
+        (true, _) => SettlementLookup::Pending,
+        (false, _) if response.error_reason.as_deref() == Some("settlement_pending") => {
+            SettlementLookup::Pending
+        }
+        (false, _) => SettlementLookup::Unknown,
+    })
 }
 
 pub fn unix_now() -> u64 {

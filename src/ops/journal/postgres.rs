@@ -44,9 +44,10 @@ const CLAIM_BATCH: i64 = 50;
 const MIGRATION_LOCK: i64 = 0x7834_3032_6a6e_6c01;
 
 /// Versioned schema changes, applied in order, each once.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE x402_journal_events (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE x402_journal_events (
         seq bigserial PRIMARY KEY,
         id text NOT NULL,
         state text NOT NULL,
@@ -76,10 +77,15 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     CREATE UNIQUE INDEX x402_payments_key ON x402_payments (key) WHERE key <> '';
     CREATE INDEX x402_payments_state ON x402_payments (state, updated_at);
     CREATE INDEX x402_payments_first_time ON x402_payments (first_time);",
-)];
+    ),
+    (
+        2,
+        "ALTER TABLE x402_payments ADD COLUMN settle_request text NOT NULL DEFAULT ''",
+    ),
+];
 
 const COLUMNS: &str = "id, key, state, first_time, time, route, payer, amount, asset, network, \
-                       pay_to, transaction, facilitator, reason, valid_before";
+                       pay_to, transaction, facilitator, reason, valid_before, settle_request";
 
 /// Order of states: a record never moves a payment back (a spooled record drained late).
 const RANK: &str = "CASE {} WHEN 'verified' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END";
@@ -202,6 +208,7 @@ fn entry_of(row: &Row) -> JournalEntry {
         reason: row.get("reason"),
         key: row.get("key"),
         valid_before: u64::try_from(row.get::<_, i64>("valid_before")).unwrap_or(0),
+        settle_request: row.get("settle_request"),
     }
 }
 
@@ -210,7 +217,13 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
     let text = serde_json::to_string(entry).map_err(|e| JournalError::Write(e.to_string()))?;
     let valid_before = i64::try_from(entry.valid_before).unwrap_or(i64::MAX);
     let state = entry.state.as_str();
-    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
+    // Kept only while the payment is open: it carries the signed authorization.
+    let settle_request = if entry.state == PaymentState::Pending {
+        entry.settle_request.as_str()
+    } else {
+        ""
+    };
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
         &entry.id,
         &entry.key,
         &state,
@@ -226,10 +239,11 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
         &entry.facilitator,
         &entry.reason,
         &valid_before,
+        &settle_request,
     ];
     let insert = format!(
         "INSERT INTO x402_payments ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, time = EXCLUDED.time, "
     );
     let sql = if entry.state == PaymentState::Verified {
@@ -239,13 +253,16 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
             "{insert} route = EXCLUDED.route, payer = EXCLUDED.payer, amount = EXCLUDED.amount, \
              asset = EXCLUDED.asset, network = EXCLUDED.network, pay_to = EXCLUDED.pay_to, \
              transaction = '', facilitator = EXCLUDED.facilitator, reason = EXCLUDED.reason, \
-             valid_before = EXCLUDED.valid_before, updated_at = now() \
+             valid_before = EXCLUDED.valid_before, settle_request = '', updated_at = now() \
              WHERE x402_payments.state IN ('not_charged', 'failed') RETURNING id"
         )
     } else {
         format!(
             "{insert} transaction = CASE WHEN EXCLUDED.transaction <> '' THEN EXCLUDED.transaction \
-             ELSE x402_payments.transaction END, reason = EXCLUDED.reason, updated_at = now() \
+             ELSE x402_payments.transaction END, reason = EXCLUDED.reason, updated_at = now(), \
+             settle_request = CASE WHEN EXCLUDED.state <> 'pending' THEN '' \
+                 WHEN EXCLUDED.settle_request <> '' THEN EXCLUDED.settle_request \
+                 ELSE x402_payments.settle_request END \
              WHERE ({current} < {new} AND (x402_payments.state <> 'verified' \
                     OR EXCLUDED.time >= x402_payments.time)) \
                 OR (x402_payments.state = 'pending' AND EXCLUDED.state = 'pending') \
@@ -268,7 +285,17 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
     }
     let rows = client.query(&sql, &values).await.map_err(db_error)?;
     if rows.is_empty() && entry.state == PaymentState::Verified {
-        return Err(JournalError::AlreadyRecorded);
+        let current: String = client
+            .query_one(
+                "SELECT state FROM x402_payments WHERE id = $1",
+                &[&entry.id],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        return Err(JournalError::AlreadyRecorded {
+            state: PaymentState::parse(&current).unwrap_or(PaymentState::Pending),
+        });
     }
     Ok(())
 }
@@ -351,7 +378,7 @@ impl PgJournal {
         for entry in &entries {
             match apply(&tx, entry).await {
                 // A payment in flight again on a replica: its spooled verified line is history.
-                Ok(()) | Err(JournalError::AlreadyRecorded) => {}
+                Ok(()) | Err(JournalError::AlreadyRecorded { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -540,7 +567,7 @@ impl Journal for PgJournal {
             .await;
         let error = match result {
             Ok(()) => return Ok(()),
-            Err(JournalError::AlreadyRecorded) => return Err(JournalError::AlreadyRecorded),
+            Err(e @ JournalError::AlreadyRecorded { .. }) => return Err(e),
             Err(e) => e,
         };
         Metrics::global().journal_errors.inc();

@@ -28,6 +28,7 @@ fn entry(id: &str, state: PaymentState, tx: &str) -> JournalEntry {
         reason: String::new(),
         key: format!("eip155:84532|0xasset|0xabc|{id}"),
         valid_before: unix_now() + 600,
+        settle_request: String::new(),
     }
 }
 
