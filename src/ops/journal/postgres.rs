@@ -271,19 +271,24 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
             new = rank("EXCLUDED.state"),
         )
     };
-    let event = client
-        .execute(
+    // Prepared once per connection: a record costs its round trips, not a parse each time.
+    let insert_event = client
+        .prepare_cached(
             "INSERT INTO x402_journal_events (id, state, time, entry) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id, state, time) DO NOTHING",
-            &[&entry.id, &state, &entry.time, &text],
         )
+        .await
+        .map_err(db_error)?;
+    let event = client
+        .execute(&insert_event, &[&entry.id, &state, &entry.time, &text])
         .await
         .map_err(db_error)?;
     if event == 0 {
         // Written before (a spooled record whose first write reached the database).
         return Ok(());
     }
-    let rows = client.query(&sql, &values).await.map_err(db_error)?;
+    let upsert = client.prepare_cached(&sql).await.map_err(db_error)?;
+    let rows = client.query(&upsert, &values).await.map_err(db_error)?;
     if rows.is_empty() && entry.state == PaymentState::Verified {
         let current: String = client
             .query_one(
