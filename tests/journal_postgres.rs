@@ -398,23 +398,47 @@ async fn replicas_share_one_ledger_migrated_once_and_list_each_payment_once() {
     assert_eq!(duplicate_events(&db).await, 0);
 }
 
+/// The open payments no transaction has claimed, as a reconciliation pass would find them.
+async fn unclaimed(db: &TestDatabase) -> usize {
+    let mut client = db.client().await;
+    let tx = client.transaction().await.unwrap();
+    let rows = tx
+        .query(
+            "SELECT id FROM x402_payments WHERE state = 'pending' FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    rows.len()
+}
+
 #[tokio::test]
 async fn a_pending_settlement_of_a_replica_killed_with_kill_9_is_finished_by_another() {
     let db = TestDatabase::create().await;
     let upstream = node("upstream.mjs", &["--port", "0"]);
     let okx = okx_emulator(&[]);
-    // This replica checks pending settlements only at start-up: it will not get to this one.
-    let mut first = Replica::start(&upstream, &okx, &db, "1h");
+    // The status API hangs: the first replica's pass claims the payment and waits on it.
+    set_mode(&okx, json!({"status": "hang"})).await;
+    let mut first = Replica::start(&upstream, &okx, &db, "200ms");
     let (status, settlement, body, _) = first.pay("/api/data").await;
     assert_eq!(status, 200, "{body}");
     let settlement = settlement.unwrap();
     assert_eq!(settlement["status"], "pending");
     let tx = settlement["transaction"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while control(&okx, "/__calls").await["status"].as_u64().unwrap() < 1 {
+        assert!(Instant::now() < deadline, "never claimed: {}", first.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(unclaimed(&db).await, 0, "the first replica holds the claim");
     let rows = receipts(&first.config, &["--state", "pending"]);
     assert_eq!(rows.len(), 1, "{rows:?}");
-    first.kill_9();
-    assert_eq!(control(&okx, "/__calls").await["status"], 0);
 
+    first.kill_9();
+    assert_eq!(unclaimed(&db).await, 1, "the claim died with the process");
+    set_mode(&okx, json!({"status": "normal"})).await;
+    let before = control(&okx, "/__calls").await["status"].as_u64().unwrap();
     let second = Replica::start(&upstream, &okx, &db, "200ms");
     // The emulator answers pending once, then confirmed.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -433,7 +457,7 @@ async fn a_pending_settlement_of_a_replica_killed_with_kill_9_is_finished_by_ano
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(control(&okx, "/__calls").await["status"].as_u64().unwrap() >= 2);
+    assert!(control(&okx, "/__calls").await["status"].as_u64().unwrap() >= before + 2);
     assert_eq!(control(&okx, "/__last/status").await["txHash"], tx.as_str());
     assert_eq!(duplicate_events(&db).await, 0);
 }
