@@ -771,3 +771,90 @@ async fn unknown_and_pending_standard_settlements_are_resent_identically_and_clo
     replica.kill_9();
     other.kill_9();
 }
+
+fn entry(id: &str, state: x402_gateway::ops::PaymentState) -> x402_gateway::ops::JournalEntry {
+    x402_gateway::ops::JournalEntry {
+        time: x402_gateway::ops::journal::rfc3339_now(),
+        id: id.into(),
+        state,
+        route: "GET /paid".into(),
+        payer: "0xabc".into(),
+        amount: "10000".into(),
+        asset: "0xasset".into(),
+        network: "eip155:84532".into(),
+        pay_to: PAY_TO.into(),
+        transaction: String::new(),
+        facilitator: "test".into(),
+        reason: String::new(),
+        key: format!("eip155:84532|0xasset|0xabc|{id}"),
+        valid_before: x402_gateway::ops::journal::unix_now() + 600,
+        settle_request: String::new(),
+    }
+}
+
+#[test]
+fn records_are_kept_once_never_move_a_payment_back_and_one_authorization_settles_once() {
+    use x402_gateway::ops::{Journal, JournalError, PaymentState as S, PgJournal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDatabase::create());
+    let spool = write_config("").with_file_name("spool.jsonl");
+    let journal = PgJournal::open(&db.url(), &spool).unwrap();
+    let append = |e: &x402_gateway::ops::JournalEntry| runtime.block_on(journal.append(e.clone()));
+    let state_of = |id: &str| -> String {
+        runtime.block_on(async {
+            db.client()
+                .await
+                .query_one("SELECT state FROM x402_payments WHERE id = $1", &[&id])
+                .await
+                .unwrap()
+                .get(0)
+        })
+    };
+
+    let verified = entry("a", S::Verified);
+    append(&verified).unwrap();
+    assert!(matches!(
+        append(&entry("a", S::Verified)),
+        Err(JournalError::AlreadyRecorded { state: S::Verified })
+    ));
+    let pending = verified.next(S::Pending);
+    std::thread::sleep(Duration::from_millis(2));
+    let mut settled = verified.next(S::Settled);
+    settled.transaction = "0x01".into();
+    append(&settled).unwrap();
+    append(&settled).unwrap(); // a spooled copy drained late
+    append(&pending).unwrap(); // an older record arriving after the final one
+    assert_eq!(state_of("a"), "settled");
+    assert!(matches!(
+        append(&entry("a", S::Verified)),
+        Err(JournalError::AlreadyRecorded { state: S::Settled })
+    ));
+
+    // Nothing charged: the same authorization may be tried again.
+    let first = entry("b", S::Verified);
+    append(&first).unwrap();
+    append(&first.next(S::NotCharged)).unwrap();
+    std::thread::sleep(Duration::from_millis(2));
+    append(&entry("b", S::Verified)).unwrap();
+    assert_eq!(state_of("b"), "verified");
+
+    let events: i64 = runtime.block_on(async {
+        db.client()
+            .await
+            .query_one("SELECT count(*) FROM x402_journal_events", &[])
+            .await
+            .unwrap()
+            .get(0)
+    });
+    // a: verified, settled, pending (history keeps it; the row ignores it); b: three records.
+    assert_eq!(events, 6);
+    let query = x402_gateway::ops::receipts::ReceiptQuery::default();
+    let rows = runtime
+        .block_on(PgJournal::read_receipts(&db.url(), &query))
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].transaction, "0x01");
+}
