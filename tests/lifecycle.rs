@@ -292,7 +292,7 @@ async fn settlement_pending_is_resent_once_identically_then_answered_504_with_th
     let lines = bed.journal_lines();
     let last = lines.last().unwrap();
     assert_eq!(last["state"], "pending");
-    assert_eq!(last["reason"], "settlement_pending");
+    assert_eq!(last["reason"], "settlement_unconfirmed");
     assert_eq!(last["transaction"], tx.as_str());
 
     // The transfer may still land: the authorization is never accepted again.

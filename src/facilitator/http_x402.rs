@@ -15,6 +15,7 @@ pub struct HttpFacilitator {
     transport: Transport,
     base: String,
     bearer: Option<String>,
+    timeout: std::time::Duration,
 }
 
 impl HttpFacilitator {
@@ -24,6 +25,7 @@ impl HttpFacilitator {
             transport: Transport::new(config.timeout)?,
             base: config.url.clone().unwrap_or_default(),
             bearer: config.bearer_token.as_ref().map(|s| s.expose().to_string()),
+            timeout: config.timeout,
         })
     }
 
@@ -162,6 +164,15 @@ impl Facilitator for HttpFacilitator {
             }
         }
         let (response, raw) = parsed.map_err(|e| self.redacted(e))?;
+        if !response.success && response.error_reason.as_deref() == Some(SETTLEMENT_PENDING) {
+            // Still pending after the resend: broadcast, receipt not seen in time. It may still
+            // land, so it is not a refusal; reconciliation sends the identical request again.
+            return Err(FacilitatorError::Unconfirmed {
+                transaction: response.transaction,
+                status: SETTLEMENT_PENDING.into(),
+                deadline: self.timeout,
+            });
+        }
         // A 5xx answer settles nothing for sure: only `settlement_pending` keeps its transaction
         // (for the receipt); any other is an error whose outcome is unknown.
         if status >= 500 && response.error_reason.as_deref() != Some(SETTLEMENT_PENDING) {

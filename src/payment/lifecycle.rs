@@ -53,6 +53,18 @@ pub enum PaymentState {
 }
 
 impl PaymentState {
+    pub const ALL: [PaymentState; 5] = [
+        Self::Verified,
+        Self::Settled,
+        Self::Pending,
+        Self::Failed,
+        Self::NotCharged,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Verified => "verified",
@@ -198,6 +210,9 @@ pub enum Answer {
     Deliver,
     /// 402 with a challenge: the facilitator refused the payment.
     Challenge { reason: String },
+    /// Another request (on this or another replica) holds the authorization (409), or it was
+    /// already used (`settled`: 402 `payment_already_used`).
+    Duplicate { settled: bool },
     /// 402 with the facilitator's settle answer as receipt: settlement refused.
     SettleRefused { reason: String },
     /// A gateway error; `receipt` when the settlement answer must go with it.
@@ -298,6 +313,10 @@ pub enum Event {
     VerifyFailed(Failure),
     /// The journal could not record the payment: nothing is charged without a record.
     JournalFailed,
+    /// A shared journal already holds this authorization: in use elsewhere, or `settled`.
+    RecordedElsewhere {
+        settled: bool,
+    },
     /// The upstream's response header arrived (any status, 1xx included).
     UpstreamAnswered {
         status: u16,
@@ -397,6 +416,14 @@ impl Lifecycle {
                 })
                 .release()
                 .count(Outcome::Error),
+            ),
+
+            // Our own reservation goes; the authorization stays with whoever recorded it first.
+            (S::Verified | S::Settling, E::RecordedElsewhere { settled }) => (
+                S::Refused,
+                Decision::new(A::Duplicate { settled })
+                    .release()
+                    .count(Outcome::Refused),
             ),
 
             (S::Verified, E::UpstreamAnswered { status })

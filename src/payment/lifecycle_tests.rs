@@ -9,6 +9,8 @@ fn events() -> Vec<Event> {
         },
         Event::VerifyFailed(Failure::FacilitatorTimeout),
         Event::JournalFailed,
+        Event::RecordedElsewhere { settled: false },
+        Event::RecordedElsewhere { settled: true },
         Event::UpstreamAnswered { status: 100 },
         Event::UpstreamAnswered { status: 103 },
         Event::UpstreamAnswered { status: 101 },
@@ -277,6 +279,23 @@ fn a_journal_failure_charges_nothing_under_either_policy() {
             }
         );
         assert_eq!(life.stage(), &Stage::NotCharged);
+    }
+}
+
+#[test]
+fn an_authorization_another_replica_recorded_is_refused_and_only_our_reservation_goes() {
+    for policy in [AfterSuccess, Before] {
+        for settled in [false, true] {
+            let (life, d) = run(
+                policy,
+                vec![Event::Accepted, Event::RecordedElsewhere { settled }],
+            );
+            assert_eq!(d[1].answer, Answer::Duplicate { settled });
+            assert_eq!(d[1].reservation, Reservation::Release);
+            assert_eq!(d[1].journal, None);
+            assert_eq!(life.stage(), &Stage::Refused);
+            assert!(!matches!(d[1].answer, Answer::Settle));
+        }
     }
 }
 

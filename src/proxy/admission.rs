@@ -197,6 +197,7 @@ impl Gateway {
             reason: String::new(),
             key: verified.replay_key.to_hex(),
             valid_before: verified.valid_before,
+            settle_request: String::new(),
         });
         let state = ctx.state.clone();
         let payment = ctx.payment.insert(PaidRequest {
@@ -261,6 +262,14 @@ impl Gateway {
         }
         match self.advance(&state, payment, event).await {
             Answer::Forward => None,
+            Answer::Duplicate { settled: true } => Some(Reply::challenge(
+                402,
+                route,
+                &url,
+                &method,
+                "payment_already_used",
+                Some("this payment authorization was already used"),
+            )),
             Answer::Challenge { reason } => Some(Reply::challenge(
                 402,
                 route,

@@ -26,7 +26,7 @@ pub use reply::Reply;
 pub use server::{build_server, GatewayServer, GatewayState, StartError, UNMATCHED_LABEL};
 
 use crate::config::UnmatchedPolicy;
-use crate::ops::journal::{Journal, JournalEntry};
+use crate::ops::journal::{Journal, JournalEntry, JournalError};
 use crate::ops::metrics::Metrics;
 use crate::ops::{Health, InFlight};
 use crate::payment::{is_final_status, Answer, Event, Outcome, PaymentState, ReplayGuard};
@@ -71,13 +71,13 @@ impl Gateway {
         entry: Option<&JournalEntry>,
         state: PaymentState,
         reason: &str,
-    ) -> bool {
+    ) -> Result<(), JournalError> {
         let (Some(journal), Some(entry)) = (&self.journal, entry) else {
-            return true;
+            return Ok(());
         };
         let mut line = entry.next(state);
         line.reason = reason.to_string();
-        journal.append(line).await.is_ok()
+        journal.append(line).await
     }
 }
 

@@ -7,7 +7,8 @@ use super::{Gateway, GatewayState};
 use crate::facilitator::{
     settle_outcome, unconfirmed_receipt, Expected, Facilitator, FacilitatorRequest,
 };
-use crate::ops::journal::JournalEntry;
+use crate::ops::journal::{JournalEntry, JournalError};
+use crate::ops::metrics::Metrics;
 use crate::payment::{
     Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Reservation, SettleOutcome,
     VerifiedPayment,
@@ -64,12 +65,26 @@ impl Gateway {
             }
             if let Some((state, reason)) = &decision.journal {
                 let written = self.record(payment.entry.as_ref(), *state, reason).await;
-                if !written && *state == PaymentState::Verified {
-                    decision = payment.life.on(Event::JournalFailed);
-                    continue;
-                }
-                if !written {
-                    tracing::error!(payer = %payment.verified.payer, state = state.as_str(), "the journal could not record a payment event");
+                match (written, *state) {
+                    (Ok(()), _) => {}
+                    // A shared journal knows authorizations this replica's replay guard has not
+                    // seen: held by another request, or already used.
+                    (
+                        Err(JournalError::AlreadyRecorded { state: held }),
+                        PaymentState::Verified,
+                    ) => {
+                        Metrics::global().replays_refused.inc();
+                        let settled = held != PaymentState::Verified;
+                        decision = payment.life.on(Event::RecordedElsewhere { settled });
+                        continue;
+                    }
+                    (Err(_), PaymentState::Verified) => {
+                        decision = payment.life.on(Event::JournalFailed);
+                        continue;
+                    }
+                    (Err(e), _) => {
+                        tracing::error!(payer = %payment.verified.payer, state = state.as_str(), error = %e, "the journal could not record a payment event");
+                    }
                 }
             }
             return decision.answer;
@@ -125,6 +140,10 @@ impl Gateway {
         payment.receipt = receipt.map(|r| encode_header_json(&r));
         if let Some(entry) = payment.entry.as_mut() {
             entry.transaction = payment.transaction.clone();
+            // Reconciliation resends the identical request while the outcome is unknown.
+            if matches!(judged.outcome, SettleOutcome::Unknown { .. }) {
+                entry.settle_request = serde_json::to_string(&payment.request).unwrap_or_default();
+            }
         }
         self.feed(payment, Event::SettleAnswered(judged.outcome))
             .await
@@ -155,6 +174,11 @@ pub(super) fn payment_reply(answer: &Answer, payment: &PaidRequest) -> Option<Re
         Answer::Fail { failure, receipt } => Some(with_receipt(
             Reply::error(failure.status(), failure.code(), failure.message()),
             *receipt,
+        )),
+        Answer::Duplicate { settled: false } => Some(Reply::error(
+            409,
+            "payment_in_progress",
+            "this payment authorization is being used by another request",
         )),
         Answer::SettleRefused { reason } => Some(with_receipt(
             Reply::error(

@@ -5,7 +5,8 @@
 // Control: POST /__mode {verify|settle|supported: normal|invalid|http500|garbage|wrongshape|slow|hang
 //   | http500valid (HTTP 500 claiming success) | pending500 (HTTP 500 settlement_pending, as the Coinbase
 //   facilitator answers a receipt timeout) | pending500once (that, then the real settlement) | otherpayer |
-//   othernetwork | otheramount (a success that contradicts the payment)},
+//   othernetwork | otheramount (a success that contradicts the payment)}; settle also `pending`:
+//   HTTP 500 `settlement_pending` on every call (the resend in `normal` mode settles),
 // GET /__calls, GET /__times, GET /__last/verify|settle, GET /__bodies/verify|settle (raw, in order), POST /__reset.
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
@@ -17,7 +18,7 @@ const ENDPOINTS = ['verify', 'settle', 'supported'];
 const MODES = [
   'normal', 'invalid', 'http500', 'garbage', 'wrongshape', 'slow', 'hang',
   // ambiguous or lying answers
-  'http500valid', 'pending500', 'pending500once', 'otherpayer', 'othernetwork', 'otheramount',
+  'http500valid', 'pending500', 'pending500once', 'otherpayer', 'othernetwork', 'otheramount', 'pending',
 ];
 const V1_CHAIN_IDS = { base: 8453, 'base-sepolia': 84532 };
 
@@ -197,6 +198,12 @@ export function createFacilitatorServer(impl) {
       if (mode === 'othernetwork') answer.network = 'eip155:1';
       if (mode === 'otheramount') answer.amount = '1';
       return sendJson(res, 200, answer);
+    }
+    if (mode === 'pending' && endpoint === 'settle') {
+      const nonce = body?.paymentPayload?.payload?.authorization?.nonce;
+      const transaction = typeof nonce === 'string' ? keccak256(nonce) : '';
+      const network = body?.paymentRequirements?.network ?? '';
+      return sendJson(res, 500, { success: false, errorReason: 'settlement_pending', transaction, network });
     }
 
     if (endpoint === 'supported') return sendJson(res, 200, await impl.supported());
