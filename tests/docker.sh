@@ -157,11 +157,11 @@ pass "image built from Dockerfile in $((SECONDS - started)) s ($("$DOCKER" image
 
 # What the image declares.
 [ "$("$DOCKER" image inspect -f '{{.Config.User}}' "$IMAGE")" = 10001:10001 ] || fail "image user is not 10001"
-"$DOCKER" image inspect -f '{{json .Config.Volumes}}' "$IMAGE" | grep -q '"/var/lib/x402-gateway"' \
+grep -q '"/var/lib/x402-gateway"' <<<"$("$DOCKER" image inspect -f '{{json .Config.Volumes}}' "$IMAGE")" \
   || fail "/var/lib/x402-gateway is not a volume"
 [ "$("$DOCKER" image inspect -f '{{index .Config.Labels "org.opencontainers.image.title"}}' "$IMAGE")" = x402-gateway ] \
   || fail "no OCI title label"
-"$DOCKER" image inspect -f '{{json .Config.Healthcheck}}' "$IMAGE" | grep -q /healthz || fail "no HEALTHCHECK"
+grep -q /healthz <<<"$("$DOCKER" image inspect -f '{{json .Config.Healthcheck}}' "$IMAGE")" || fail "no HEALTHCHECK"
 pass "image: user 10001, state volume, OCI labels, HEALTHCHECK"
 
 # The binary runs on the image's glibc.
@@ -176,6 +176,7 @@ chmod 644 "$work/bad.toml"
 if out=$("$DOCKER" run --rm -v "$work/bad.toml:/etc/x402-gateway/gateway.toml:ro" "$IMAGE" check /etc/x402-gateway/gateway.toml 2>&1); then
   fail "check accepted a broken configuration: $out"
 fi
+grep -q 'upstream url scheme `ftp`' <<<"$out" || fail "check refused the broken configuration for another reason: $out"
 pass "check: the shipped configuration passes, a broken one is refused"
 
 # The README's first command, in a container: read-only root, state on a named volume.
@@ -211,7 +212,7 @@ done
 pass "the image's HEALTHCHECK reports healthy"
 
 curl -s -D "$work/402.headers" -o "$work/402.body" "http://$api/api/data" || fail "priced route unreachable"
-head -n 1 "$work/402.headers" | grep -q ' 402' || fail "priced route answered $(head -n 1 "$work/402.headers")"
+grep -q ' 402' <<<"$(head -n 1 "$work/402.headers")" || fail "priced route answered $(head -n 1 "$work/402.headers")"
 grep -qi '^payment-required:' "$work/402.headers" || fail "402 without PAYMENT-REQUIRED"
 grep -q 'hello from the demo API' "$work/402.body" && fail "the unpaid request reached the demo API"
 pass "unpaid GET /api/data: 402 with PAYMENT-REQUIRED, the demo API untouched"
@@ -225,15 +226,35 @@ tx=$(grep -o '"transaction": *"0x[0-9a-f]*"' <<<"$out" | grep -o '0x[0-9a-f]*' |
 [ -n "$tx" ] || fail "no settlement transaction in PAYMENT-RESPONSE: $out"
 pass "paid GET /api/data: 200 from the demo API, PAYMENT-RESPONSE $tx"
 
-# SIGTERM with a generous docker stop timeout: an exit by SIGKILL would take that long and be 137.
+# SIGTERM with a request in flight: the gateway drains (not ready), finishes the request and
+# exits 0 as soon as it is done, within the grace period. The request is a free one with a body
+# the client is still sending.
+api_host=${api%:*} api_port=${api##*:}
+exec 3<>"/dev/tcp/$api_host/$api_port"
+printf 'POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: 10\r\n\r\n12345' "$api" >&3
+sleep 0.5
 stop_started=$(date +%s%N)
-"$DOCKER" stop -t $((GRACE_SECS * 3)) "$run_id" >/dev/null
+"$DOCKER" kill -s TERM "$run_id" >/dev/null
+sleep 1.5
+[ "$("$DOCKER" inspect -f '{{.State.Running}}' "$run_id")" = true ] \
+  || fail "the gateway exited on SIGTERM with a request in flight"
+# Pingora closes the admin listener with the public one, so /readyz stops answering (503 only if
+# a probe slips in before the listeners close): either way a readiness probe fails.
+draining=$(curl -s -o /dev/null -w '%{http_code}' "http://$admin/readyz" || true)
+[ "$draining" != 200 ] || fail "/readyz still answers 200 while draining"
+printf '67890' >&3
+reply=$(timeout 5 cat <&3 || true)
+exec 3<&-
+grep -q '^HTTP/1.1 200' <<<"$reply" && grep -q '"path":"/upload"' <<<"$reply" \
+  || fail "the in-flight request was not served: $reply"
+code=$(timeout $((GRACE_SECS + 5)) "$DOCKER" wait "$run_id" || echo timeout)
 stop_ms=$((($(date +%s%N) - stop_started) / 1000000))
-code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$run_id")
 [ "$code" = 0 ] || fail "exit code $code after SIGTERM"
 [ "$stop_ms" -lt $((GRACE_SECS * 1000)) ] || fail "stopping took $stop_ms ms, grace period is ${GRACE_SECS}s"
-"$DOCKER" logs "$run_id" 2>&1 | grep -q 'SIGTERM: draining' || fail "no drain on SIGTERM in the logs"
-pass "docker stop: drained and exited 0 in $stop_ms ms (grace period ${GRACE_SECS}s)"
+logs=$("$DOCKER" logs "$run_id" 2>&1)
+grep -q 'SIGTERM: draining' <<<"$logs" && grep -q 'drained: every in-flight request finished' <<<"$logs" \
+  || fail "no drain on SIGTERM in the logs"
+pass "SIGTERM: drained (/readyz not ready), served the request in flight, exited 0 after $stop_ms ms (grace period ${GRACE_SECS}s)"
 container_logs=""
 
 # The receipt is on the volume, readable by a new container after the first one is gone.
