@@ -188,7 +188,10 @@ fn manifests_agree_with_the_gateway_configuration_they_ship() {
         .find_map(|l| l.strip_prefix("USER "))
         .expect("Dockerfile sets USER");
     let run_as = s.gateway["securityContext"]["runAsUser"].as_u64().unwrap();
-    assert_eq!(image_user.split(':').next(), Some(run_as.to_string().as_str()));
+    assert_eq!(
+        image_user.split(':').next(),
+        Some(run_as.to_string().as_str())
+    );
     let image_volume = dockerfile
         .lines()
         .find_map(|l| l.strip_prefix("VOLUME "))
