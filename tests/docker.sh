@@ -89,7 +89,13 @@ start_engine() {
 debian_mirror() {
   if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
   local uri
-  uri=$(awk '/^URIs:/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  # deb822: the first stanza whose Suites include bookworm itself (not only bookworm-security).
+  uri=$(awk '
+    /^[[:space:]]*$/ { uri = ""; suites = "" }
+    /^URIs:/ { uri = $2 }
+    /^Suites:/ { suites = " " $0 " " }
+    uri != "" && suites ~ / bookworm / { print uri; exit }
+  ' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
   [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $3 ~ /^bookworm$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
   echo "${uri:-http://deb.debian.org/debian}"
 }
@@ -102,6 +108,7 @@ make_base() {
     return
   fi
   command -v debootstrap >/dev/null || fail "base image $name is missing and debootstrap is not installed"
+  [ "$(id -u)" = 0 ] || fail "base image $name is missing and debootstrap needs root: run this once as root, or name an image in RUNTIME_IMAGE"
   local mirror started=$SECONDS
   mirror=$(debian_mirror)
   echo "docker: making base image $name from $mirror (debootstrap, once)"
@@ -150,6 +157,12 @@ if [ "${DOCKER_FULL_BUILD:-0}" = 1 ]; then
     >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log"; fail "docker build (full) failed"; }
 else
   [ -x "$GATEWAY_BIN" ] || fail "$GATEWAY_BIN is missing: cargo build first"
+  # COPY reads from the build context: the path relative to it, one .dockerignore lets through.
+  GATEWAY_BIN=$(realpath --relative-to=. "$GATEWAY_BIN")
+  case "$GATEWAY_BIN" in
+    target/debug/x402-gateway | target/release/x402-gateway) ;;
+    *) fail "GATEWAY_BIN must be target/debug/x402-gateway or target/release/x402-gateway, not $GATEWAY_BIN" ;;
+  esac
   "$DOCKER" build --progress=plain "${build_args[@]}" --target runtime --build-arg "BINARY=$GATEWAY_BIN" -t "$IMAGE" . \
     >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log"; fail "docker build --target runtime failed"; }
 fi
