@@ -1043,6 +1043,7 @@ impl Ctx<'_> {
             amount,
             asset_symbol: asset.symbol.clone(),
             decimals: asset.decimals,
+            token_domain: Default::default(),
         })
     }
 }

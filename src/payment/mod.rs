@@ -9,7 +9,9 @@ mod replay;
 mod settlement;
 mod verify;
 
-pub use eip712::{authorization_signing_hash, recover_signer, SignatureError};
+pub use eip712::{
+    authorization_digest, authorization_signing_hash, recover_signer, SignatureError, TokenDomain,
+};
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
 pub use settlement::SettlementPolicy;
 pub use verify::{
