@@ -63,6 +63,7 @@ WRK_THREADS=${WRK_THREADS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19400}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 mkdir -p "$BENCH_DIR/logs"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd) # nginx needs absolute paths
 RESULTS=$BENCH_DIR/results.jsonl
 : >"$RESULTS"
 export BENCH_WRK_DIR=$ROOT/bench/wrk
@@ -218,6 +219,10 @@ stop() {
   PIDS=("${kept[@]}")
 }
 
+# How each server is stopped: Pingora servers and nginx by SIGINT (their fast shutdown), x402-axum
+# by SIGTERM (it has no handler of its own, and background jobs ignore SIGINT).
+stop_signal() { case "$1" in axum) echo TERM ;; *) echo INT ;; esac; }
+
 # The server process under test, fresh for every run: its CPU time and peak RSS are then its own,
 # and the nonces it remembers from earlier runs cannot refuse reused header files.
 start_server() { # KIND
@@ -279,7 +284,7 @@ for kind in $SIGNED_KINDS; do
   # One payment end to end before measuring anything: a 200 proves route, price and signature agree.
   check=$("$EX/bench_client" paid "$addr" /paid "$BENCH_DIR/payments-$kind.txt" 3)
   case "$check" in *'"200":3'*) ;; *) echo "$kind refused the pre-signed payments: $check" >&2; exit 1 ;; esac
-  stop "$pid" INT
+  stop "$pid" "$(stop_signal "$kind")"
 done
 
 # ---- load --------------------------------------------------------------------------------------
@@ -314,7 +319,7 @@ run_load() {
   printf '{"workload":"%s","concurrency":%d,"rep":%d,"cpu_ticks":%d,"clk_tck":%d,"hwm_kib":%d,"rss_kib":%d,"wrk":%s}\n' \
     "$workload" "$conc" "$rep" "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" \
     "$(status_kib "$pid" VmHWM)" "$(status_kib "$pid" VmRSS)" "$line" >>"$RESULTS"
-  stop "$pid" INT
+  stop "$pid" "$(stop_signal "$kind")"
   printf '   %-16s c=%-3s rep %s: %s\n' "$workload" "$conc" "$rep" \
     "$(printf '%s' "$line" | sed 's/.*"requests":\([0-9]*\),"duration_us":\([0-9]*\).*"status_errors":\([0-9]*\).*"p50_us":\([0-9]*\).*"p99_us":\([0-9]*\).*/\1 requests, non-2xx \3, p50 \4 us, p99 \5 us/')" >&2
 }
@@ -360,7 +365,7 @@ while read -r line; do
 done < <("$EX/bench_routes" bench/gateway.toml "$LARGE_CONFIG")
 # `check` and a hot reload of the large file, as an operator runs them.
 started=$(date +%s%N)
-"$GATEWAY" check --config "$LARGE_CONFIG" >"$BENCH_DIR/logs/check-large.out"
+"$GATEWAY" check "$LARGE_CONFIG" >"$BENCH_DIR/logs/check-large.out"
 check_ms=$((($(date +%s%N) - started) / 1000000))
 start_server gateway_large; pid=$STARTED
 reloads_before=$(grep -c 'configuration reloaded' "$BENCH_DIR/logs/gateway-large.err" || true)

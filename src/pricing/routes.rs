@@ -265,6 +265,8 @@ impl Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     tree: Node,
+    /// Position in `routes` of each route, by its place in the file.
+    by_index: Vec<usize>,
 }
 
 /// One position of the segment tree. Route numbers are positions in `RouteTable::routes`, so in
@@ -370,22 +372,29 @@ impl RouteTable {
                 .then(a.index.cmp(&b.index))
         });
         let mut tree = Node::default();
+        let mut by_index = vec![usize::MAX; routes.iter().map(|r| r.index + 1).max().unwrap_or(0)];
         for (position, route) in routes.iter().enumerate() {
             tree.insert(&route.pattern.segments, position);
+            by_index[route.index] = position;
         }
-        Self { routes, tree }
+        Self {
+            routes,
+            tree,
+            by_index,
+        }
     }
 
     /// Routes in file order.
     pub fn in_file_order(&self) -> Vec<&Route> {
-        let mut routes: Vec<&Route> = self.routes.iter().collect();
-        routes.sort_by_key(|r| r.index);
-        routes
+        self.by_index
+            .iter()
+            .filter_map(|&position| self.routes.get(position))
+            .collect()
     }
 
     /// The route at position `index` of the file.
     pub fn get(&self, index: usize) -> Option<&Route> {
-        self.routes.iter().find(|r| r.index == index)
+        self.routes.get(*self.by_index.get(index)?)
     }
 
     /// The route serving `method` on `raw_path` (matched in canonical form), if any.
@@ -622,6 +631,10 @@ mod tests {
             Some("GET /api/v3/items3/special")
         );
         assert_eq!(winner(&t, "GET", "/api/v2/items9999/42"), None);
+        assert_eq!(t.get(10_000).map(|r| r.index), Some(10_000));
+        assert_eq!(t.get(10_001).map(|r| r.index), None);
+        let file_order: Vec<usize> = t.in_file_order().iter().map(|r| r.index).collect();
+        assert_eq!(file_order, (0..=10_000).collect::<Vec<_>>());
         let pairs: Vec<(&str, &str)> = t
             .overlaps()
             .iter()
