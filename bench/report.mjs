@@ -159,7 +159,7 @@ for (const c of concurrencies) {
   }
 }
 if (opt['x402-axum'] === '0') {
-  p('', '`x402-axum` was not measured in this run (a smoke run without a built `bench/x402-axum`; the full run builds it).');
+  p('', '`x402-axum` was not measured in this run (a smoke run leaves it out: compiling it takes minutes; the full run builds and measures it).');
 }
 p(
   '',
