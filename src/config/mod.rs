@@ -8,7 +8,7 @@ mod surface;
 
 pub use duration::parse_duration;
 
-use crate::payment::SettlementPolicy;
+use crate::payment::{SettlementPolicy, PAYMENT_FLOW};
 use crate::pricing::{
     checksum_address, parse_price, Asset, AssetRegistry, PaymentOption, PricedRoute, Route,
     RouteKind, RoutePattern, RouteTable,
@@ -184,7 +184,11 @@ pub struct AdminConfig {
 /// The settlement journal: where every payment is recorded before the response depending on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalConfig {
+    /// The journal file; with `url`, the local spool for records the database could not take.
     pub path: PathBuf,
+    /// A PostgreSQL connection URL (`postgres://user:password@host:port/database`): the journal
+    /// every replica shares.
+    pub url: Option<Secret>,
     /// How often pending settlements are checked with their facilitator.
     pub reconcile_interval: Duration,
 }
@@ -380,20 +384,7 @@ impl Ctx<'_> {
         let admin = self.admin(&file.admin)?;
         let journal = match &file.journal {
             None => None,
-            Some(j) => {
-                let base = path.parent().unwrap_or(Path::new("."));
-                let text = self.expand(&j.get_ref().path)?;
-                if text.trim().is_empty() {
-                    return Err(self.err(&j.get_ref().path, "journal path is empty"));
-                }
-                Some(JournalConfig {
-                    path: base.join(text),
-                    reconcile_interval: self.positive_duration(
-                        &j.get_ref().reconcile_interval,
-                        Duration::from_secs(30),
-                    )?,
-                })
-            }
+            Some(j) => Some(self.journal(j.get_ref(), path)?),
         };
         Ok(GatewayConfig {
             source: path.to_path_buf(),
@@ -406,6 +397,40 @@ impl Ctx<'_> {
             admin,
             journal,
             discovery: file.discovery.enabled.unwrap_or(true),
+        })
+    }
+
+    fn journal(&self, j: &surface::Journal, path: &Path) -> Result<JournalConfig, ConfigError> {
+        let url = self.secret(&j.url)?;
+        if let (Some(url), Some(at)) = (&url, &j.url) {
+            // The message never repeats the value: it carries the password.
+            if !url.expose().starts_with("postgres://")
+                && !url.expose().starts_with("postgresql://")
+                || url.expose().parse::<tokio_postgres::Config>().is_err()
+            {
+                return Err(self.err(
+                    at,
+                    "journal url is not a PostgreSQL URL like \"postgres://user:${PASSWORD}@host:5432/database\"",
+                ));
+            }
+        }
+        let Some(path_text) = &j.path else {
+            return Err(self.error(if url.is_some() {
+                "[journal] with `url` needs `path` too: the local file that keeps records while the database is unreachable"
+            } else {
+                "[journal] needs `path` (a local file) or `url` (PostgreSQL) and `path`"
+            }));
+        };
+        let text = self.expand(path_text)?;
+        if text.trim().is_empty() {
+            return Err(self.err(path_text, "journal path is empty"));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(JournalConfig {
+            path: base.join(text),
+            url,
+            reconcile_interval: self
+                .positive_duration(&j.reconcile_interval, Duration::from_secs(30))?,
         })
     }
 
@@ -879,6 +904,13 @@ impl Ctx<'_> {
                     format!("route `{source}` is `free = true` but also has a price"),
                 ));
             }
+            // Every payment key of a free route would be silently ignored: refuse them.
+            if let Some(key) = route.payment_keys().first() {
+                return Err(self.err(
+                    spanned,
+                    format!("route `{source}` is `free = true` but sets `{key}`, which only priced routes use"),
+                ));
+            }
             RouteKind::Free
         } else {
             let terms: Vec<(surface::PaymentTerms, std::ops::Range<usize>)> = match (&route.accepts, route.has_inline_terms()) {
@@ -888,7 +920,11 @@ impl Ctx<'_> {
                 (Some(list), false) if list.is_empty() => {
                     return Err(self.err(spanned, format!("route `{source}` has an empty `accepts` list")))
                 }
-                (Some(list), false) => list.iter().map(|t| (t.get_ref().clone(), t.span())).collect(),
+                // Route-level keys are the defaults of each of its `accepts` entries.
+                (Some(list), false) => list
+                    .iter()
+                    .map(|t| (t.get_ref().or_route(route), t.span()))
+                    .collect(),
                 (None, true) => vec![(route.inline_terms(), spanned.span())],
                 (None, false) => {
                     return Err(self.err(
@@ -897,9 +933,20 @@ impl Ctx<'_> {
                     ))
                 }
             };
+            let settle = match &route.settle {
+                Some(s) => self.settle_policy(s)?,
+                None => default_settle,
+            };
             let mut options = Vec::with_capacity(terms.len());
             for (t, span) in &terms {
-                options.push(self.option(&source, t, span.clone(), defaults, assets)?);
+                let mut option = self.option(&source, t, span.clone(), defaults, assets)?;
+                if let (Some(flow), Some(extra)) = (
+                    settle.payment_flow(),
+                    option.requirements.extra.as_object_mut(),
+                ) {
+                    extra.insert(PAYMENT_FLOW.into(), flow.into());
+                }
+                options.push(option);
             }
             RouteKind::Priced(PricedRoute {
                 options,
@@ -907,10 +954,7 @@ impl Ctx<'_> {
                 mime_type: self
                     .opt(&route.mime_type)?
                     .unwrap_or_else(|| "application/json".into()),
-                settle: match &route.settle {
-                    Some(s) => self.settle_policy(s)?,
-                    None => default_settle,
-                },
+                settle,
                 sync_settle: route
                     .sync_settle
                     .as_ref()
@@ -1043,7 +1087,7 @@ impl Ctx<'_> {
             amount,
             asset_symbol: asset.symbol.clone(),
             decimals: asset.decimals,
-            token_domain: Default::default(),
+            domain_separator: Default::default(),
         })
     }
 }

@@ -5,53 +5,12 @@
 //! ([`RouteMetrics`]), so the hot path increments counters without hashing label values.
 
 use pingora_prometheus::prometheus::{
-    self, exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts,
+    self, exponential_buckets, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 use std::sync::OnceLock;
 
-/// What became of a request, as counted in `x402_requests_total{outcome}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestOutcome {
-    /// A free or unmatched route, proxied.
-    Free,
-    /// 402 with a challenge because no payment was sent.
-    Challenged,
-    /// The payment was refused (unreadable, not matching, invalid, replayed).
-    Refused,
-    /// Paid and delivered.
-    Paid,
-    /// Verified but not charged (upstream failed).
-    NotCharged,
-    /// Settlement failed or its outcome is unknown; content withheld.
-    SettleFailed,
-    /// The facilitator or the upstream failed, or the gateway answered an error.
-    Error,
-}
-
-impl RequestOutcome {
-    const ALL: [RequestOutcome; 7] = [
-        Self::Free,
-        Self::Challenged,
-        Self::Refused,
-        Self::Paid,
-        Self::NotCharged,
-        Self::SettleFailed,
-        Self::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Free => "free",
-            Self::Challenged => "challenged",
-            Self::Refused => "refused",
-            Self::Paid => "paid",
-            Self::NotCharged => "not_charged",
-            Self::SettleFailed => "settle_failed",
-            Self::Error => "error",
-        }
-    }
-}
+use crate::payment::Outcome;
 
 /// Every metric of the gateway.
 pub struct Metrics {
@@ -70,6 +29,8 @@ pub struct Metrics {
     pub journal_pending: IntGauge,
     pub journal_errors: IntCounter,
     pub reconciliations: IntCounterVec,
+    /// Settled revenue recorded in the shared journal database, across every replica.
+    pub ledger_revenue: GaugeVec,
     pub in_flight: IntGauge,
 }
 
@@ -193,6 +154,18 @@ impl Metrics {
                 "Pending settlement checks by result (settled, failed, pending, unknown, error)",
                 &["result"],
             ),
+            ledger_revenue: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "x402_ledger_revenue_atomic",
+                        "Settled amounts in the journal database (all replicas), in atomic units",
+                    ),
+                    &["route", "network", "asset"],
+                )
+                .expect("valid metric definition");
+                let _ = prometheus::register(Box::new(g.clone()));
+                g
+            },
             in_flight: gauge("x402_requests_in_flight", "Requests being served"),
         }
     }
@@ -226,8 +199,7 @@ impl RouteMetrics {
     pub fn new(route: &str, options: &[(&str, &str)]) -> Self {
         let m = Metrics::global();
         Self {
-            outcomes: RequestOutcome::ALL
-                .map(|o| m.requests.with_label_values(&[route, o.as_str()])),
+            outcomes: Outcome::ALL.map(|o| m.requests.with_label_values(&[route, o.as_str()])),
             payment_required: m.payment_required.with_label_values(&[route]),
             revenue: options
                 .iter()
@@ -236,11 +208,8 @@ impl RouteMetrics {
         }
     }
 
-    pub fn outcome(&self, outcome: RequestOutcome) -> &IntCounter {
-        let i = RequestOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(0);
+    pub fn outcome(&self, outcome: Outcome) -> &IntCounter {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         &self.outcomes[i]
     }
 }

@@ -80,6 +80,15 @@ impl TokenDomain {
         })
     }
 
+    /// A domain whose separator was hashed before.
+    pub fn from_separator(separator: B256) -> Self {
+        Self { separator }
+    }
+
+    pub fn separator(&self) -> B256 {
+        self.separator
+    }
+
     /// The domain named by `extra.name` / `extra.version` of `requirements` (empty when absent).
     pub fn for_requirements(
         requirements: &crate::x402::PaymentRequirements,

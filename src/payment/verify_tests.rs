@@ -31,7 +31,7 @@ fn route() -> PricedRoute {
             amount: 10_000,
             asset_symbol: "USDC".into(),
             decimals: 6,
-            token_domain: Default::default(),
+            domain_separator: Default::default(),
         }],
         description: String::new(),
         mime_type: String::new(),

@@ -141,7 +141,7 @@ mod tests {
             amount: 10_000,
             asset_symbol: "USDC".into(),
             decimals: 6,
-            token_domain: Default::default(),
+            domain_separator: Default::default(),
         }
     }
 

@@ -5,7 +5,7 @@
 //! number of routes, and `check` finds overlapping pairs without comparing every pair.
 
 use super::path::canonical_path;
-use crate::payment::{SettlementPolicy, SignatureError, TokenDomain};
+use super::SettlementPolicy;
 use crate::x402::{PaymentRequirements, PaymentRequirementsV1};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -175,17 +175,12 @@ pub struct PaymentOption {
     /// Symbol of the asset, for people reading logs and `check`.
     pub asset_symbol: String,
     pub decimals: u8,
-    /// The token's EIP-712 domain, hashed at the option's first payment.
-    pub token_domain: std::sync::OnceLock<Result<TokenDomain, SignatureError>>,
+    /// The EIP-712 domain separator of the option's token, hashed at its first payment (`None`
+    /// when the asset is no address); the payment checks fill it in.
+    pub domain_separator: std::sync::OnceLock<Option<alloy_primitives::B256>>,
 }
 
 impl PaymentOption {
-    /// The EIP-712 domain every payment of this option is signed in.
-    pub fn token_domain(&self) -> &Result<TokenDomain, SignatureError> {
-        self.token_domain
-            .get_or_init(|| TokenDomain::for_requirements(&self.requirements, self.chain_id))
-    }
-
     /// The v1 shape of this option for a given absolute resource URL; `None` without a v1 name.
     pub fn v1_requirements(
         &self,
