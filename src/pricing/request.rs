@@ -25,7 +25,11 @@ use super::routes::{RouteKind, RouteTable};
 use std::borrow::Cow;
 
 /// Headers that ask an upstream to treat the request as another method.
-const OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+const OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Headers that ask an upstream to route the request to another URL. Removed on every route: the
 /// gateway is the only proxy in front of the upstream that may say where a request goes.
@@ -246,10 +250,7 @@ fn printable(bytes: &[u8]) -> String {
 
 /// The path and query of a request-target, or a refusal for a form no route matching could see
 /// the way the upstream does.
-fn split_target<'t>(
-    method: &http::Method,
-    target: &'t str,
-) -> Result<(&'t str, &'t str), Refusal> {
+fn split_target<'t>(method: &http::Method, target: &'t str) -> Result<(&'t str, &'t str), Refusal> {
     if target == "*" {
         return if method == http::Method::OPTIONS {
             Ok(("*", ""))
@@ -343,8 +344,15 @@ mod tests {
 
     #[test]
     fn targets_that_are_not_origin_form_absolute_form_or_asterisk_are_refused() {
-        for target in ["paid", "%2fpaid", "paid?x=1", "./paid", "", "ftp://h/paid", "http:///paid"]
-        {
+        for target in [
+            "paid",
+            "%2fpaid",
+            "paid?x=1",
+            "./paid",
+            "",
+            "ftp://h/paid",
+            "http:///paid",
+        ] {
             assert_eq!(
                 run("GET", target, &[]),
                 Err(Refusal::RequestTarget),
@@ -358,13 +366,7 @@ mod tests {
         assert_eq!(priced_as("GET", "http://h?q=/paid", &[]).1, "/");
         assert_eq!(priced_as("GET", "/paid#frag", &[]).1, "/paid");
         assert_eq!(
-            normalise(
-                "GET",
-                b"/pa\xffid",
-                [],
-                &routes(),
-                &RequestRules::default()
-            ),
+            normalise("GET", b"/pa\xffid", [], &routes(), &RequestRules::default()),
             Err(Refusal::TargetEncoding)
         );
         assert_eq!(Refusal::TargetEncoding.code(), "invalid_request_target");
@@ -377,7 +379,10 @@ mod tests {
             assert_eq!(refused.code(), "invalid_method", "{method}");
         }
         assert_eq!(priced_as("HEAD", "/paid", &[]).0, "HEAD");
-        assert_eq!(priced_as("VERSION-CONTROL", "/paid", &[]).0, "VERSION-CONTROL");
+        assert_eq!(
+            priced_as("VERSION-CONTROL", "/paid", &[]).0,
+            "VERSION-CONTROL"
+        );
     }
 
     #[test]
@@ -389,7 +394,10 @@ mod tests {
         }
         assert_eq!(priced_as("POST", "/paid?_method=GET", &[]).0, "GET");
         assert_eq!(priced_as("POST", "/paid?%5Fmethod=get", &[]).0, "GET");
-        assert_eq!(priced_as("POST", "/items/1?_method=delete", &[]).0, "DELETE");
+        assert_eq!(
+            priced_as("POST", "/items/1?_method=delete", &[]).0,
+            "DELETE"
+        );
         // `_method` in the query is read on POST only, as the frameworks do.
         assert_eq!(priced_as("PUT", "/paid?_method=GET", &[]).0, "PUT");
         // An override to a method that is not priced leaves the request's own method.
@@ -407,7 +415,9 @@ mod tests {
     #[test]
     fn bad_or_conflicting_overrides_are_refused() {
         assert_eq!(
-            run("POST", "/paid", &[("x-http-method", "GE T")]).unwrap_err().code(),
+            run("POST", "/paid", &[("x-http-method", "GE T")])
+                .unwrap_err()
+                .code(),
             "invalid_method_override"
         );
         assert_eq!(
@@ -434,7 +444,13 @@ mod tests {
             method_override: MethodOverride::Forward,
             ..RequestRules::default()
         };
-        let p = run_with("POST", "/paid", &[("x-http-method-override", "GET")], &rules).unwrap();
+        let p = run_with(
+            "POST",
+            "/paid",
+            &[("x-http-method-override", "GET")],
+            &rules,
+        )
+        .unwrap();
         assert_eq!(p.method, http::Method::GET);
         assert!(p.drop_headers.is_empty());
     }
@@ -476,7 +492,13 @@ mod tests {
             drop_underscore_headers: true,
             ..RequestRules::default()
         };
-        let p = run_with("GET", "/", &[("x_custom", "1"), ("x-custom", "2")], &nginx_like).unwrap();
+        let p = run_with(
+            "GET",
+            "/",
+            &[("x_custom", "1"), ("x-custom", "2")],
+            &nginx_like,
+        )
+        .unwrap();
         assert_eq!(p.drop_headers, ["x_custom"]);
     }
 
@@ -525,7 +547,12 @@ mod tests {
     #[test]
     fn method_override_setting_parses() {
         assert_eq!(MethodOverride::parse("strip"), Ok(MethodOverride::Strip));
-        assert_eq!(MethodOverride::parse("forward"), Ok(MethodOverride::Forward));
-        assert!(MethodOverride::parse("keep").unwrap_err().contains("expected"));
+        assert_eq!(
+            MethodOverride::parse("forward"),
+            Ok(MethodOverride::Forward)
+        );
+        assert!(MethodOverride::parse("keep")
+            .unwrap_err()
+            .contains("expected"));
     }
 }
