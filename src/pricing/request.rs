@@ -555,4 +555,82 @@ mod tests {
             .unwrap_err()
             .contains("expected"));
     }
+
+    /// One character of a priced path, spelled in a way some upstream reads as that character.
+    fn spell_char(c: char, how: u8) -> String {
+        match (how % 6, c) {
+            (1, c) => c.to_ascii_uppercase().to_string(),
+            (2, c) => format!("%{:02X}", c as u32),
+            (3, c) => format!("%25{:02X}", c as u32),
+            (4, 'i') => "\u{131}".into(),
+            (4, 's') => "\u{17F}".into(),
+            (4, 'k') => "\u{212A}".into(),
+            (4, c) if c.is_ascii_alphanumeric() => {
+                char::from_u32(0xFF01 + (c as u32 - 0x21)).map_or(c.to_string(), String::from)
+            }
+            (5, 'i') => "%C4%B0".into(),
+            _ => c.to_string(),
+        }
+    }
+
+    const SEPARATORS: [&str; 6] = ["/", "//", "\\", "/./", "/zz/../", "%2F"];
+    const SEGMENT_ENDS: [&str; 7] = ["", ".", "..", "%2e", ".%20", "::$DATA", ";v=1"];
+
+    proptest::proptest! {
+        #[test]
+        fn any_spelling_of_a_priced_path_is_priced(
+            segments in proptest::collection::vec("[a-z0-9][a-z0-9-]{0,7}", 1..4),
+            char_spellings in proptest::collection::vec(0u8..12, 32),
+            separators in proptest::collection::vec(0usize..SEPARATORS.len(), 4),
+            ends in proptest::collection::vec(0usize..SEGMENT_ENDS.len(), 4),
+            trailing_slash in proptest::bool::ANY,
+            query in proptest::bool::ANY,
+        ) {
+            let route = format!("GET /{}", segments.join("/"));
+            let table = RouteTable::new(vec![Route {
+                index: 0,
+                source: route.clone(),
+                pattern: RoutePattern::parse(&route).unwrap(),
+                kind: RouteKind::Priced(crate::pricing::PricedRoute {
+                    options: Vec::new(),
+                    description: String::new(),
+                    mime_type: String::new(),
+                    settle: crate::payment::SettlementPolicy::AfterSuccess,
+                    sync_settle: false,
+                    challenge: std::sync::OnceLock::new(),
+                }),
+            }]);
+            let mut spelling = String::new();
+            let mut hows = char_spellings.iter().cycle();
+            for (i, segment) in segments.iter().enumerate() {
+                spelling.push_str(if i == 0 { "/" } else { SEPARATORS[separators[i]] });
+                for c in segment.chars() {
+                    spelling.push_str(&spell_char(c, *hows.next().unwrap_or(&0)));
+                }
+                spelling.push_str(SEGMENT_ENDS[ends[i]]);
+            }
+            if trailing_slash {
+                spelling.push('/');
+            }
+            if query {
+                spelling.push_str("?free=1");
+            }
+            for method in ["GET", "HEAD"] {
+                let priced = normalise(method, spelling.as_bytes(), [], &table, &RequestRules::default())
+                    .unwrap_or_else(|e| panic!("{spelling}: {e}"));
+                let route = table.find(&priced.method, &priced.path);
+                proptest::prop_assert!(
+                    route.is_some_and(|r| matches!(r.kind, RouteKind::Priced(_))),
+                    "{} {} (canonical {}) is not priced by {}", method, spelling, priced.path, table.in_file_order()[0].source
+                );
+            }
+        }
+
+        #[test]
+        fn the_canonical_form_is_a_fixed_point(path in "/[a-zA-Z0-9%./\\ \u{80}-\u{2FFF}\u{FF00}-\u{FFEF}]{0,24}") {
+            let once = canonical_path(&path).into_owned();
+            let twice = canonical_path(&once).into_owned();
+            proptest::prop_assert_eq!(once, twice, "{}", path);
+        }
+    }
 }
