@@ -22,7 +22,6 @@
 
 use super::path::canonical_path;
 use super::routes::{RouteKind, RouteTable};
-use std::borrow::Cow;
 
 /// Headers that ask an upstream to treat the request as another method.
 const OVERRIDE_HEADERS: [&str; 3] = [
@@ -142,19 +141,10 @@ pub fn normalise<'a>(
     let mut overrides: Vec<String> = Vec::new();
     let mut drop_headers = Vec::new();
     for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        let alias: Cow<str> = if name.contains('_') {
-            Cow::Owned(name.replace('_', "-"))
-        } else {
-            Cow::Borrowed(&name)
-        };
-        let is_override = OVERRIDE_HEADERS.contains(&alias.as_ref());
-        if is_override {
+        if OVERRIDE_HEADERS.iter().any(|h| alias_of(name, h)) {
             overrides.push(override_method(value)?);
         }
-        if dropped(&name, &alias, rules) && !drop_headers.contains(&name) {
-            drop_headers.push(name);
-        }
+        keep_dropped(name, rules, &mut drop_headers);
     }
     if method == http::Method::POST {
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -194,25 +184,39 @@ pub fn headers_to_drop<'a>(
 ) -> Vec<String> {
     let mut drop_headers: Vec<String> = Vec::new();
     for (name, _) in headers {
-        let name = name.to_ascii_lowercase();
-        let alias = name.replace('_', "-");
-        if dropped(&name, &alias, rules) && !drop_headers.contains(&name) {
-            drop_headers.push(name);
-        }
+        keep_dropped(name, rules, &mut drop_headers);
     }
     drop_headers
 }
 
-/// Whether the header `name` (lower-case; `alias` is it with `_` read as `-`) must not reach the
-/// upstream.
-fn dropped(name: &str, alias: &str, rules: &RequestRules) -> bool {
-    (OVERRIDE_HEADERS.contains(&alias) && rules.method_override == MethodOverride::Strip)
-        || URL_HEADERS.contains(&alias)
-        || (name.contains('_') && (rules.drop_underscore_headers || gateway_owned(alias)))
+/// Adds `name` (lower-cased, once) to `dropped` when it must not reach the upstream.
+fn keep_dropped(name: &str, rules: &RequestRules, dropped: &mut Vec<String>) {
+    let underscore = name.contains('_');
+    let drop = (rules.method_override == MethodOverride::Strip
+        && OVERRIDE_HEADERS.iter().any(|h| alias_of(name, h)))
+        || URL_HEADERS.iter().any(|h| alias_of(name, h))
+        || (underscore
+            && (rules.drop_underscore_headers
+                || GATEWAY_HEADERS.iter().any(|h| alias_of(name, h))
+                || GATEWAY_HEADER_PREFIXES
+                    .iter()
+                    .any(|p| name.get(..p.len()).is_some_and(|start| alias_of(start, p)))));
+    if drop {
+        let name = name.to_ascii_lowercase();
+        if !dropped.contains(&name) {
+            dropped.push(name);
+        }
+    }
 }
 
-fn gateway_owned(name: &str) -> bool {
-    GATEWAY_HEADERS.contains(&name) || GATEWAY_HEADER_PREFIXES.iter().any(|p| name.starts_with(p))
+/// Whether header `name` is `known` (lower-case, `-`-separated) to an upstream that ignores case
+/// and reads `_` as `-`. Compared in place: this runs for every header of every request.
+fn alias_of(name: &str, known: &str) -> bool {
+    name.len() == known.len()
+        && name
+            .bytes()
+            .zip(known.bytes())
+            .all(|(a, k)| a.to_ascii_lowercase() == k || (a == b'_' && k == b'-'))
 }
 
 /// Method tokens are upper-case letters, with `-` and `_` as in WebDAV's `VERSION-CONTROL`.
