@@ -318,6 +318,7 @@ fn windows_spellings_of_a_priced_path_are_priced() {
         "/paid%20.",
         "/paid::$DATA",
         "/PAID::$data.",
+        "/paid%00.",
     ] {
         stand.refused(&format!("GET {target} HTTP/1.1"), 402, CHALLENGED);
     }

@@ -70,6 +70,20 @@ fn windows_name(segment: &str) -> &str {
     }
 }
 
+/// A segment without what routers and file systems ignore around it: whitespace and control
+/// characters (`/paid%0a`, `/paid%00`) and the Windows trailing dots, spaces and stream suffix, in
+/// any interleaving (`/paid%00.`), until nothing more goes.
+fn segment_name(segment: &str) -> &str {
+    let mut name = segment;
+    loop {
+        let next = windows_name(name.trim_matches(|c: char| c.is_whitespace() || c.is_control()));
+        if next.len() == name.len() {
+            return name;
+        }
+        name = next;
+    }
+}
+
 /// Caseless form of a non-ASCII path: NFKC, then per character the ASCII letter its upper or
 /// lower case is (`ı` → `i`, `İ` → `i`, `ſ` → `s`), else its full case folding; NFKC again
 /// because folding can leave a string that is not normalised.
@@ -148,9 +162,7 @@ fn structure(decoded: &str) -> String {
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split(['/', '\\']) {
         let segment = segment.split(';').next().unwrap_or("");
-        // Trailing spaces, tabs and line terminators are ignored by some routers (`/paid%0a`).
-        let segment = segment.trim_matches(|c: char| c.is_whitespace() || c.is_control());
-        match windows_name(segment) {
+        match segment_name(segment) {
             "" | "." => {}
             ".." => {
                 segments.pop();
@@ -198,6 +210,9 @@ mod tests {
             "/api/data%20",
             "/api/data%09/",
             "/api/data%00",
+            "/api/data%00.",
+            "/api/data.%00%20.%0a",
+            "/api/data%00%00.%00%01",
         ] {
             assert_eq!(canonical_path(spelling), "/api/data", "{spelling}");
         }
