@@ -199,6 +199,8 @@ fn targets_that_are_not_origin_form_are_refused() {
         "GET paid?x=1 HTTP/1.1",
         "GET ./paid HTTP/1.1",
         "GET ftp://127.0.0.1/paid HTTP/1.1",
+        // Four layers of percent-encoding: one reader more decodes it to /paid.
+        "GET /%25252570aid HTTP/1.1",
     ] {
         stand.refused(head, 400, "invalid_request_target");
     }

@@ -105,6 +105,8 @@ pub enum Refusal {
     RequestTarget,
     #[error("the request-target is not valid UTF-8")]
     TargetEncoding,
+    #[error("the path is percent-encoded more times than a path can be read unambiguously")]
+    AmbiguousPath,
     #[error("method `{0}` is not an upper-case HTTP method (methods are case-sensitive)")]
     Method(String),
     #[error("method override `{0}` is not an HTTP method")]
@@ -117,7 +119,9 @@ impl Refusal {
     /// The `error` field of the JSON reply.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::RequestTarget | Self::TargetEncoding => "invalid_request_target",
+            Self::RequestTarget | Self::TargetEncoding | Self::AmbiguousPath => {
+                "invalid_request_target"
+            }
             Self::Method(_) => "invalid_method",
             Self::OverrideMethod(_) => "invalid_method_override",
             Self::ConflictingOverrides(..) => "conflicting_method_override",
@@ -137,6 +141,10 @@ pub fn normalise<'a>(
     let target = std::str::from_utf8(target).map_err(|_| Refusal::TargetEncoding)?;
     let (path, query) = split_target(&method, target)?;
     let path = canonical_path(path).into_owned();
+    // More layers of percent-encoding than are decoded leave a path other readers decode further.
+    if canonical_path(&path) != path.as_str() {
+        return Err(Refusal::AmbiguousPath);
+    }
 
     let mut overrides: Vec<String> = Vec::new();
     let mut drop_headers = Vec::new();
@@ -374,6 +382,12 @@ mod tests {
             Err(Refusal::TargetEncoding)
         );
         assert_eq!(Refusal::TargetEncoding.code(), "invalid_request_target");
+        // Three layers of percent-encoding are decoded; a fourth would leave `%70` behind.
+        assert_eq!(priced_as("GET", "/%252570aid", &[]).1, "/paid");
+        assert_eq!(
+            run("GET", "/%25252570aid", &[]),
+            Err(Refusal::AmbiguousPath)
+        );
     }
 
     #[test]
