@@ -12,4 +12,6 @@ pub mod ops;
 pub mod payment;
 pub mod pricing;
 pub mod proxy;
+pub mod state;
+pub mod time;
 pub mod x402;

@@ -10,6 +10,7 @@ mod money;
 mod path;
 mod request;
 mod routes;
+mod settlement;
 
 pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
 pub use challenge::ChallengeTemplate;
@@ -20,3 +21,4 @@ pub use request::{headers_to_drop, normalise, MethodOverride, PricedAs, Refusal,
 pub use routes::{
     MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,
 };
+pub use settlement::{SettlementPolicy, PAYMENT_FLOW};
