@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use x402_gateway::config::{
-    primary_facilitator, FacilitatorConfig, FacilitatorKind, GatewayConfig,
+    primary_facilitator, FacilitatorConfig, FacilitatorKind, GatewayConfig, UnmatchedPolicy,
 };
 use x402_gateway::facilitator::{fee_tiers_for, preflight, Facilitators};
 use x402_gateway::pricing::{format_units, quote_fee, FeeTier, RouteKind};
@@ -394,6 +394,15 @@ fn check(path: PathBuf) -> Result<()> {
                     }
                 }
             }
+        }
+    }
+    if config.unmatched == UnmatchedPolicy::Proxy {
+        for route in config.routes.priced_for_some_methods() {
+            println!(
+                "warning: `{}` (route {}) prices only the method it names; with unmatched = \"proxy\" every other method on this path reaches the upstream free (and an upstream that reads a `_method` body field may serve it as the priced one): set unmatched = \"deny\" or add a `*` route for the path",
+                route.source,
+                route.index + 1
+            );
         }
     }
     let overlaps = config.routes.overlaps();

@@ -43,6 +43,23 @@ fn check_prints_atomic_prices_and_overlaps() {
 }
 
 #[test]
+fn check_warns_when_a_path_is_priced_for_some_methods_only_and_unmatched_is_proxy() {
+    let proxy = config(8402, 8080, 8081, "", "");
+    let (ok, stdout, stderr) = check(&proxy, &[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("warning: `POST /upload` (route 3) prices only the method it names"),
+        "{stdout}"
+    );
+    // `* /paid/**` covers every method on /paid, so `GET /paid` leaves nothing free.
+    assert!(!stdout.contains("warning: `GET /paid`"), "{stdout}");
+    let deny = proxy.replacen("unmatched = \"proxy\"", "unmatched = \"deny\"", 1);
+    let (ok, stdout, stderr) = check(&deny, &[]);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("warning:"), "{stdout}");
+}
+
+#[test]
 fn check_names_file_line_and_column_of_an_error() {
     let config = config(
         8402,

@@ -13,6 +13,9 @@ cargo build --all-targets --locked
 echo "== unit and integration tests"
 cargo test --locked
 
+echo "== fuzzing: 30 s of every parser target from its corpus (fuzz/), a crash or hang fails"
+bash fuzz/run.sh -max_total_time=30
+
 echo "== end-to-end on a local chain"
 GATEWAY_BIN="$PWD/target/debug/x402-gateway" PAY_EXAMPLE_BIN="$PWD/target/debug/examples/pay" \
   node --test --test-concurrency=1 tests/e2e/

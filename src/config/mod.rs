@@ -62,6 +62,8 @@ pub struct ServerConfig {
     /// Public base URL (scheme and host) used to build absolute resource URLs.
     pub public_url: Option<String>,
     pub grace_period: Duration,
+    /// How requests are normalised before pricing (`method_override`, `drop_underscore_headers`).
+    pub requests: crate::pricing::RequestRules,
 }
 
 #[derive(Debug, Clone)]
@@ -516,6 +518,14 @@ impl Ctx<'_> {
             tls,
             public_url,
             grace_period: self.duration(&s.grace_period, Duration::from_secs(10))?,
+            requests: crate::pricing::RequestRules {
+                method_override: match &s.method_override {
+                    None => Default::default(),
+                    Some(v) => crate::pricing::MethodOverride::parse(&self.expand(v)?)
+                        .map_err(|e| self.err(v, e))?,
+                },
+                drop_underscore_headers: s.drop_underscore_headers.unwrap_or(false),
+            },
         })
     }
 

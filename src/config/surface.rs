@@ -60,6 +60,8 @@ pub struct Server {
     pub key: Option<Text>,
     pub public_url: Option<Text>,
     pub grace_period: Option<Text>,
+    pub method_override: Option<Text>,
+    pub drop_underscore_headers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

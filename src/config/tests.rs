@@ -536,3 +536,27 @@ fn payment_keys_on_a_free_route_are_refused_not_ignored() {
         assert!(e.to_string().contains(&format!("`{name}`")), "{key}: {e}");
     }
 }
+
+#[test]
+fn request_normalisation_settings_are_read_from_server() {
+    let defaults = parse("").unwrap().server.requests;
+    assert_eq!(defaults, crate::pricing::RequestRules::default());
+    let set = GatewayConfig::parse(
+        &format!("[server]\nmethod_override = \"forward\"\ndrop_underscore_headers = true\n{BASE}"),
+        Path::new("g.toml"),
+        &|_| None,
+    )
+    .unwrap()
+    .server
+    .requests;
+    assert_eq!(set.method_override, crate::pricing::MethodOverride::Forward);
+    assert!(set.drop_underscore_headers);
+    let err = GatewayConfig::parse(
+        &format!("[server]\nmethod_override = \"keep\"\n{BASE}"),
+        Path::new("g.toml"),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert_eq!(err.location.map(|l| l.0), Some(2), "{err}");
+    assert!(err.message.contains("\"strip\" or \"forward\""), "{err}");
+}

@@ -8,6 +8,7 @@ mod challenge;
 mod fees;
 mod money;
 mod path;
+mod request;
 mod routes;
 mod settlement;
 
@@ -16,6 +17,7 @@ pub use challenge::ChallengeTemplate;
 pub use fees::{quote_fee, FeeQuote, FeeTier};
 pub use money::{format_units, parse_price, MoneyError};
 pub use path::canonical_path;
+pub use request::{headers_to_drop, normalise, MethodOverride, PricedAs, Refusal, RequestRules};
 pub use routes::{
     MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,
 };

@@ -146,6 +146,21 @@ impl RoutePattern {
     }
 }
 
+/// Whether every path `b` matches is matched by `a` too.
+fn segments_cover(a: &[Segment], b: &[Segment]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(Segment::Rest), _) => true,
+        (None, None) => true,
+        (Some(Segment::One), Some(Segment::Literal(_) | Segment::One)) => {
+            segments_cover(&a[1..], &b[1..])
+        }
+        (Some(Segment::Literal(x)), Some(Segment::Literal(y))) if x == y => {
+            segments_cover(&a[1..], &b[1..])
+        }
+        _ => false,
+    }
+}
+
 fn segments_meet(a: &[Segment], b: &[Segment]) -> bool {
     match (a.first(), b.first()) {
         (Some(Segment::Rest), _) | (_, Some(Segment::Rest)) => true,
@@ -400,6 +415,22 @@ impl RouteTable {
         self.routes.get(position)
     }
 
+    /// Priced routes naming a method whose paths no `*` route covers: other methods on those
+    /// paths are not priced by any route (in file order).
+    pub fn priced_for_some_methods(&self) -> Vec<&Route> {
+        self.in_file_order()
+            .into_iter()
+            .filter(|r| {
+                matches!(r.kind, RouteKind::Priced(_))
+                    && matches!(r.pattern.method, MethodMatch::Only(_))
+                    && !self.routes.iter().any(|other| {
+                        other.pattern.method == MethodMatch::Any
+                            && segments_cover(&other.pattern.segments, &r.pattern.segments)
+                    })
+            })
+            .collect()
+    }
+
     /// Pairs of routes some request could match both of: (winner, shadowed) in file terms.
     pub fn overlaps(&self) -> Vec<(&Route, &Route)> {
         let mut found = Vec::new();
@@ -639,6 +670,51 @@ mod tests {
             pairs,
             vec![("GET /api/v3/items3/special", "GET /api/v3/items3/:id")]
         );
+    }
+
+    #[test]
+    fn priced_routes_for_some_methods_are_found_unless_a_star_route_covers_them() {
+        let priced = || {
+            RouteKind::Priced(PricedRoute {
+                options: Vec::new(),
+                description: String::new(),
+                mime_type: String::new(),
+                settle: SettlementPolicy::AfterSuccess,
+                sync_settle: false,
+                challenge: std::sync::OnceLock::new(),
+            })
+        };
+        let patterns = [
+            ("GET /a", true),
+            ("GET /b/:id", true),
+            ("* /b/**", false),
+            ("POST /c/x", true),
+            ("* /c/:id", true),
+            ("* /d", true),
+            ("GET /e", false),
+        ];
+        let t = RouteTable::new(
+            patterns
+                .iter()
+                .enumerate()
+                .map(|(index, (p, is_priced))| Route {
+                    index,
+                    source: p.to_string(),
+                    pattern: RoutePattern::parse(p).unwrap(),
+                    kind: if *is_priced {
+                        priced()
+                    } else {
+                        RouteKind::Free
+                    },
+                })
+                .collect(),
+        );
+        let found: Vec<&str> = t
+            .priced_for_some_methods()
+            .iter()
+            .map(|r| r.source.as_str())
+            .collect();
+        assert_eq!(found, ["GET /a"]);
     }
 
     #[test]

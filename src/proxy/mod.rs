@@ -17,6 +17,7 @@
 //! once per request (retries after a settlement attempt are disabled).
 
 mod admission;
+mod normalise;
 mod reply;
 mod server;
 mod settlement;
@@ -139,6 +140,14 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<bool> {
+        let priced_as = match normalise::priced_as(session.req_header(), &ctx.state) {
+            Ok(priced_as) => priced_as,
+            Err(refusal) => {
+                ctx.outcome = Some(Outcome::Refused);
+                refusal.write(session).await?;
+                return Ok(true);
+            }
+        };
         let state = ctx.state.clone();
         let req = session.req_header();
         if let Some(document) = &state.pages.discovery {
@@ -151,12 +160,12 @@ impl ProxyHttp for Gateway {
         if let Some(asked) = preflight_method(req) {
             // A CORS preflight carries no payment and returns no content; pricing it would stop
             // browsers from ever sending the paid request. The upstream owns its CORS policy.
-            let served = state.config.routes.find(&asked, req.uri.path()).is_some();
+            let served = state.config.routes.find(&asked, &priced_as.path).is_some();
             if served || state.config.unmatched == UnmatchedPolicy::Proxy {
                 return Ok(false);
             }
         }
-        let matched = state.config.routes.find(&req.method, req.uri.path());
+        let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
         let reply = match matched {
             None => match state.config.unmatched {
                 UnmatchedPolicy::Proxy => None,
@@ -208,6 +217,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
         let state = &ctx.state;
+        normalise::strip_headers(upstream_request, state);
         let original_host = session
             .req_header()
             .headers

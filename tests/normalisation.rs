@@ -1,0 +1,358 @@
+//! However a request spells its target, method or headers, a priced resource is priced, and the
+//! upstream never sees a header that could make it serve something else or trust a forged payer.
+//! Requests go over raw sockets, and the upstream is a raw socket too, recording exactly what the
+//! gateway sent it.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// An upstream that records the head of every request it is sent, byte for byte, and answers 200.
+struct RawUpstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let record = record.clone();
+                std::thread::spawn(move || serve(stream, &record));
+            }
+        });
+        Self { port, seen }
+    }
+
+    fn hits(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn last(&self) -> String {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Reads request heads (and `Content-Length` bodies) off one connection until it closes.
+fn serve(mut stream: TcpStream, record: &Mutex<Vec<String>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = find(&buffer, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+            let body = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buffer.len() < end + 4 + body {
+                break;
+            }
+            buffer.drain(..end + 4 + body);
+            record.lock().unwrap().push(head);
+            let reply =
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+            if stream.write_all(reply).is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Gateway in front of a raw upstream. No request here carries a payment, so the in-process
+/// facilitator is never asked anything.
+struct Stand {
+    upstream: RawUpstream,
+    gateway: Proc,
+}
+
+impl Stand {
+    fn start(server_extra: &str) -> Self {
+        let upstream = RawUpstream::start();
+        let port = free_port();
+        let admin = free_port();
+        let config = format!(
+            r#"unmatched = "proxy"
+[server]
+listen = "127.0.0.1:{port}"
+threads = 1
+{server_extra}
+[admin]
+listen = "127.0.0.1:{admin}"
+[upstream]
+url = "http://127.0.0.1:{}"
+[facilitator]
+kind = "local"
+[defaults]
+network = "eip155:84532"
+pay_to = "{PAY_TO}"
+[[routes]]
+match = "GET /paid"
+price = "$0.01"
+[[routes]]
+match = "GET /keys"
+price = "$0.01"
+[[routes]]
+match = "DELETE /items/:id"
+price = "$0.01"
+[[routes]]
+match = "* /free/**"
+free = true
+"#,
+            upstream.port
+        );
+        let gateway = start_gateway(&config, port);
+        Self { upstream, gateway }
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) and returns the status,
+    /// the response head and the JSON body (`Null` when there is none).
+    fn send(&self, head: &str) -> (u16, String, Value) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.gateway.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let request = format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (response_head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = response_head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status for {head:?}: {text:?}"));
+        let body = serde_json::from_str(body).unwrap_or(Value::Null);
+        (status, response_head.to_string(), body)
+    }
+
+    /// Asserts that `head` gets `status` with error code `code` (unchecked when empty, as for a
+    /// HEAD), with a challenge when the status is 402, and never reaches the upstream.
+    fn refused(&self, head: &str, status: u16, code: &str) {
+        let before = self.upstream.hits();
+        let (got, response_head, body) = self.send(head);
+        assert_eq!(got, status, "{head:?}: {body}");
+        if !code.is_empty() {
+            assert_eq!(body["error"], code, "{head:?}: {body}");
+        }
+        if status == 402 {
+            assert!(
+                response_head
+                    .to_ascii_lowercase()
+                    .contains("\r\npayment-required: "),
+                "{head:?} is challenged: {response_head}"
+            );
+        }
+        assert_eq!(
+            self.upstream.hits(),
+            before,
+            "{head:?} reached the upstream"
+        );
+    }
+
+    /// Sends `head` to a free route and returns the head the upstream received.
+    fn forwarded(&self, head: &str) -> String {
+        let before = self.upstream.hits();
+        let (status, _, _) = self.send(head);
+        assert_eq!(status, 200, "{head:?}");
+        assert_eq!(self.upstream.hits(), before + 1, "{head:?}");
+        self.upstream.last().to_ascii_lowercase()
+    }
+}
+
+const CHALLENGED: &str =
+    "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
+
+#[test]
+fn targets_that_are_not_origin_form_are_refused() {
+    let stand = Stand::start("");
+    for head in [
+        "GET paid HTTP/1.1",
+        "GET %2fpaid HTTP/1.1",
+        "GET paid?x=1 HTTP/1.1",
+        "GET ./paid HTTP/1.1",
+        "GET ftp://127.0.0.1/paid HTTP/1.1",
+        // Four layers of percent-encoding: one reader more decodes it to /paid.
+        "GET /%25252570aid HTTP/1.1",
+    ] {
+        stand.refused(head, 400, "invalid_request_target");
+    }
+    // Absolute-form is a real form: it is priced by its path.
+    stand.refused("GET http://127.0.0.1/PAID HTTP/1.1", 402, CHALLENGED);
+}
+
+#[test]
+fn methods_that_are_not_upper_case_are_refused_and_head_is_priced_as_get() {
+    let stand = Stand::start("");
+    for head in [
+        "get /paid HTTP/1.1",
+        "Get /paid HTTP/1.1",
+        "head /paid HTTP/1.1",
+        "get /free/x HTTP/1.1",
+    ] {
+        stand.refused(head, 400, "invalid_method");
+    }
+    stand.refused("HEAD /paid HTTP/1.1", 402, "");
+}
+
+#[test]
+fn method_overrides_are_priced_as_the_overriding_method_and_stripped() {
+    let stand = Stand::start("");
+    for header in [
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+        "X_HTTP_Method_Override",
+    ] {
+        stand.refused(
+            &format!("POST /paid HTTP/1.1\r\n{header}: GET"),
+            402,
+            CHALLENGED,
+        );
+        stand.refused(
+            &format!("POST /items/7 HTTP/1.1\r\n{header}: delete"),
+            402,
+            CHALLENGED,
+        );
+    }
+    stand.refused("POST /paid?_method=GET HTTP/1.1", 402, CHALLENGED);
+    stand.refused("POST /paid?_method=get&x=1 HTTP/1.1", 402, CHALLENGED);
+    stand.refused(
+        "POST /paid?_method=PUT HTTP/1.1\r\nX-HTTP-Method-Override: GET",
+        400,
+        "conflicting_method_override",
+    );
+    stand.refused(
+        "POST /paid HTTP/1.1\r\nX-HTTP-Method: G(E)T",
+        400,
+        "invalid_method_override",
+    );
+    // On a free route the overrides are removed before the upstream.
+    let seen = stand.forwarded(
+        "POST /free/x HTTP/1.1\r\nX-HTTP-Method-Override: DELETE\r\nX-HTTP-Method: DELETE\r\nX-Method-Override: DELETE\r\nX_HTTP_Method_Override: DELETE\r\nContent-Length: 0",
+    );
+    assert!(seen.starts_with("post /free/x "), "{seen}");
+    assert!(
+        !seen.contains("method"),
+        "override headers forwarded: {seen}"
+    );
+}
+
+#[test]
+fn forwarded_overrides_reach_the_upstream_and_still_price_the_request() {
+    let stand = Stand::start(r#"method_override = "forward""#);
+    stand.refused(
+        "POST /paid HTTP/1.1\r\nX-HTTP-Method-Override: GET",
+        402,
+        CHALLENGED,
+    );
+    let seen = stand
+        .forwarded("POST /free/x HTTP/1.1\r\nX-HTTP-Method-Override: DELETE\r\nContent-Length: 0");
+    assert!(
+        seen.contains("\r\nx-http-method-override: delete"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn headers_naming_another_url_are_removed_on_every_route() {
+    let stand = Stand::start("");
+    let seen = stand.forwarded(
+        "GET /free/x HTTP/1.1\r\nX-Original-URL: /paid\r\nX-Rewrite-URL: /paid\r\nX-Original-URI: /paid\r\nX_Original_URL: /paid\r\nX-Forwarded-Prefix: /paid",
+    );
+    assert!(seen.starts_with("get /free/x "), "{seen}");
+    assert!(
+        !seen.contains("/paid"),
+        "a rewrite header was forwarded: {seen}"
+    );
+}
+
+#[test]
+fn unicode_spellings_of_a_priced_path_are_priced() {
+    let stand = Stand::start("");
+    for target in [
+        "/pa%C4%B1d",         // dotless ı upper-cases to I
+        "/PA%C4%B0D",         // İ lower-cases to i
+        "/ke%79%C5%BF",       // long s upper-cases to S
+        "/%E2%84%AAeys",      // Kelvin sign is K
+        "/%EF%BD%8Beys",      // full-width k
+        "/KEY%C3%9F/../keys", // folding runs after dot segments are resolved
+    ] {
+        stand.refused(&format!("GET {target} HTTP/1.1"), 402, CHALLENGED);
+    }
+}
+
+#[test]
+fn windows_spellings_of_a_priced_path_are_priced() {
+    let stand = Stand::start("");
+    for target in [
+        "/paid.",
+        "/paid..",
+        "/paid%2e",
+        "/paid.%20",
+        "/paid%20.",
+        "/paid::$DATA",
+        "/PAID::$data.",
+        "/paid%00.",
+    ] {
+        stand.refused(&format!("GET {target} HTTP/1.1"), 402, CHALLENGED);
+    }
+}
+
+#[test]
+fn underscore_aliases_of_gateway_headers_never_reach_the_upstream() {
+    let stand = Stand::start("");
+    let seen = stand.forwarded(
+        "GET /free/x HTTP/1.1\r\nX_Payment_Payer: 0x0000000000000000000000000000000000000bad\r\nX_PAYMENT_AMOUNT: 999\r\nX-Payment-Network: forged\r\nPayment_Signature: e30=\r\nX_Forwarded_For: 10.0.0.1\r\nX_Custom: kept",
+    );
+    for forged in ["0bad", "999", "forged", "e30=", "10.0.0.1"] {
+        assert!(!seen.contains(forged), "{forged} was forwarded: {seen}");
+    }
+    assert!(seen.contains("\r\nx_custom: kept"), "{seen}");
+    // The gateway's own headers are there, under their real names.
+    assert!(seen.contains("\r\nx-forwarded-for: 127.0.0.1"), "{seen}");
+}
+
+#[test]
+fn every_underscore_header_is_dropped_when_configured() {
+    let stand = Stand::start("drop_underscore_headers = true");
+    let seen = stand.forwarded("GET /free/x HTTP/1.1\r\nX_Custom: gone\r\nX-Custom: kept");
+    assert!(!seen.contains("gone"), "{seen}");
+    assert!(seen.contains("\r\nx-custom: kept"), "{seen}");
+}
+
+#[test]
+fn preflights_still_reach_the_upstream() {
+    let stand = Stand::start("");
+    let seen = stand.forwarded(
+        "OPTIONS /paid HTTP/1.1\r\nOrigin: http://example.com\r\nAccess-Control-Request-Method: GET",
+    );
+    assert!(seen.starts_with("options /paid "), "{seen}");
+}
