@@ -12,4 +12,5 @@ pub mod ops;
 pub mod payment;
 pub mod pricing;
 pub mod proxy;
+pub mod store;
 pub mod x402;

@@ -189,6 +189,39 @@ pub struct JournalConfig {
     pub reconcile_interval: Duration,
 }
 
+/// The Redis that replicas share. The URL may hold a password, so it is a [`Secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: Secret,
+    /// Prepended to every key, so several gateways can share one Redis.
+    pub key_prefix: String,
+    /// How long one Redis operation may take before the gateway treats Redis as unavailable.
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    /// The URL with any password replaced by `***`, for logs and `check`.
+    pub fn display_url(&self) -> String {
+        redacted_url(self.url.expose())
+    }
+}
+
+/// `url` without its password (and without its user name when only that is set as a password).
+fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            } else if !parsed.username().is_empty() {
+                // `redis://secret@host` carries a password in the user name position.
+                let _ = parsed.set_username("***");
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(unreadable url)".to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnmatchedPolicy {
     Proxy,
@@ -209,6 +242,8 @@ pub struct GatewayConfig {
     pub journal: Option<JournalConfig>,
     /// Whether `GET /.well-known/x402` lists the priced routes.
     pub discovery: bool,
+    /// Shared state for replicas; without it every process keeps its own.
+    pub redis: Option<RedisConfig>,
 }
 
 impl GatewayConfig {
@@ -406,6 +441,34 @@ impl Ctx<'_> {
             admin,
             journal,
             discovery: file.discovery.enabled.unwrap_or(true),
+            redis: file.redis.as_ref().map(|r| self.redis(r)).transpose()?,
+        })
+    }
+
+    fn redis(&self, spanned: &Spanned<surface::Redis>) -> Result<RedisConfig, ConfigError> {
+        let r = spanned.get_ref();
+        let url = self.expand(&r.url)?;
+        // Errors name the URL without its password: the message ends up in logs.
+        let shown = redacted_url(&url);
+        let parsed = url::Url::parse(&url)
+            .map_err(|e| self.err(&r.url, format!("redis url `{shown}`: {e}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(self.err(
+                &r.url,
+                format!("redis url `{shown}` must start with redis:// or rediss://"),
+            ));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(self.err(&r.url, format!("redis url `{shown}` has no host")));
+        }
+        let key_prefix = match &r.key_prefix {
+            None => "x402:".to_string(),
+            Some(p) => self.expand(p)?,
+        };
+        Ok(RedisConfig {
+            url: Secret(url),
+            key_prefix,
+            timeout: self.positive_duration(&r.timeout, Duration::from_millis(250))?,
         })
     }
 

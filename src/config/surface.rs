@@ -28,6 +28,16 @@ pub struct File {
     pub journal: Option<Spanned<Journal>>,
     #[serde(default)]
     pub discovery: Discovery,
+    /// Shared state for replicas: replay reservations, idempotent replies, rate limits.
+    pub redis: Option<Spanned<Redis>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    pub url: Text,
+    pub key_prefix: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -438,3 +438,38 @@ fn the_vendor_examples_are_valid() {
         assert_eq!(got, kinds);
     }
 }
+
+#[test]
+fn redis_is_optional_and_has_defaults() {
+    assert!(parse("").unwrap().redis.is_none());
+    let env = |name: &str| (name == "REDIS_URL").then(|| "redis://:hunter2@10.0.0.5:6380/2".into());
+    let config = parse_env("[redis]\nurl = \"${REDIS_URL}\"\n", &env).unwrap();
+    let redis = config.redis.unwrap();
+    assert_eq!(redis.url.expose(), "redis://:hunter2@10.0.0.5:6380/2");
+    assert_eq!(redis.key_prefix, "x402:");
+    assert_eq!(redis.timeout, Duration::from_millis(250));
+    assert_eq!(redis.display_url(), "redis://:***@10.0.0.5:6380/2");
+    assert!(
+        !format!("{redis:?}").contains("hunter2"),
+        "Debug hides the password"
+    );
+}
+
+#[test]
+fn redis_settings_are_validated_without_printing_the_password() {
+    let config = parse(
+        "[redis]\nurl = \"rediss://cache.internal:6380\"\nkey_prefix = \"shop:\"\ntimeout = \"100ms\"\n",
+    )
+    .unwrap();
+    let redis = config.redis.unwrap();
+    assert_eq!(redis.key_prefix, "shop:");
+    assert_eq!(redis.timeout, Duration::from_millis(100));
+
+    let err = parse("[redis]\nurl = \"http://user:hunter2@cache:6379\"\n").unwrap_err();
+    assert!(err.message.contains("redis://"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = parse("[redis]\nurl = \"redis://cache\"\ntimeout = \"0s\"\n").unwrap_err();
+    assert!(err.message.contains("more than zero"), "{err}");
+    let err = parse("[redis]\nurl = \"redis://cache\"\npassword = \"x\"\n").unwrap_err();
+    assert!(err.message.contains("unknown field"), "{err}");
+}

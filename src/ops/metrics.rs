@@ -71,6 +71,8 @@ pub struct Metrics {
     pub journal_errors: IntCounter,
     pub reconciliations: IntCounterVec,
     pub in_flight: IntGauge,
+    pub shared_store_up: IntGauge,
+    pub shared_store_unavailable: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -194,6 +196,15 @@ impl Metrics {
                 &["result"],
             ),
             in_flight: gauge("x402_requests_in_flight", "Requests being served"),
+            shared_store_up: gauge(
+                "x402_shared_store_up",
+                "Whether the shared store (Redis) answered its last operation in time",
+            ),
+            shared_store_unavailable: counter(
+                "x402_shared_store_unavailable_total",
+                "Shared store (Redis) operations that failed or timed out, by operation",
+                &["operation"],
+            ),
         }
     }
 

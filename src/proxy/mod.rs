@@ -300,11 +300,18 @@ impl Gateway {
             .await
         {
             ctx.outcome = Some(RequestOutcome::Refused);
-            Metrics::global().replays_refused.inc();
+            if e != ReplayError::Unavailable {
+                Metrics::global().replays_refused.inc();
+            }
             return Some(match e {
                 ReplayError::InFlight => {
                     fmetrics.failed("payment_in_progress");
                     Reply::error(409, "payment_in_progress", &e.to_string())
+                }
+                ReplayError::Unavailable => {
+                    fmetrics.failed("replay_store_unavailable");
+                    ctx.outcome = Some(RequestOutcome::Error);
+                    Reply::unavailable("replay_store_unavailable", &e.to_string())
                 }
                 ReplayError::AlreadySettled => {
                     fmetrics.failed("payment_already_used");
@@ -531,7 +538,7 @@ impl Gateway {
                 } else {
                     // The facilitator may have settled: keep the authorization refused so it can
                     // never be spent twice, and do not deliver the content.
-                    self.replay.mark_settled(&payment.verified.replay_key).await;
+                    self.replay.keep_unknown(&payment.verified.replay_key).await;
                     payment.outcome = Outcome::Unknown;
                     self.record(payment.entry.as_ref(), PaymentState::Pending, code)
                         .await;

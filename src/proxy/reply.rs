@@ -20,6 +20,8 @@ pub struct Reply {
 }
 
 const JSON: &str = "application/json";
+/// Seconds a client is asked to wait after a 503 of an unavailable dependency.
+const RETRY_AFTER_SECS: u32 = 1;
 
 impl Reply {
     /// A JSON error `{error, message}` without a challenge.
@@ -31,6 +33,15 @@ impl Reply {
             body: Bytes::from(body.to_string()),
             content_type: JSON,
         }
+    }
+
+    /// 503 for a dependency that is down, with the pause before a retry may succeed.
+    pub fn unavailable(code: &str, message: &str) -> Self {
+        let mut reply = Self::error(503, code, message);
+        reply
+            .headers
+            .push(("Retry-After", RETRY_AFTER_SECS.to_string()));
+        reply
     }
 
     /// A challenge listing the route's options: the v2 header and a v1 body in one response.

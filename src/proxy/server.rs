@@ -12,6 +12,7 @@ use crate::ops::{
 };
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
 use crate::pricing::RouteKind;
+use crate::store::{RedisReplayGuard, RedisStore, StoreError};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -60,6 +61,8 @@ pub enum StartError {
     Journal(#[from] journal::JournalError),
     #[error("cannot start: {0}")]
     Runtime(String),
+    #[error("{0}")]
+    SharedStore(#[from] StoreError),
 }
 
 pub const UNMATCHED_LABEL: &str = "(unmatched)";
@@ -167,6 +170,25 @@ impl BackgroundService for ReplaySweeper {
     }
 }
 
+/// Pings the shared store each probe interval, so readiness heals even without traffic.
+struct StoreProbe {
+    store: Arc<RedisStore>,
+    health: Arc<Health>,
+}
+
+#[async_trait]
+impl BackgroundService for StoreProbe {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.store.ping().await;
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(self.health.probe_interval()) => {}
+            }
+        }
+    }
+}
+
 /// Checks pending settlements with the facilitator now configured.
 struct Reconciler {
     journal: Arc<FileJournal>,
@@ -246,7 +268,20 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let replay: Arc<dyn ReplayGuard> = Arc::new(InMemoryReplayGuard::new());
+    let health = Arc::new(Health::new(server_config.listen, admin.probe_interval));
+    let shared = match &state.config.redis {
+        None => None,
+        Some(redis) => {
+            let store = Arc::new(RedisStore::connect(redis)?);
+            tracing::info!(redis = %redis.display_url(), prefix = %redis.key_prefix, "replicas share state through redis");
+            health.watch_shared_store(store.clone());
+            Some(store)
+        }
+    };
+    let replay: Arc<dyn ReplayGuard> = match &shared {
+        Some(store) => Arc::new(RedisReplayGuard::new(store.clone())),
+        None => Arc::new(InMemoryReplayGuard::new()),
+    };
     let journal = match &journal_config {
         None => None,
         Some(j) => {
@@ -268,7 +303,6 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
         }
     };
 
-    let health = Arc::new(Health::new(server_config.listen, admin.probe_interval));
     let source = state.config.source.clone();
     let state = Arc::new(ArcSwap::from_pointee(state));
     let gateway = Gateway::new(
@@ -305,6 +339,15 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     server.add_service(admin_service);
 
     server.add_service(background_service("replay sweeper", ReplaySweeper(replay)));
+    if let Some(store) = shared {
+        server.add_service(background_service(
+            "redis probe",
+            StoreProbe {
+                store,
+                health: health.clone(),
+            },
+        ));
+    }
     server.add_service(background_service(
         "facilitator probe",
         FacilitatorProbe::new(state.clone(), health.clone()),
