@@ -1,0 +1,330 @@
+//! Several gateway processes sharing one real redis-server behave as one gateway: one payment is
+//! served once whichever replica each copy reaches, and when Redis stops answering, priced routes
+//! fail closed while free routes and challenges keep working. The facilitator is the OKX emulator,
+//! whose asynchronous settlement answers success before anything is final, so nothing but the
+//! gateway stands between concurrent copies and a second delivery.
+
+mod common;
+mod vendor;
+
+use common::*;
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vendor::*;
+
+/// A redis-server of this test on a free port, without persistence; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts (again) on the same port and waits for `PING`.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut reply = [0u8; 7];
+        socket.write_all(b"PING\r\n").is_ok()
+            && socket.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Freezes the process: connections stay open and nothing answers.
+    fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A paused process ignores nothing but SIGKILL; continue it so it exits cleanly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.stop();
+    }
+}
+
+const ROUTES: &str = r#"
+[[routes]]
+match = "GET /api/data"
+price = "$0.01"
+description = "Premium data endpoint"
+[[routes]]
+match = "GET /free/**"
+free = true
+"#;
+
+/// Upstream, OKX emulator, Redis and `replicas` gateways sharing them.
+struct Replicas {
+    upstream: Proc,
+    okx: Proc,
+    redis: Redis,
+    gateways: Vec<(Gateway, u16)>,
+}
+
+impl Replicas {
+    fn start(replicas: usize, extra: &str) -> Self {
+        let upstream = node("upstream.mjs", &["--port", "0"]);
+        let okx = okx_emulator(&[]);
+        let redis = Redis::start();
+        let prefix = format!("test{}:", free_port());
+        let gateways = (0..replicas)
+            .map(|_| {
+                let port = free_port();
+                let config = vendor_config(
+                    port,
+                    upstream.port,
+                    &okx_facilitator(okx.port, ""),
+                    &format!(
+                        "{ROUTES}{extra}\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"250ms\"\n",
+                        redis.url()
+                    ),
+                )
+                .replace("[admin]\n", "[admin]\nprobe_interval = \"200ms\"\n");
+                let admin = admin_port(&config);
+                (Gateway::start(&config, port), admin)
+            })
+            .collect();
+        Self {
+            upstream,
+            okx,
+            redis,
+            gateways,
+        }
+    }
+
+    fn url(&self, replica: usize, path: &str) -> String {
+        self.gateways[replica % self.gateways.len()].0.url(path)
+    }
+
+    async fn readyz(&self, replica: usize) -> (u16, Value) {
+        let r = http()
+            .get(format!(
+                "http://127.0.0.1:{}/readyz",
+                self.gateways[replica].1
+            ))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_ready(&self, replica: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.readyz(replica).await;
+            if status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "replica never ready: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn settles(&self) -> u64 {
+        control(&self.okx, "/__calls").await["settle"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_copies_of_one_payment_across_replicas_are_served_once() {
+    let rig = Replicas::start(3, "");
+    for replica in 0..3 {
+        rig.wait_ready(replica).await;
+    }
+    let payment = pay_exact(&accepted(&rig.url(0, "/api/data")).await);
+    let copies = (0..30).map(|i| {
+        let url = rig.url(i, "/api/data");
+        let payment = payment.clone();
+        async move { paid_get(&url, &payment).await }
+    });
+    let answers = futures::future::join_all(copies).await;
+    let delivered: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 200).collect();
+    assert_eq!(delivered.len(), 1, "exactly one delivery: {answers:?}");
+    assert!(
+        delivered[0].1.is_some(),
+        "the delivery carries PAYMENT-RESPONSE"
+    );
+    for (status, _, body) in &answers {
+        assert!(
+            [200, 402, 409].contains(status),
+            "the other copies are refused: {status} {body}"
+        );
+    }
+    assert_eq!(upstream_hits(&rig.upstream).await, 1, "one upstream hit");
+    assert_eq!(rig.settles().await, 1, "one settlement");
+
+    // The settled payment, replayed at each replica, is refused and never reaches the upstream.
+    for replica in 0..3 {
+        let (status, _, body) = paid_get(&rig.url(replica, "/api/data"), &payment).await;
+        assert_eq!(status, 402, "{body}");
+        assert_eq!(body["error"], "payment_already_used", "{body}");
+    }
+    assert_eq!(upstream_hits(&rig.upstream).await, 1);
+    assert_eq!(rig.settles().await, 1);
+
+    // A fresh payment is served by any replica.
+    let fresh = pay_exact(&accepted(&rig.url(2, "/api/data")).await);
+    let (status, settlement, _) = paid_get(&rig.url(2, "/api/data"), &fresh).await;
+    assert_eq!(status, 200);
+    assert!(settlement.is_some());
+    assert_eq!(upstream_hits(&rig.upstream).await, 2);
+}
+
+/// A paid request while Redis does not answer: 503 within a bound, upstream untouched.
+async fn assert_fails_closed(rig: &Replicas, replica: usize) {
+    let hits = upstream_hits(&rig.upstream).await;
+    let payment = pay_exact(&accepted(&rig.url(replica, "/api/data")).await);
+    let started = Instant::now();
+    let r = http()
+        .get(rig.url(replica, "/api/data"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "replay_store_unavailable", "{body}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "answered in {elapsed:?}, past the bound of the 250ms timeout"
+    );
+    assert_eq!(upstream_hits(&rig.upstream).await, hits, "no upstream hit");
+}
+
+async fn assert_free_and_challenges_work(rig: &Replicas, replica: usize) {
+    let r = http()
+        .get(rig.url(replica, "/free/ping"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "free routes are unaffected");
+    let r = http()
+        .get(rig.url(replica, "/api/data"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402, "challenges are unaffected");
+}
+
+/// Paid requests succeed again within a few seconds of Redis answering again.
+async fn assert_heals(rig: &Replicas, replica: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let payment = pay_exact(&accepted(&rig.url(replica, "/api/data")).await);
+        let (status, settlement, body) = paid_get(&rig.url(replica, "/api/data"), &payment).await;
+        if status == 200 {
+            assert!(settlement.is_some());
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "never healed: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.wait_ready(replica).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_not_answering_fails_closed_and_heals_without_restart() {
+    let mut rig = Replicas::start(3, "");
+    for replica in 0..3 {
+        rig.wait_ready(replica).await;
+    }
+    let payment = pay_exact(&accepted(&rig.url(0, "/api/data")).await);
+    assert_eq!(paid_get(&rig.url(0, "/api/data"), &payment).await.0, 200);
+
+    // Frozen: connections stay open, nothing answers; the timeout decides.
+    rig.redis.pause();
+    assert_fails_closed(&rig, 1).await;
+    assert_free_and_challenges_work(&rig, 1).await;
+    let (status, body) = rig.readyz(1).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["shared_store"]["reachable"], json!(false), "{body}");
+    assert!(
+        !body.to_string().contains("password"),
+        "readiness names no credential"
+    );
+    rig.redis.resume();
+    assert_heals(&rig, 1).await;
+
+    // Gone: connections are refused; a restarted Redis is found again.
+    rig.redis.stop();
+    assert_fails_closed(&rig, 2).await;
+    assert_free_and_challenges_work(&rig, 2).await;
+    rig.redis.restart();
+    assert_heals(&rig, 2).await;
+    assert_heals(&rig, 0).await;
+
+    let metrics = http()
+        .get(format!("http://127.0.0.1:{}/metrics", rig.gateways[1].1))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                .starts_with("x402_shared_store_unavailable_total{operation=\"replay_reserve\"}")),
+        "{metrics}"
+    );
+}
