@@ -103,6 +103,9 @@ match = "GET /api/data"
 price = "$0.01"
 description = "Premium data endpoint"
 [[routes]]
+match = "GET /api/slow"
+price = "$0.01"
+[[routes]]
 match = "GET /free/**"
 free = true
 "#;
@@ -117,10 +120,23 @@ struct Replicas {
 
 impl Replicas {
     fn start(replicas: usize, extra: &str) -> Self {
+        Self::sharing(replicas, extra, true)
+    }
+
+    /// `shared`: the replicas point at the Redis; otherwise each keeps its own state.
+    fn sharing(replicas: usize, extra: &str, shared: bool) -> Self {
         let upstream = node("upstream.mjs", &["--port", "0"]);
         let okx = okx_emulator(&[]);
         let redis = Redis::start();
         let prefix = format!("test{}:", free_port());
+        let redis_table = if shared {
+            format!(
+                "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"250ms\"\n",
+                redis.url()
+            )
+        } else {
+            String::new()
+        };
         let gateways = (0..replicas)
             .map(|_| {
                 let port = free_port();
@@ -128,10 +144,7 @@ impl Replicas {
                     port,
                     upstream.port,
                     &okx_facilitator(okx.port, ""),
-                    &format!(
-                        "{ROUTES}{extra}\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"250ms\"\n",
-                        redis.url()
-                    ),
+                    &format!("{ROUTES}{extra}\n{redis_table}"),
                 )
                 .replace("[admin]\n", "[admin]\nprobe_interval = \"200ms\"\n");
                 let admin = admin_port(&config);
@@ -327,4 +340,144 @@ async fn redis_not_answering_fails_closed_and_heals_without_restart() {
                 .starts_with("x402_shared_store_unavailable_total{operation=\"replay_reserve\"}")),
         "{metrics}"
     );
+}
+
+/// `payment` (a base64 `PAYMENT-SIGNATURE`) with a `payment-identifier` extension.
+fn with_identifier(payment: &str, id: &str) -> String {
+    let mut payload = decode_b64_json(payment);
+    payload["extensions"] = json!({"payment-identifier": {"info": {"id": id}}});
+    encode_b64_json(&payload)
+}
+
+/// A paid GET: (status, PAYMENT-RESPONSE header as sent, body bytes).
+async fn paid_raw(url: &str, payment: &str) -> (u16, Option<String>, Vec<u8>) {
+    let r = http()
+        .get(url)
+        .header("PAYMENT-SIGNATURE", payment)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let settlement = r
+        .headers()
+        .get("payment-response")
+        .map(|h| h.to_str().unwrap().to_string());
+    (status, settlement, r.bytes().await.unwrap().to_vec())
+}
+
+/// A resend after the first delivery: the record is written as the first request ends, so a
+/// resend racing that instant may still see it in flight (409) and retries.
+async fn resend(url: &str, payment: &str) -> (u16, Option<String>, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let answer = paid_raw(url, payment).await;
+        let in_flight = answer.0 == 409
+            && serde_json::from_slice::<Value>(&answer.2)
+                .is_ok_and(|b| b["error"] == "payment_in_progress");
+        if !in_flight || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Resends of one identified payment: 409 while the first is in flight, then the stored
+/// response from any replica, and no second charge or upstream call.
+async fn assert_idempotent_resends(rig: &Replicas) {
+    let url = rig.url(0, "/api/slow");
+    let payment = with_identifier(
+        &pay_exact(&accepted(&url).await),
+        "pay_retry_0123456789abcdef",
+    );
+    let hits = upstream_hits(&rig.upstream).await;
+    let settles = rig.settles().await;
+    let first = {
+        let url = url.clone();
+        let payment = payment.clone();
+        tokio::spawn(async move { paid_raw(&url, &payment).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for replica in 0..rig.gateways.len() {
+        let (status, _, body) = paid_raw(&rig.url(replica, "/api/slow"), &payment).await;
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"], "payment_in_progress", "{body}");
+    }
+    let (status, settlement, body) = first.await.unwrap();
+    assert_eq!(status, 200);
+    let settlement = settlement.expect("PAYMENT-RESPONSE on the first delivery");
+    for replica in 0..rig.gateways.len() {
+        let again = resend(&rig.url(replica, "/api/slow"), &payment).await;
+        assert_eq!(again.0, 200, "replica {replica}");
+        assert_eq!(
+            again.1.as_deref(),
+            Some(settlement.as_str()),
+            "the same receipt"
+        );
+        assert_eq!(again.2, body, "the body as first sent");
+    }
+    assert_eq!(
+        upstream_hits(&rig.upstream).await,
+        hits + 1,
+        "one upstream hit"
+    );
+    assert_eq!(rig.settles().await, settles + 1, "one settlement");
+
+    // Another payment under the same identifier is refused, and charges nothing.
+    let other = with_identifier(
+        &pay_exact(&accepted(&url).await),
+        "pay_retry_0123456789abcdef",
+    );
+    let (status, _, body) = paid_raw(&rig.url(1, "/api/slow"), &other).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "payment_identifier_mismatch", "{body}");
+    assert_eq!(rig.settles().await, settles + 1);
+
+    // A malformed identifier is an error, not silently ignored.
+    let bad = with_identifier(&pay_exact(&accepted(&url).await), "short");
+    let (status, _, body) = paid_raw(&url, &bad).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_resends_get_the_stored_response_from_any_replica() {
+    let rig = Replicas::start(3, "");
+    for replica in 0..3 {
+        rig.wait_ready(replica).await;
+    }
+    assert_idempotent_resends(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_resends_work_in_memory_without_redis() {
+    let rig = Replicas::sharing(1, "", false);
+    assert_idempotent_resends(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_response_larger_than_the_limit_is_delivered_but_not_kept() {
+    let rig = Replicas::start(2, "[idempotency]\nmax_body_bytes = 64\nttl = \"1m\"\n");
+    let url = rig.url(0, "/api/data");
+    let payment = with_identifier(
+        &pay_exact(&accepted(&url).await),
+        "pay_large_0123456789abcdef",
+    );
+    let (status, settlement, body) = paid_raw(&url, &payment).await;
+    assert_eq!(status, 200);
+    assert!(settlement.is_some());
+    assert!(
+        body.len() > 64,
+        "the upstream's echo is larger than the limit"
+    );
+    let (status, _, body) = resend(&rig.url(1, "/api/data"), &payment).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "response_not_kept", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("64 bytes"),
+        "{body}"
+    );
+    assert_eq!(upstream_hits(&rig.upstream).await, 1);
+    assert_eq!(rig.settles().await, 1);
 }

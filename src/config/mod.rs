@@ -206,6 +206,13 @@ impl RedisConfig {
     }
 }
 
+/// Idempotent retries (`payment-identifier`): how long and how much of a response is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyConfig {
+    pub ttl: Duration,
+    pub max_body_bytes: usize,
+}
+
 /// `url` without its password (and without its user name when only that is set as a password).
 fn redacted_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -244,6 +251,7 @@ pub struct GatewayConfig {
     pub discovery: bool,
     /// Shared state for replicas; without it every process keeps its own.
     pub redis: Option<RedisConfig>,
+    pub idempotency: IdempotencyConfig,
 }
 
 impl GatewayConfig {
@@ -442,6 +450,16 @@ impl Ctx<'_> {
             journal,
             discovery: file.discovery.enabled.unwrap_or(true),
             redis: file.redis.as_ref().map(|r| self.redis(r)).transpose()?,
+            idempotency: IdempotencyConfig {
+                ttl: self.positive_duration(&file.idempotency.ttl, Duration::from_secs(600))?,
+                max_body_bytes: match &file.idempotency.max_body_bytes {
+                    None => 256 * 1024,
+                    Some(n) if *n.get_ref() > 16 * 1024 * 1024 => {
+                        return Err(self.err(n, "max_body_bytes must be at most 16777216 (16 MiB)"))
+                    }
+                    Some(n) => *n.get_ref(),
+                },
+            },
         })
     }
 

@@ -30,6 +30,15 @@ pub struct File {
     pub discovery: Discovery,
     /// Shared state for replicas: replay reservations, idempotent replies, rate limits.
     pub redis: Option<Spanned<Redis>>,
+    #[serde(default)]
+    pub idempotency: Idempotency,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Idempotency {
+    pub ttl: Option<Text>,
+    pub max_body_bytes: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,10 +27,12 @@ pub enum RequestOutcome {
     SettleFailed,
     /// The facilitator or the upstream failed, or the gateway answered an error.
     Error,
+    /// An idempotent resend answered with the response kept from its first delivery.
+    Replayed,
 }
 
 impl RequestOutcome {
-    const ALL: [RequestOutcome; 7] = [
+    const ALL: [RequestOutcome; 8] = [
         Self::Free,
         Self::Challenged,
         Self::Refused,
@@ -38,6 +40,7 @@ impl RequestOutcome {
         Self::NotCharged,
         Self::SettleFailed,
         Self::Error,
+        Self::Replayed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl RequestOutcome {
             Self::NotCharged => "not_charged",
             Self::SettleFailed => "settle_failed",
             Self::Error => "error",
+            Self::Replayed => "replayed",
         }
     }
 }
@@ -226,7 +230,7 @@ impl Metrics {
 
 /// Counters of one route, resolved once per configuration version.
 pub struct RouteMetrics {
-    outcomes: [IntCounter; 7],
+    outcomes: [IntCounter; 8],
     pub payment_required: IntCounter,
     /// Revenue counter per payment option, in the route's option order.
     pub revenue: Vec<IntCounter>,

@@ -14,6 +14,7 @@
 //! Refusals happen before the upstream is called; a payment is settled at most once per request
 //! (retries after a settlement attempt are disabled).
 
+mod idempotent;
 mod pages;
 mod reply;
 mod server;
@@ -27,6 +28,7 @@ use crate::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest, Sett
 use crate::ops::journal::{rfc3339_now, Journal, JournalEntry, PaymentState};
 use crate::ops::metrics::{Metrics, RequestOutcome};
 use crate::ops::{Health, InFlight};
+use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{check_payment, ReplayError, ReplayGuard, SettlementPolicy, VerifiedPayment};
 use crate::pricing::{PricedRoute, RouteKind};
 use crate::x402::{
@@ -47,6 +49,7 @@ pub struct Gateway {
     replay: Arc<dyn ReplayGuard>,
     journal: Option<Arc<dyn Journal>>,
     health: Arc<Health>,
+    idempotency: Arc<dyn IdempotencyStore>,
 }
 
 impl Gateway {
@@ -61,7 +64,14 @@ impl Gateway {
             replay,
             journal,
             health,
+            idempotency: Arc::new(InMemoryIdempotency::new()),
         }
+    }
+
+    /// Keeps idempotent replies in `store` instead of this process's memory.
+    pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
+        self.idempotency = store;
+        self
     }
 
     /// Records a payment event durably; the caller's response waits for it.
@@ -129,6 +139,8 @@ pub struct RequestCtx {
     /// The failure is a refusal the gateway chose (already logged), not a proxy error.
     refused: bool,
     started: Instant,
+    /// Set when the payment carries a `payment-identifier` this request claimed.
+    idempotent: Option<idempotent::IdempotentRequest>,
 }
 
 /// The method a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) asks about.
@@ -276,6 +288,18 @@ impl Gateway {
                 return Some(reply);
             }
         };
+
+        // Before anything else, so that a resend of a delivered payment gets its response back.
+        let settings = ctx.state.config.idempotency;
+        // Bound to the path, not the host: replicas behind one name see different hosts.
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        match self.claim_identifier(settings, &raw, &method, target).await {
+            Ok(claimed) => ctx.idempotent = claimed,
+            Err((outcome, reply)) => {
+                ctx.outcome = Some(outcome);
+                return Some(reply);
+            }
+        }
 
         let now = unix_now();
         let verified = match check_payment(route, &payment, now) {
@@ -565,6 +589,7 @@ impl ProxyHttp for Gateway {
             reply: None,
             refused: false,
             started: Instant::now(),
+            idempotent: None,
         }
     }
 
@@ -735,7 +760,19 @@ impl ProxyHttp for Gateway {
                 crate::x402::EXPOSED_HEADERS,
             )?;
         }
+        idempotent::capture_head(ctx, upstream_response);
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        idempotent::capture_body(ctx, body.as_ref(), end_of_stream);
+        Ok(None)
     }
 
     fn error_while_proxy(
@@ -831,6 +868,7 @@ impl ProxyHttp for Gateway {
         if let (402, Some(m)) = (status, route_metrics) {
             m.payment_required.inc();
         }
+        self.finish_identifier(ctx).await;
         let route_label = ctx
             .route_index
             .and_then(|i| state.config.routes.get(i))

@@ -16,7 +16,10 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// Empty when `extra_headers` carry the content type (a stored response).
     pub content_type: &'static str,
+    /// Headers whose names are only known at run time, written last.
+    pub extra_headers: Vec<(String, String)>,
 }
 
 const JSON: &str = "application/json";
@@ -32,6 +35,7 @@ impl Reply {
             headers: Vec::new(),
             body: Bytes::from(body.to_string()),
             content_type: JSON,
+            extra_headers: Vec::new(),
         }
     }
 
@@ -62,6 +66,7 @@ impl Reply {
             headers: vec![(PAYMENT_REQUIRED, STANDARD.encode(required))],
             body: Bytes::from(body),
             content_type: JSON,
+            extra_headers: Vec::new(),
         }
     }
 
@@ -79,6 +84,18 @@ impl Reply {
             headers: vec![("Cache-Control", "public, max-age=60".into())],
             body,
             content_type: JSON,
+            extra_headers: Vec::new(),
+        }
+    }
+
+    /// A response kept from an earlier delivery, replayed as it was sent.
+    pub fn stored(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Bytes::from(body),
+            content_type: "",
+            extra_headers: headers,
         }
     }
 
@@ -91,12 +108,17 @@ impl Reply {
     /// Writes the reply; the connection stays usable because the length is always declared.
     pub async fn write(&self, session: &mut Session) -> pingora::Result<()> {
         let mut header = ResponseHeader::build(self.status, Some(6))?;
-        header.insert_header("Content-Type", self.content_type)?;
+        if !self.content_type.is_empty() {
+            header.insert_header("Content-Type", self.content_type)?;
+        }
         header.insert_header("Content-Length", self.body.len().to_string())?;
         header.insert_header("Cache-Control", "no-store")?;
         header.insert_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)?;
         for (name, value) in &self.headers {
             header.insert_header(*name, value.as_str())?;
+        }
+        for (name, value) in &self.extra_headers {
+            header.insert_header(name.clone(), value.as_str())?;
         }
         let head_only = session.req_header().method == http::Method::HEAD;
         session

@@ -10,9 +10,10 @@ use crate::ops::metrics::{FacilitatorMetrics, RouteMetrics};
 use crate::ops::{
     journal, AdminApp, DrainingShutdown, FacilitatorProbe, FileJournal, Health, Journal, Reloader,
 };
+use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
 use crate::pricing::RouteKind;
-use crate::store::{RedisReplayGuard, RedisStore, StoreError};
+use crate::store::{RedisIdempotency, RedisReplayGuard, RedisStore, StoreError};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -146,8 +147,8 @@ impl GatewayState {
     }
 }
 
-/// Drops expired authorizations from the replay guard once a minute.
-struct ReplaySweeper(Arc<dyn ReplayGuard>);
+/// Drops expired authorizations and idempotent replies once a minute.
+struct ReplaySweeper(Arc<dyn ReplayGuard>, Arc<dyn IdempotencyStore>);
 
 #[async_trait]
 impl BackgroundService for ReplaySweeper {
@@ -160,6 +161,7 @@ impl BackgroundService for ReplaySweeper {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
+                    self.1.forget_expired().await;
                     let dropped = self.0.forget_expired(now).await;
                     if dropped > 0 {
                         tracing::debug!(dropped, remembered = self.0.len(), "expired authorizations forgotten");
@@ -311,6 +313,11 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
         journal.clone().map(|j| j as Arc<dyn Journal>),
         health.clone(),
     );
+    let idempotency: Arc<dyn IdempotencyStore> = match &shared {
+        Some(store) => Arc::new(RedisIdempotency::new(store.clone())),
+        None => Arc::new(InMemoryIdempotency::new()),
+    };
+    let gateway = gateway.with_idempotency(idempotency.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -338,7 +345,10 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     admin_service.add_tcp(&admin.listen.to_string());
     server.add_service(admin_service);
 
-    server.add_service(background_service("replay sweeper", ReplaySweeper(replay)));
+    server.add_service(background_service(
+        "replay sweeper",
+        ReplaySweeper(replay, idempotency),
+    ));
     if let Some(store) = shared {
         server.add_service(background_service(
             "redis probe",

@@ -3,9 +3,11 @@
 //! adapters here keep it in Redis so that replicas pointing at one Redis behave as one gateway.
 //! Without `[redis]` the in-memory implementations serve a single process.
 
+mod idempotency;
 mod redis;
 mod replay;
 
+pub use self::idempotency::RedisIdempotency;
 pub use self::redis::{RedisStore, StoreError};
 pub use self::replay::RedisReplayGuard;
 
