@@ -481,3 +481,82 @@ async fn a_response_larger_than_the_limit_is_delivered_but_not_kept() {
     assert_eq!(upstream_hits(&rig.upstream).await, 1);
     assert_eq!(rig.settles().await, 1);
 }
+
+const LIMITS: &str = r#"
+[[rate_limits]]
+per = "ip"
+requests = 4
+window = "1h"
+applies_to = "challenges"
+routes = ["GET /api/data"]
+[[rate_limits]]
+per = "payer"
+requests = 2
+window = "1h"
+applies_to = "paid"
+"#;
+
+/// Challenges per client address and paid requests per payer, counted over all replicas.
+async fn assert_rate_limits(rig: &Replicas) {
+    // Windows are aligned on the clock: stay clear of an hour's end.
+    let into_hour = now() % 3600;
+    if into_hour > 3590 {
+        tokio::time::sleep(Duration::from_secs(3601 - into_hour)).await;
+    }
+    let accepted = accepted(&rig.url(0, "/api/data")).await;
+    for replica in 1..4 {
+        let r = http()
+            .get(rig.url(replica, "/api/data"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 402, "challenge {replica} is within the limit");
+    }
+    let r = http().get(rig.url(4, "/api/data")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    let r = http().get(rig.url(0, "/api/slow")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        402,
+        "a route the limit does not name is not limited"
+    );
+
+    for replica in 0..2 {
+        let (status, _, body) =
+            paid_get(&rig.url(replica, "/api/data"), &pay_exact(&accepted)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let settles = rig.settles().await;
+    let (status, _, body) = paid_get(&rig.url(2, "/api/data"), &pay_exact(&accepted)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    assert_eq!(
+        upstream_hits(&rig.upstream).await,
+        2,
+        "the third payment never reached the upstream"
+    );
+    assert_eq!(rig.settles().await, settles, "nor the facilitator's settle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_are_counted_across_replicas() {
+    let rig = Replicas::start(3, LIMITS);
+    for replica in 0..3 {
+        rig.wait_ready(replica).await;
+    }
+    assert_rate_limits(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_are_counted_locally_without_redis() {
+    let rig = Replicas::sharing(1, LIMITS, false);
+    assert_rate_limits(&rig).await;
+}

@@ -206,6 +206,33 @@ impl RedisConfig {
     }
 }
 
+/// Whom a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePer {
+    /// The address the connection comes from (not `X-Forwarded-For`, which a client can write).
+    ClientIp,
+    /// The payer of a payment (its authorization's `from`), once checked locally.
+    Payer,
+}
+
+/// Requests per window for one kind of client, on challenges, paid requests or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub per: RatePer,
+    pub requests: u64,
+    pub window: Duration,
+    pub challenges: bool,
+    pub paid: bool,
+    /// Route indexes (file order) it covers; empty means every priced route.
+    pub routes: Vec<usize>,
+}
+
+impl RateLimitConfig {
+    pub fn covers(&self, route_index: usize) -> bool {
+        self.routes.is_empty() || self.routes.contains(&route_index)
+    }
+}
+
 /// Idempotent retries (`payment-identifier`): how long and how much of a response is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdempotencyConfig {
@@ -252,6 +279,8 @@ pub struct GatewayConfig {
     /// Shared state for replicas; without it every process keeps its own.
     pub redis: Option<RedisConfig>,
     pub idempotency: IdempotencyConfig,
+    /// In file order; counters are shared through `[redis]` when configured.
+    pub rate_limits: Vec<RateLimitConfig>,
 }
 
 impl GatewayConfig {
@@ -443,6 +472,7 @@ impl Ctx<'_> {
             server,
             upstream,
             facilitators,
+            rate_limits: self.rate_limits(&file.rate_limits, &routes)?,
             routes: RouteTable::new(routes),
             unmatched,
             assets,
@@ -461,6 +491,79 @@ impl Ctx<'_> {
                 },
             },
         })
+    }
+
+    fn rate_limits(
+        &self,
+        limits: &[Spanned<surface::RateLimit>],
+        routes: &[Route],
+    ) -> Result<Vec<RateLimitConfig>, ConfigError> {
+        let mut built = Vec::with_capacity(limits.len());
+        for spanned in limits {
+            let l = spanned.get_ref();
+            let per = match self.expand(&l.per)?.as_str() {
+                "ip" => RatePer::ClientIp,
+                "payer" => RatePer::Payer,
+                other => {
+                    return Err(self.err(
+                        &l.per,
+                        format!("per = `{other}`: expected \"ip\" or \"payer\""),
+                    ))
+                }
+            };
+            let (challenges, paid) = match &l.applies_to {
+                None => (true, true),
+                Some(v) => match self.expand(v)?.as_str() {
+                    "all" => (true, true),
+                    "challenges" => (true, false),
+                    "paid" => (false, true),
+                    other => {
+                        return Err(self.err(
+                            v,
+                            format!(
+                            "applies_to = `{other}`: expected \"challenges\", \"paid\" or \"all\""
+                        ),
+                        ))
+                    }
+                },
+            };
+            if per == RatePer::Payer && !paid {
+                return Err(self.err(spanned, "a challenge has no payer yet: per = \"payer\" needs applies_to = \"paid\" or \"all\""));
+            }
+            if *l.requests.get_ref() == 0 {
+                return Err(self.err(&l.requests, "requests must be at least 1"));
+            }
+            let window = self.duration(&Some(l.window.clone()), Duration::ZERO)?;
+            if window < Duration::from_secs(1) {
+                return Err(self.err(&l.window, "window must be at least 1s"));
+            }
+            let mut covered = Vec::new();
+            for name in l
+                .routes
+                .as_ref()
+                .map(|r| r.get_ref().as_slice())
+                .unwrap_or_default()
+            {
+                let route = routes.iter().find(|r| &r.source == name).ok_or_else(|| {
+                    self.err(
+                        spanned,
+                        format!(
+                            "rate limit names route `{name}`, which no `[[routes]]` entry matches"
+                        ),
+                    )
+                })?;
+                covered.push(route.index);
+            }
+            built.push(RateLimitConfig {
+                per,
+                requests: *l.requests.get_ref(),
+                window,
+                challenges,
+                paid,
+                routes: covered,
+            });
+        }
+        Ok(built)
     }
 
     fn redis(&self, spanned: &Spanned<surface::Redis>) -> Result<RedisConfig, ConfigError> {

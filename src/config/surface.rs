@@ -32,6 +32,21 @@ pub struct File {
     pub redis: Option<Spanned<Redis>>,
     #[serde(default)]
     pub idempotency: Idempotency,
+    #[serde(default)]
+    pub rate_limits: Vec<Spanned<RateLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// `"ip"` or `"payer"`.
+    pub per: Text,
+    pub requests: Spanned<u64>,
+    pub window: Text,
+    /// `"challenges"`, `"paid"` or `"all"` (the default).
+    pub applies_to: Option<Text>,
+    /// `match` strings of the routes it covers; every priced route when absent.
+    pub routes: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

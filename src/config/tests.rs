@@ -473,3 +473,50 @@ fn redis_settings_are_validated_without_printing_the_password() {
     let err = parse("[redis]\nurl = \"redis://cache\"\npassword = \"x\"\n").unwrap_err();
     assert!(err.message.contains("unknown field"), "{err}");
 }
+
+#[test]
+fn rate_limits_are_validated() {
+    let config = parse(
+        "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n\
+         [[rate_limits]]\nper = \"ip\"\nrequests = 10\nwindow = \"1m\"\napplies_to = \"challenges\"\nroutes = [\"GET /a\"]\n\
+         [[rate_limits]]\nper = \"payer\"\nrequests = 3\nwindow = \"10s\"\n",
+    )
+    .unwrap();
+    let limits = &config.rate_limits;
+    assert_eq!(limits.len(), 2);
+    assert_eq!(limits[0].per, RatePer::ClientIp);
+    assert!(limits[0].challenges && !limits[0].paid);
+    assert_eq!(limits[0].routes, vec![0]);
+    assert_eq!(limits[1].per, RatePer::Payer);
+    assert!(limits[1].challenges && limits[1].paid && limits[1].covers(5));
+    assert_eq!(limits[1].window, Duration::from_secs(10));
+
+    for (bad, says) in [
+        (
+            "per = \"user\"\nrequests = 1\nwindow = \"1m\"\n",
+            "expected \"ip\" or \"payer\"",
+        ),
+        (
+            "per = \"ip\"\nrequests = 0\nwindow = \"1m\"\n",
+            "at least 1",
+        ),
+        (
+            "per = \"ip\"\nrequests = 1\nwindow = \"10ms\"\n",
+            "at least 1s",
+        ),
+        (
+            "per = \"payer\"\nrequests = 1\nwindow = \"1m\"\napplies_to = \"challenges\"\n",
+            "no payer",
+        ),
+        (
+            "per = \"ip\"\nrequests = 1\nwindow = \"1m\"\nroutes = [\"GET /b\"]\n",
+            "no `[[routes]]`",
+        ),
+    ] {
+        let err = parse(&format!(
+            "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n[[rate_limits]]\n{bad}"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains(says), "{err}");
+    }
+}

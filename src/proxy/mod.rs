@@ -15,6 +15,7 @@
 //! (retries after a settlement attempt are disabled).
 
 mod idempotent;
+mod limits;
 mod pages;
 mod reply;
 mod server;
@@ -31,6 +32,7 @@ use crate::ops::{Health, InFlight};
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{check_payment, ReplayError, ReplayGuard, SettlementPolicy, VerifiedPayment};
 use crate::pricing::{PricedRoute, RouteKind};
+use crate::store::{LocalRateCounter, RateCounter};
 use crate::x402::{
     encode_header_json, HeaderDecodeError, PaymentPayload, PAYMENT_SIGNATURE, X_PAYMENT,
 };
@@ -50,6 +52,7 @@ pub struct Gateway {
     journal: Option<Arc<dyn Journal>>,
     health: Arc<Health>,
     idempotency: Arc<dyn IdempotencyStore>,
+    rates: Arc<dyn RateCounter>,
 }
 
 impl Gateway {
@@ -65,7 +68,14 @@ impl Gateway {
             journal,
             health,
             idempotency: Arc::new(InMemoryIdempotency::new()),
+            rates: Arc::new(LocalRateCounter::new()),
         }
+    }
+
+    /// Counts rate limits in `counter` instead of this process's memory.
+    pub fn with_rate_counter(mut self, counter: Arc<dyn RateCounter>) -> Self {
+        self.rates = counter;
+        self
     }
 
     /// Keeps idempotent replies in `store` instead of this process's memory.
@@ -233,7 +243,15 @@ impl Gateway {
             .headers
             .get(PAYMENT_SIGNATURE)
             .or_else(|| req.headers.get(X_PAYMENT));
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let Some(header) = header else {
+            if let Some(reply) = self.rate_limited(ctx, client_ip, None).await {
+                ctx.outcome = Some(RequestOutcome::Refused);
+                return Some(reply);
+            }
             ctx.outcome = Some(RequestOutcome::Challenged);
             let error = "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
             let reply = Reply::challenge(402, route, &url, &method, error, None);
@@ -317,6 +335,14 @@ impl Gateway {
                 ));
             }
         };
+
+        if let Some(reply) = self
+            .rate_limited(ctx, client_ip, Some(&verified.payer))
+            .await
+        {
+            ctx.outcome = Some(RequestOutcome::Refused);
+            return Some(reply);
+        }
 
         if let Err(e) = self
             .replay

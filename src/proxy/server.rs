@@ -13,7 +13,10 @@ use crate::ops::{
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
 use crate::pricing::RouteKind;
-use crate::store::{RedisIdempotency, RedisReplayGuard, RedisStore, StoreError};
+use crate::store::{
+    LocalRateCounter, RateCounter, RedisIdempotency, RedisRateCounter, RedisReplayGuard,
+    RedisStore, StoreError,
+};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -148,7 +151,11 @@ impl GatewayState {
 }
 
 /// Drops expired authorizations and idempotent replies once a minute.
-struct ReplaySweeper(Arc<dyn ReplayGuard>, Arc<dyn IdempotencyStore>);
+struct ReplaySweeper(
+    Arc<dyn ReplayGuard>,
+    Arc<dyn IdempotencyStore>,
+    Arc<dyn RateCounter>,
+);
 
 #[async_trait]
 impl BackgroundService for ReplaySweeper {
@@ -162,6 +169,7 @@ impl BackgroundService for ReplaySweeper {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
                     self.1.forget_expired().await;
+                    self.2.forget_expired();
                     let dropped = self.0.forget_expired(now).await;
                     if dropped > 0 {
                         tracing::debug!(dropped, remembered = self.0.len(), "expired authorizations forgotten");
@@ -317,7 +325,13 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
         Some(store) => Arc::new(RedisIdempotency::new(store.clone())),
         None => Arc::new(InMemoryIdempotency::new()),
     };
-    let gateway = gateway.with_idempotency(idempotency.clone());
+    let rates: Arc<dyn RateCounter> = match &shared {
+        Some(store) => Arc::new(RedisRateCounter::new(store.clone())),
+        None => Arc::new(LocalRateCounter::new()),
+    };
+    let gateway = gateway
+        .with_idempotency(idempotency.clone())
+        .with_rate_counter(rates.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -347,7 +361,7 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
 
     server.add_service(background_service(
         "replay sweeper",
-        ReplaySweeper(replay, idempotency),
+        ReplaySweeper(replay, idempotency, rates),
     ));
     if let Some(store) = shared {
         server.add_service(background_service(

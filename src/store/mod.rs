@@ -4,10 +4,12 @@
 //! Without `[redis]` the in-memory implementations serve a single process.
 
 mod idempotency;
+mod rate;
 mod redis;
 mod replay;
 
 pub use self::idempotency::RedisIdempotency;
+pub use self::rate::{LocalRateCounter, RateCounter, RedisRateCounter};
 pub use self::redis::{RedisStore, StoreError};
 pub use self::replay::RedisReplayGuard;
 

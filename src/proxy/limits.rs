@@ -1,0 +1,60 @@
+//! Rate limits on challenges and paid requests: counted before the facilitator is asked
+//! anything, answered 429 with `Retry-After`.
+
+use super::{Gateway, Reply, RequestCtx};
+use crate::config::RatePer;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+impl Gateway {
+    /// Counts this request in every limit covering its route; the 429 of the first exceeded.
+    /// `payer` is known for paid requests only. A counter store that does not answer lets the
+    /// request through: paid requests then stop at the replay store, which fails closed.
+    pub(super) async fn rate_limited(
+        &self,
+        ctx: &RequestCtx,
+        client_ip: Option<IpAddr>,
+        payer: Option<&str>,
+    ) -> Option<Reply> {
+        let route_index = ctx.route_index?;
+        let paid = payer.is_some();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for (position, limit) in ctx.state.config.rate_limits.iter().enumerate() {
+            let applies = if paid { limit.paid } else { limit.challenges };
+            if !applies || !limit.covers(route_index) {
+                continue;
+            }
+            let who = match limit.per {
+                RatePer::ClientIp => client_ip.map(|ip| ip.to_string()),
+                RatePer::Payer => payer.map(str::to_ascii_lowercase),
+            };
+            let Some(who) = who else { continue };
+            // Windows are aligned on the clock so that every replica counts the same one.
+            let window_ms = (limit.window.as_millis() as u64).max(1);
+            let window_number = now_ms / window_ms;
+            let key = format!("{position}:{who}:{window_number}");
+            match self.rates.hit(&key, limit.window).await {
+                Ok(count) if count > limit.requests => {
+                    let ends_ms = (window_number + 1) * window_ms;
+                    let retry_after = ends_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
+                    let whom = match limit.per {
+                        RatePer::ClientIp => "this client address",
+                        RatePer::Payer => "this payer",
+                    };
+                    let message = format!(
+                        "more than {} requests in {:?} from {whom}; retry in {retry_after}s",
+                        limit.requests, limit.window
+                    );
+                    let mut reply = Reply::error(429, "rate_limited", &message);
+                    reply.headers.push(("Retry-After", retry_after.to_string()));
+                    return Some(reply);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "rate limit not counted"),
+            }
+        }
+        None
+    }
+}
