@@ -560,3 +560,101 @@ async fn rate_limits_are_counted_locally_without_redis() {
     let rig = Replicas::sharing(1, LIMITS, false);
     assert_rate_limits(&rig).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_is_released_by_its_owner_only_and_kept_once_settled_or_unknown() {
+    use std::sync::Arc;
+    use x402_gateway::config::GatewayConfig;
+    use x402_gateway::payment::{ReplayError, ReplayGuard, ReplayKey};
+    use x402_gateway::store::{RedisReplayGuard, RedisStore};
+
+    let redis = Redis::start();
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:9\"\n[facilitator]\nkind = \"local\"\n[redis]\nurl = \"{}\"\n",
+        redis.url()
+    );
+    let config = GatewayConfig::parse(&text, std::path::Path::new("g.toml"), &|_| None).unwrap();
+    let settings = config.redis.unwrap();
+    // Two replicas: each its own client, one Redis.
+    let first = RedisReplayGuard::new(Arc::new(RedisStore::connect(&settings).unwrap()));
+    let second = RedisReplayGuard::new(Arc::new(RedisStore::connect(&settings).unwrap()));
+    let key = |n: &str| ReplayKey::new("eip155:196", "0xasset", "0xfrom", n);
+    let (now, valid_before) = (now(), now() + 120);
+
+    first.reserve(&key("a"), valid_before, now).await.unwrap();
+    assert_eq!(
+        second.reserve(&key("a"), valid_before, now).await,
+        Err(ReplayError::InFlight)
+    );
+    second.release(&key("a")).await;
+    assert_eq!(
+        second.reserve(&key("a"), valid_before, now).await,
+        Err(ReplayError::InFlight),
+        "only the owner releases"
+    );
+    first.release(&key("a")).await;
+    second.reserve(&key("a"), valid_before, now).await.unwrap();
+
+    second.mark_settled(&key("a")).await;
+    first.reserve(&key("b"), valid_before, now).await.unwrap();
+    first.keep_unknown(&key("b")).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    // The final state is written off the response path; until then the reservation refuses.
+    loop {
+        let a = first.reserve(&key("a"), valid_before, now).await;
+        let b = second.reserve(&key("b"), valid_before, now).await;
+        if a == Err(ReplayError::AlreadySettled) && b == Err(ReplayError::AlreadySettled) {
+            break;
+        }
+        assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
+        assert!(Instant::now() < deadline, "{a:?} {b:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    second.release(&key("a")).await;
+    first.release(&key("b")).await;
+    assert_eq!(
+        first.reserve(&key("a"), valid_before, now).await,
+        Err(ReplayError::AlreadySettled),
+        "a settled authorization is never released"
+    );
+
+    // Kept until validBefore plus a margin, not forever.
+    let ttl = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--scan",
+            "--pattern",
+            "x402:replay:*",
+        ])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8(ttl.stdout).unwrap();
+    let one = keys
+        .lines()
+        .next()
+        .expect("replay keys under the default prefix");
+    let pttl = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "PTTL", one])
+        .output()
+        .unwrap();
+    let pttl: u64 = String::from_utf8(pttl.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((120_000..=181_000).contains(&pttl), "{pttl} ms");
+
+    redis.pause();
+    let started = Instant::now();
+    assert_eq!(
+        first.reserve(&key("c"), valid_before, now).await,
+        Err(ReplayError::Unavailable)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    redis.resume();
+}

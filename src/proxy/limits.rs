@@ -21,7 +21,10 @@ impl Gateway {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        for (position, limit) in ctx.state.config.rate_limits.iter().enumerate() {
+        let limits = &ctx.state.config.rate_limits;
+        let mut counted = Vec::new();
+        let mut keys = Vec::new();
+        for (position, limit) in limits.iter().enumerate() {
             let applies = if paid { limit.paid } else { limit.challenges };
             if !applies || !limit.covers(route_index) {
                 continue;
@@ -34,27 +37,35 @@ impl Gateway {
             // Windows are aligned on the clock so that every replica counts the same one.
             let window_ms = (limit.window.as_millis() as u64).max(1);
             let window_number = now_ms / window_ms;
-            let key = format!("{position}:{who}:{window_number}");
-            match self.rates.hit(&key, limit.window).await {
-                Ok(count) if count > limit.requests => {
-                    let ends_ms = (window_number + 1) * window_ms;
-                    let retry_after = ends_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
-                    let whom = match limit.per {
-                        RatePer::ClientIp => "this client address",
-                        RatePer::Payer => "this payer",
-                    };
-                    let message = format!(
-                        "more than {} requests in {:?} from {whom}; retry in {retry_after}s",
-                        limit.requests, limit.window
-                    );
-                    let mut reply = Reply::error(429, "rate_limited", &message);
-                    reply.headers.push(("Retry-After", retry_after.to_string()));
-                    return Some(reply);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "rate limit not counted"),
-            }
+            keys.push((format!("{position}:{who}:{window_number}"), limit.window));
+            counted.push((limit, (window_number + 1) * window_ms));
         }
-        None
+        if keys.is_empty() {
+            return None;
+        }
+        let counts = match self.rates.hit_all(&keys).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::debug!(error = %e, "rate limits not counted");
+                return None;
+            }
+        };
+        let (limit, ends_ms) = counted
+            .into_iter()
+            .zip(counts)
+            .find(|((limit, _), count)| *count > limit.requests)
+            .map(|(counted, _)| counted)?;
+        let retry_after = ends_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
+        let whom = match limit.per {
+            RatePer::ClientIp => "this client address",
+            RatePer::Payer => "this payer",
+        };
+        let message = format!(
+            "more than {} requests in {:?} from {whom}; retry in {retry_after}s",
+            limit.requests, limit.window
+        );
+        let mut reply = Reply::error(429, "rate_limited", &message);
+        reply.headers.push(("Retry-After", retry_after.to_string()));
+        Some(reply)
     }
 }

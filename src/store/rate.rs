@@ -10,8 +10,9 @@ use std::time::Duration;
 
 #[async_trait]
 pub trait RateCounter: Send + Sync {
-    /// Counts one request under `key` (which names its window) and returns the count so far.
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StoreError>;
+    /// Counts one request under each key (which names its window, of the given length) and
+    /// returns the counts so far, in order: one round trip for every limit of a request.
+    async fn hit_all(&self, keys: &[(String, Duration)]) -> Result<Vec<u64>, StoreError>;
     /// Drops counters of windows that ended.
     fn forget_expired(&self) {}
 }
@@ -30,17 +31,20 @@ impl LocalRateCounter {
 
 #[async_trait]
 impl RateCounter for LocalRateCounter {
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+    async fn hit_all(&self, keys: &[(String, Duration)]) -> Result<Vec<u64>, StoreError> {
         let now = std::time::Instant::now();
-        let mut entry = self
-            .counts
-            .entry(key.to_string())
-            .or_insert((0, now + window));
-        if entry.1 <= now {
-            *entry = (0, now + window);
-        }
-        entry.0 += 1;
-        Ok(entry.0)
+        let counts = keys
+            .iter()
+            .map(|(key, window)| {
+                let mut entry = self.counts.entry(key.clone()).or_insert((0, now + *window));
+                if entry.1 <= now {
+                    *entry = (0, now + *window);
+                }
+                entry.0 += 1;
+                entry.0
+            })
+            .collect();
+        Ok(counts)
     }
 
     fn forget_expired(&self) {
@@ -51,9 +55,13 @@ impl RateCounter for LocalRateCounter {
 
 static HIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"local n = redis.call('INCR', KEYS[1])
-          if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-          return n",
+        r"local counts = {}
+          for i, key in ipairs(KEYS) do
+            local n = redis.call('INCR', key)
+            if n == 1 then redis.call('PEXPIRE', key, ARGV[i]) end
+            counts[i] = n
+          end
+          return counts",
     )
 });
 
@@ -70,16 +78,12 @@ impl RedisRateCounter {
 
 #[async_trait]
 impl RateCounter for RedisRateCounter {
-    async fn hit(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
-        let key = self.store.key("rate", key);
-        self.store
-            .eval(
-                "rate_limit",
-                &HIT,
-                vec![key],
-                vec![arg(window.as_millis() as u64)],
-            )
-            .await
+    async fn hit_all(&self, keys: &[(String, Duration)]) -> Result<Vec<u64>, StoreError> {
+        let (names, windows) = keys
+            .iter()
+            .map(|(key, window)| (self.store.key("rate", key), arg(window.as_millis() as u64)))
+            .unzip();
+        self.store.eval("rate_limit", &HIT, names, windows).await
     }
 }
 
@@ -91,11 +95,16 @@ mod tests {
     async fn local_counters_count_per_key_and_restart_with_the_window() {
         let counter = LocalRateCounter::new();
         let window = Duration::from_millis(50);
-        assert_eq!(counter.hit("a", window).await.unwrap(), 1);
-        assert_eq!(counter.hit("a", window).await.unwrap(), 2);
-        assert_eq!(counter.hit("b", window).await.unwrap(), 1);
+        let keys = |names: &[&str]| -> Vec<(String, Duration)> {
+            names.iter().map(|n| (n.to_string(), window)).collect()
+        };
+        assert_eq!(counter.hit_all(&keys(&["a"])).await.unwrap(), vec![1]);
+        assert_eq!(
+            counter.hit_all(&keys(&["a", "b"])).await.unwrap(),
+            vec![2, 1]
+        );
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(counter.hit("a", window).await.unwrap(), 1);
+        assert_eq!(counter.hit_all(&keys(&["a"])).await.unwrap(), vec![1]);
         tokio::time::sleep(Duration::from_millis(60)).await;
         counter.forget_expired();
         assert!(counter.counts.is_empty());

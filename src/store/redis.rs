@@ -81,6 +81,11 @@ impl RedisStore {
         self.timeout
     }
 
+    /// Runs `work` on the client's own runtime, which outlives any caller's.
+    pub fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        drop(self.runtime.spawn(work));
+    }
+
     /// Runs `script` with `keys` and `args` in one round trip (EVALSHA, loading it once).
     pub async fn eval<T>(
         &self,

@@ -68,20 +68,26 @@ impl RedisReplayGuard {
         self.store.key("replay", &key.to_hex())
     }
 
-    async fn finish(&self, key: &ReplayKey, state: &'static str) {
+    /// Records the final state without holding the response up: until it lands, the
+    /// reservation itself keeps the authorization refused, so no replica can use it meanwhile.
+    fn finish(&self, key: &ReplayKey, state: &'static str) {
         let Some((_, held)) = self.held.remove(key) else {
             return;
         };
         let ttl_ms = ttl_ms(held.expires_at, crate::ops::journal::unix_now());
         let args = vec![arg(held.token.as_str()), arg(state), arg(ttl_ms)];
-        let result: Result<i64, _> = self
-            .store
-            .eval("replay_finish", &FINISH, vec![self.key(key)], args)
-            .await;
-        if let Err(e) = result {
-            // The reservation stays until it expires: the authorization remains refused.
-            tracing::warn!(error = %e, key = %key.to_hex(), state, "could not record the payment's state in redis");
-        }
+        let store = self.store.clone();
+        let redis_key = self.key(key);
+        let shown = key.to_hex();
+        self.store.spawn(async move {
+            let result: Result<i64, _> = store
+                .eval("replay_finish", &FINISH, vec![redis_key], args)
+                .await;
+            if let Err(e) = result {
+                // The reservation stays until it expires: the authorization remains refused.
+                tracing::warn!(error = %e, key = %shown, state, "could not record the payment's state in redis");
+            }
+        });
     }
 }
 
@@ -133,11 +139,11 @@ impl ReplayGuard for RedisReplayGuard {
     }
 
     async fn mark_settled(&self, key: &ReplayKey) {
-        self.finish(key, SETTLED).await;
+        self.finish(key, SETTLED);
     }
 
     async fn keep_unknown(&self, key: &ReplayKey) {
-        self.finish(key, UNKNOWN).await;
+        self.finish(key, UNKNOWN);
     }
 
     async fn forget_expired(&self, now: u64) -> usize {
