@@ -17,13 +17,20 @@ use vendor::*;
 struct Redis {
     child: Option<Child>,
     port: u16,
+    password: Option<&'static str>,
 }
 
 impl Redis {
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `password`, clients must authenticate.
+    fn start_with(password: Option<&'static str>) -> Self {
         let mut redis = Self {
             child: None,
             port: free_port(),
+            password,
         };
         redis.restart();
         redis
@@ -34,6 +41,12 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(
+                self.password
+                    .map(|p| ["--requirepass", p])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -52,10 +65,11 @@ impl Redis {
             return false;
         };
         let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
-        let mut reply = [0u8; 7];
+        // Without the password Redis answers -NOAUTH: it is up all the same.
+        let mut reply = [0u8; 1];
         socket.write_all(b"PING\r\n").is_ok()
             && socket.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+" || &reply == b"-")
     }
 
     fn signal(&self, signal: &str) {
@@ -657,4 +671,43 @@ async fn a_reservation_is_released_by_its_owner_only_and_kept_once_settled_or_un
         started.elapsed()
     );
     redis.resume();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_password_authenticates_and_is_never_printed() {
+    const PASSWORD: &str = "redis-pass-5c1e7a90";
+    let redis = Redis::start_with(Some(PASSWORD));
+    let upstream = node("upstream.mjs", &["--port", "0"]);
+    let okx = okx_emulator(&[]);
+    let port = free_port();
+    let config = vendor_config(
+        port,
+        upstream.port,
+        &okx_facilitator(okx.port, ""),
+        &format!(
+            "{ROUTES}\n[redis]\nurl = \"redis://:{PASSWORD}@127.0.0.1:{}\"\n",
+            redis.port
+        ),
+    );
+    let (ok, stdout, stderr) = check(&config);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("redis://:***@127.0.0.1"), "{stdout}");
+    let mut gateway = Gateway::start(&config, port);
+    let url = gateway.url("/api/data");
+    let (status, settlement, body) = paid_get(&url, &pay_exact(&accepted(&url).await)).await;
+    assert_eq!(status, 200, "authenticated: {body}");
+    assert!(settlement.is_some());
+    let r = http()
+        .get(format!("http://127.0.0.1:{}/readyz", admin_port(&config)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let readyz = r.text().await.unwrap();
+    let everything = format!("{stdout}{stderr}{readyz}{}", gateway.log());
+    assert!(everything.contains("127.0.0.1"), "the log names the Redis");
+    assert!(
+        !everything.contains(PASSWORD),
+        "the password leaked: {everything}"
+    );
 }
