@@ -28,11 +28,13 @@ pub fn payment_identifier(payload: &Value) -> Result<Option<String>, String> {
     else {
         return Ok(None);
     };
-    let id = extension
-        .get("info")
-        .and_then(|i| i.get("id"))
-        .and_then(Value::as_str)
-        .ok_or("the payment-identifier extension has no info.id string")?;
+    // Clients echo the advertised extension as they received it; without an id it asks nothing.
+    let Some(id) = extension.get("info").and_then(|i| i.get("id")) else {
+        return Ok(None);
+    };
+    let id = id
+        .as_str()
+        .ok_or("payment-identifier info.id must be a string")?;
     let well_formed = (16..=128).contains(&id.len())
         && id
             .bytes()
@@ -214,6 +216,12 @@ mod tests {
     #[test]
     fn ids_are_read_and_checked() {
         assert_eq!(payment_identifier(&json!({"x402Version": 2})), Ok(None));
+        let echoed = json!({"extensions": {"payment-identifier": {"info": {"required": false}}}});
+        assert_eq!(
+            payment_identifier(&echoed),
+            Ok(None),
+            "the advertisement echoed back"
+        );
         let id = "pay_0123456789abcdef";
         let payload = json!({"extensions": {"payment-identifier": {"info": {"id": id}}}});
         assert_eq!(payment_identifier(&payload), Ok(Some(id.to_string())));

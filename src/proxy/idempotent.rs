@@ -58,7 +58,7 @@ impl Gateway {
             Err(e) => Err((
                 RequestOutcome::Error,
                 Reply::unavailable(
-                    "idempotency_store_unavailable",
+                    "replay_store_unavailable",
                     &format!("{e}; nothing was charged"),
                 ),
             )),
