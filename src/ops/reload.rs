@@ -77,6 +77,9 @@ impl Reloader {
         {
             needs_restart.push("[journal] path");
         }
+        if config.redis != old.config.redis {
+            needs_restart.push("[redis]");
+        }
         if !needs_restart.is_empty() {
             tracing::warn!(
                 settings = %needs_restart.join(", "),
@@ -85,6 +88,7 @@ impl Reloader {
             config.server = old.config.server.clone();
             config.admin.listen = old.config.admin.listen;
             config.journal = old.config.journal.clone();
+            config.redis = old.config.redis.clone();
         }
         // Unchanged facilitators keep their clients (connection pools, test-mode ledger).
         let facilitators = old
