@@ -1,7 +1,7 @@
 //! Rate-limit counters: fixed windows counted per key, in this process or in Redis.
 
 use super::redis::{arg, RedisStore};
-use super::StoreError;
+use super::{StoreError, StoreHealth};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use redis::Script;
@@ -79,6 +79,11 @@ impl RedisRateCounter {
 #[async_trait]
 impl RateCounter for RedisRateCounter {
     async fn hit_all(&self, keys: &[(String, Duration)]) -> Result<Vec<u64>, StoreError> {
+        // During an outage challenges are not held up by a timeout per request; the probe
+        // notices Redis coming back.
+        if !self.store.reachable() {
+            return Err(StoreError::Skipped);
+        }
         let (names, windows) = keys
             .iter()
             .map(|(key, window)| (self.store.key("rate", key), arg(window.as_millis() as u64)))

@@ -23,6 +23,8 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("cannot start the redis client: {0}")]
     Start(String),
+    #[error("redis did not answer lately; not asked")]
+    Skipped,
 }
 
 /// A connected (or reconnecting) Redis, shared by the stores of one process.
