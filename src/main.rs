@@ -49,7 +49,8 @@ enum Command {
     },
     /// List the payments recorded in the settlement journal, one row per payment.
     Receipts {
-        /// Configuration file naming the journal (`[journal] path`).
+        /// Configuration file naming the journal (`[journal] url` for the database every
+        /// replica shares, else `[journal] path`).
         #[arg(long, short, default_value = "gateway.toml")]
         config: PathBuf,
         /// The journal file itself (instead of reading it from the configuration).
@@ -59,10 +60,28 @@ enum Command {
         /// time, a date, or a duration back from now ("24h").
         #[arg(long)]
         since: Option<String>,
+        /// Only payments on this route, as in the logs and metrics ("GET /paid").
+        #[arg(long)]
+        route: Option<String>,
+        /// Only payments from this payer address.
+        #[arg(long)]
+        payer: Option<String>,
+        /// Only payments in this latest state.
+        #[arg(long, value_enum)]
+        state: Option<ReceiptState>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReceiptsFormat::Csv)]
         format: ReceiptsFormat,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReceiptState {
+    Verified,
+    Settled,
+    Pending,
+    Failed,
+    NotCharged,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,8 +118,34 @@ fn main() -> Result<()> {
             config,
             journal,
             since,
+            route,
+            payer,
+            state,
             format,
-        } => receipts(config, journal, since, format),
+        } => {
+            use x402_gateway::ops::PaymentState as S;
+            let state = state.map(|s| match s {
+                ReceiptState::Verified => S::Verified,
+                ReceiptState::Settled => S::Settled,
+                ReceiptState::Pending => S::Pending,
+                ReceiptState::Failed => S::Failed,
+                ReceiptState::NotCharged => S::NotCharged,
+            });
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let since_ms = since
+                .map(|s| x402_gateway::ops::journal::parse_since(&s, now_ms))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--since {e}"))?;
+            let query = x402_gateway::ops::receipts::ReceiptQuery {
+                since_ms,
+                route,
+                payer,
+                state,
+            };
+            receipts(config, journal, &query, format)
+        }
     }
 }
 
@@ -128,36 +173,38 @@ fn run(path: PathBuf, demo_upstream: bool) -> Result<()> {
 fn receipts(
     config: PathBuf,
     journal: Option<PathBuf>,
-    since: Option<String>,
+    query: &x402_gateway::ops::receipts::ReceiptQuery,
     format: ReceiptsFormat,
 ) -> Result<()> {
     use x402_gateway::ops::{journal as j, receipts as r};
-    let path = match journal {
-        Some(path) => path,
-        None => GatewayConfig::load(&config)
-            .map_err(anyhow::Error::msg)?
-            .journal
-            .map(|j| j.path)
-            .with_context(|| {
-                format!(
-                    "{} has no [journal] path; pass --journal PATH",
-                    config.display()
-                )
-            })?,
-    };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let since = since
-        .map(|s| j::parse_since(&s, now_ms))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--since {e}"))?;
-    let entries = j::read_entries(&path)?;
     let format = match format {
         ReceiptsFormat::Csv => r::ReceiptFormat::Csv,
         ReceiptsFormat::Json => r::ReceiptFormat::Json,
     };
-    print!("{}", r::render(&r::receipts(&entries, since), format));
+    let path = match journal {
+        Some(path) => path,
+        None => {
+            let journal = GatewayConfig::load(&config)
+                .map_err(anyhow::Error::msg)?
+                .journal
+                .with_context(|| {
+                    format!("{} has no [journal]; pass --journal PATH", config.display())
+                })?;
+            if let Some(url) = journal.url {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let rows = runtime
+                    .block_on(j::PgJournal::read_receipts(url.expose(), query))
+                    .context("cannot read receipts from the journal database")?;
+                print!("{}", r::render(&rows, format));
+                return Ok(());
+            }
+            journal.path
+        }
+    };
+    let entries = j::read_entries(&path)?;
+    print!("{}", r::render(&r::receipts(&entries, query), format));
     Ok(())
 }
 
@@ -286,6 +333,10 @@ fn check(path: PathBuf) -> Result<()> {
         config.admin.listen
     );
     match &config.journal {
+        Some(j) if j.url.is_some() => println!(
+            "journal      PostgreSQL ([journal] url), spool {}",
+            j.path.display()
+        ),
         Some(j) => println!("journal      {}", j.path.display()),
         None => println!("journal      none (payments are only logged)"),
     }

@@ -66,6 +66,18 @@ fn secret_env(docs: &[Value]) -> HashMap<String, String> {
         .collect()
 }
 
+/// A Kubernetes memory quantity in MiB ("512Mi", "1Gi").
+fn mebibytes(v: &Value) -> u64 {
+    let q = str_of(v);
+    if let Some(n) = q.strip_suffix("Mi") {
+        n.parse().unwrap()
+    } else if let Some(n) = q.strip_suffix("Gi") {
+        n.parse::<u64>().unwrap() * 1024
+    } else {
+        panic!("memory quantity {q}: use Mi or Gi")
+    }
+}
+
 fn shipped_config(docs: &[Value]) -> String {
     str_of(&of_kind(docs, "ConfigMap")["data"]["gateway.toml"]).to_string()
 }
@@ -162,6 +174,40 @@ fn manifests_agree_with_the_gateway_configuration_they_ship() {
     assert!(mounts
         .iter()
         .any(|m| m["name"] != "config" && journal.path.starts_with(str_of(&m["mountPath"]))));
+
+    // Sized resources: a CPU request, a memory limit that holds thousands of connections and the
+    // replay guard (BENCHMARKS.md), and a thread count that does not follow the node's CPUs.
+    let resources = &s.gateway["resources"];
+    assert!(!resources["requests"]["cpu"].is_null(), "no CPU request");
+    assert!(
+        mebibytes(&resources["limits"]["memory"]) >= 256,
+        "memory limit {:?}",
+        resources["limits"]["memory"]
+    );
+    let shipped: toml::Value = toml::from_str(&shipped_config(&docs)).unwrap();
+    assert!(
+        shipped["server"].get("threads").is_some(),
+        "[server] threads must be set: the default is one thread per CPU of the node"
+    );
+
+    // The image's user and state volume are the ones the pod runs as and mounts.
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let image_user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("Dockerfile sets USER");
+    let run_as = s.gateway["securityContext"]["runAsUser"].as_u64().unwrap();
+    assert_eq!(
+        image_user.split(':').next(),
+        Some(run_as.to_string().as_str())
+    );
+    let image_volume = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("VOLUME "))
+        .expect("Dockerfile declares the state VOLUME");
+    assert!(journal.path.starts_with(image_volume.trim()));
+    assert!(mounts.iter().any(|m| m["mountPath"] == image_volume.trim()));
 
     // preStop + grace period fit in terminationGracePeriodSeconds, with room to spare.
     let pre_stop: Vec<&str> = s.gateway["lifecycle"]["preStop"]["exec"]["command"]

@@ -24,5 +24,9 @@ echo "== Kubernetes manifests against the official schemas"
 }
 target/venv/bin/kubernetes-validate --strict examples/kubernetes/gateway.yaml
 
+echo "== container image: built from the Dockerfile and run (Docker engine)"
+GATEWAY_BIN="$PWD/target/debug/x402-gateway" PAY_EXAMPLE_BIN="$PWD/target/debug/examples/pay" \
+  bash tests/docker.sh
+
 echo "== benchmark smoke run (no timing checked)"
 bash bench/smoke.sh

@@ -184,7 +184,11 @@ pub struct AdminConfig {
 /// The settlement journal: where every payment is recorded before the response depending on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalConfig {
+    /// The journal file; with `url`, the local spool for records the database could not take.
     pub path: PathBuf,
+    /// A PostgreSQL connection URL (`postgres://user:password@host:port/database`): the journal
+    /// every replica shares.
+    pub url: Option<Secret>,
     /// How often pending settlements are checked with their facilitator.
     pub reconcile_interval: Duration,
 }
@@ -452,20 +456,7 @@ impl Ctx<'_> {
         let admin = self.admin(&file.admin)?;
         let journal = match &file.journal {
             None => None,
-            Some(j) => {
-                let base = path.parent().unwrap_or(Path::new("."));
-                let text = self.expand(&j.get_ref().path)?;
-                if text.trim().is_empty() {
-                    return Err(self.err(&j.get_ref().path, "journal path is empty"));
-                }
-                Some(JournalConfig {
-                    path: base.join(text),
-                    reconcile_interval: self.positive_duration(
-                        &j.get_ref().reconcile_interval,
-                        Duration::from_secs(30),
-                    )?,
-                })
-            }
+            Some(j) => Some(self.journal(j.get_ref(), path)?),
         };
         Ok(GatewayConfig {
             source: path.to_path_buf(),
@@ -590,6 +581,40 @@ impl Ctx<'_> {
             url: Secret(url),
             key_prefix,
             timeout: self.positive_duration(&r.timeout, Duration::from_millis(250))?,
+        })
+    }
+
+    fn journal(&self, j: &surface::Journal, path: &Path) -> Result<JournalConfig, ConfigError> {
+        let url = self.secret(&j.url)?;
+        if let (Some(url), Some(at)) = (&url, &j.url) {
+            // The message never repeats the value: it carries the password.
+            if !url.expose().starts_with("postgres://")
+                && !url.expose().starts_with("postgresql://")
+                || url.expose().parse::<tokio_postgres::Config>().is_err()
+            {
+                return Err(self.err(
+                    at,
+                    "journal url is not a PostgreSQL URL like \"postgres://user:${PASSWORD}@host:5432/database\"",
+                ));
+            }
+        }
+        let Some(path_text) = &j.path else {
+            return Err(self.error(if url.is_some() {
+                "[journal] with `url` needs `path` too: the local file that keeps records while the database is unreachable"
+            } else {
+                "[journal] needs `path` (a local file) or `url` (PostgreSQL) and `path`"
+            }));
+        };
+        let text = self.expand(path_text)?;
+        if text.trim().is_empty() {
+            return Err(self.err(path_text, "journal path is empty"));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(JournalConfig {
+            path: base.join(text),
+            url,
+            reconcile_interval: self
+                .positive_duration(&j.reconcile_interval, Duration::from_secs(30))?,
         })
     }
 

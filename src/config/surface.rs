@@ -74,7 +74,8 @@ pub struct Admin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Journal {
-    pub path: Text,
+    pub path: Option<Text>,
+    pub url: Option<Text>,
     pub reconcile_interval: Option<Text>,
 }
 

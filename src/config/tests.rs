@@ -224,6 +224,48 @@ fn operations_keys_have_defaults_and_located_errors() {
     assert_eq!(e.location.map(|l| l.0), Some(11));
 }
 
+#[test]
+fn a_journal_database_url_is_a_secret_with_a_local_spool_beside_it() {
+    let env = |name: &str| (name == "DB_PASSWORD").then(|| "pw-7e1c".to_string());
+    let config = parse_env(
+        "[journal]\nurl = \"postgres://gw:${DB_PASSWORD}@db:5432/ledger\"\npath = \"spool.jsonl\"\n",
+        &env,
+    )
+    .unwrap();
+    let journal = config.journal.unwrap();
+    assert_eq!(
+        journal.url.as_ref().map(Secret::expose),
+        Some("postgres://gw:pw-7e1c@db:5432/ledger")
+    );
+    assert_eq!(journal.path, Path::new("spool.jsonl"));
+    assert!(
+        !format!("{journal:?}").contains("pw-7e1c"),
+        "Debug hides it"
+    );
+
+    let e = parse_env(
+        "[journal]\nurl = \"postgres://gw:${DB_PASSWORD}@db/ledger\"\n",
+        &env,
+    )
+    .unwrap_err();
+    assert!(e.message.contains("needs `path` too"), "{e}");
+    let e = parse_env(
+        "[journal]\nurl = \"mysql://gw:${DB_PASSWORD}@db/ledger\"\npath = \"s\"\n",
+        &env,
+    )
+    .unwrap_err();
+    assert!(e.message.contains("not a PostgreSQL URL"), "{e}");
+    assert!(
+        !e.to_string().contains("pw-7e1c"),
+        "the error never repeats it: {e}"
+    );
+    let e = parse("[journal]\nurl = \"postgres://gw:${MISSING}@db/ledger\"\npath = \"s\"\n")
+        .unwrap_err();
+    assert!(e.message.contains("`MISSING` is not set"), "{e}");
+    let e = parse("[journal]\nreconcile_interval = \"5s\"\n").unwrap_err();
+    assert!(e.message.contains("needs `path`"), "{e}");
+}
+
 const OKX: &str = r#"
 [upstream]
 url = "http://127.0.0.1:9"

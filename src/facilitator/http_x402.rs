@@ -8,6 +8,9 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
+/// The `errorReason` of a settlement broadcast but not confirmed yet.
+const SETTLEMENT_PENDING: &str = "settlement_pending";
+
 pub struct HttpFacilitator {
     name: String,
     client: reqwest::Client,
@@ -121,6 +124,15 @@ impl Facilitator for HttpFacilitator {
             )
             .await?;
         let (response, raw) = Self::parse::<SettleResponse>(status, &body, "success")?;
+        if !response.success && response.error_reason.as_deref() == Some(SETTLEMENT_PENDING) {
+            // Broadcast, receipt not seen in time (x402 facilitators answer it with HTTP 500): it
+            // may still land, so it is not a refusal. The identical request asks again later.
+            return Err(FacilitatorError::Unconfirmed {
+                transaction: response.transaction,
+                status: SETTLEMENT_PENDING.into(),
+                deadline: self.timeout,
+            });
+        }
         let status = SettlementStatus::of(&response);
         Ok(Settlement {
             response,

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod postgres;
+pub use postgres::PgJournal;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentState {
@@ -35,6 +38,18 @@ pub enum PaymentState {
 }
 
 impl PaymentState {
+    pub const ALL: [PaymentState; 5] = [
+        Self::Verified,
+        Self::Settled,
+        Self::Pending,
+        Self::Failed,
+        Self::NotCharged,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Verified => "verified",
@@ -80,6 +95,12 @@ pub struct JournalEntry {
     /// Unix seconds after which the authorization is void on chain.
     #[serde(default)]
     pub valid_before: u64,
+    /// The settle request as sent, for a settlement whose outcome is unknown: a facilitator
+    /// without a status API is asked again with the identical request, as the x402 SDKs do.
+    /// It carries the signed authorization, so it is never written to a journal file; the
+    /// database keeps it only while the payment is pending.
+    #[serde(skip)]
+    pub settle_request: String,
 }
 
 impl JournalEntry {
@@ -102,6 +123,12 @@ pub enum JournalError {
     Write(String),
     #[error("cannot read the journal {path}: {reason}")]
     Read { path: String, reason: String },
+    #[error("the journal database is unavailable: {0}")]
+    Database(String),
+    /// Another request (on this or another replica) holds this authorization, or it was settled:
+    /// `state` is where it stands.
+    #[error("this authorization is already recorded as {}", state.as_str())]
+    AlreadyRecorded { state: PaymentState },
 }
 
 /// Where payment events are recorded.
@@ -328,60 +355,113 @@ pub type FacilitatorLookup<'a> = &'a (dyn Fn(&JournalEntry) -> Option<Arc<dyn Fa
 
 /// One pass over the pending entries: asks the facilitator that settled each, appends final states.
 pub async fn reconcile_once(journal: &dyn Journal, facilitator_for: FacilitatorLookup<'_>) {
-    let metrics = Metrics::global();
     for entry in journal.pending() {
-        let facilitator = facilitator_for(&entry);
-        let status = match (&facilitator, entry.transaction.is_empty()) {
-            // Nothing to ask about: only the chain (or the facilitator's operator) can tell.
-            (None, _) | (_, true) => Ok(SettlementLookup::Unknown),
-            (Some(f), false) => {
-                f.settlement_status(&entry.transaction, &entry.network)
-                    .await
-            }
+        let Some(next) = check_pending(&entry, facilitator_for).await else {
+            continue;
         };
-        let next = match status {
-            Ok(SettlementLookup::Settled { transaction }) => {
-                metrics
-                    .reconciliations
-                    .with_label_values(&["settled"])
-                    .inc();
-                let mut next = entry.next(PaymentState::Settled);
-                if !transaction.is_empty() {
-                    next.transaction = transaction;
-                }
-                next
-            }
-            Ok(SettlementLookup::Failed { reason }) => {
-                metrics.reconciliations.with_label_values(&["failed"]).inc();
-                let mut next = entry.next(PaymentState::Failed);
-                next.reason = reason;
-                next
-            }
-            Ok(SettlementLookup::Pending) => {
-                metrics
-                    .reconciliations
-                    .with_label_values(&["pending"])
-                    .inc();
-                continue;
-            }
-            Ok(SettlementLookup::Unknown) => {
-                metrics
-                    .reconciliations
-                    .with_label_values(&["unknown"])
-                    .inc();
-                continue;
-            }
-            Err(e) => {
-                metrics.reconciliations.with_label_values(&["error"]).inc();
-                tracing::warn!(id = %entry.id, error = %e, "cannot reconcile a pending settlement yet");
-                continue;
-            }
-        };
-        tracing::info!(id = %next.id, state = next.state.as_str(), tx = %next.transaction, "pending settlement reconciled");
         if let Err(e) = journal.append(next).await {
             tracing::error!(error = %e, "cannot record a reconciled settlement");
         }
     }
+}
+
+/// Asks the facilitator that settled a pending entry what became of it: the entry's final state,
+/// or `None` while it is still open.
+pub async fn check_pending(
+    entry: &JournalEntry,
+    facilitator_for: FacilitatorLookup<'_>,
+) -> Option<JournalEntry> {
+    let metrics = Metrics::global();
+    let facilitator = facilitator_for(entry);
+    let status = match (&facilitator, entry.transaction.is_empty()) {
+        // Nothing to ask about: only the chain (or the facilitator's operator) can tell.
+        (None, _) | (_, true) => Ok(SettlementLookup::Unknown),
+        (Some(f), false) => {
+            f.settlement_status(&entry.transaction, &entry.network)
+                .await
+        }
+    };
+    let status = match (status, &facilitator) {
+        (Ok(SettlementLookup::Unknown), Some(f)) if !entry.settle_request.is_empty() => {
+            settle_again(f.as_ref(), &entry.settle_request).await
+        }
+        (status, _) => status,
+    };
+    let next = match status {
+        Ok(SettlementLookup::Settled { transaction }) => {
+            metrics
+                .reconciliations
+                .with_label_values(&["settled"])
+                .inc();
+            let mut next = entry.next(PaymentState::Settled);
+            if !transaction.is_empty() {
+                next.transaction = transaction;
+            }
+            next
+        }
+        Ok(SettlementLookup::Failed { reason }) => {
+            metrics.reconciliations.with_label_values(&["failed"]).inc();
+            let mut next = entry.next(PaymentState::Failed);
+            next.reason = reason;
+            next
+        }
+        Ok(SettlementLookup::Pending) => {
+            metrics
+                .reconciliations
+                .with_label_values(&["pending"])
+                .inc();
+            return None;
+        }
+        Ok(SettlementLookup::Unknown) => {
+            metrics
+                .reconciliations
+                .with_label_values(&["unknown"])
+                .inc();
+            return None;
+        }
+        Err(e) => {
+            metrics.reconciliations.with_label_values(&["error"]).inc();
+            tracing::warn!(id = %entry.id, error = %e, "cannot reconcile a pending settlement yet");
+            return None;
+        }
+    };
+    tracing::info!(id = %next.id, state = next.state.as_str(), tx = %next.transaction, "pending settlement reconciled");
+    Some(next)
+}
+
+/// Sends the recorded settle request again. A facilitator that broadcast it already reports that
+/// transaction (or `settlement_pending` while it waits); the authorization's nonce keeps the
+/// chain from moving the money twice. A refusal is not a final answer: the first attempt may have
+/// settled, so the payment stays pending for an operator.
+async fn settle_again(
+    facilitator: &dyn Facilitator,
+    recorded: &str,
+) -> Result<SettlementLookup, crate::facilitator::FacilitatorError> {
+    let Ok(body) = serde_json::from_str::<serde_json::Value>(recorded) else {
+        return Ok(SettlementLookup::Unknown);
+    };
+    let request = crate::facilitator::FacilitatorRequest {
+        x402_version: body["x402Version"]
+            .as_u64()
+            .and_then(|v| u8::try_from(v).ok())
+            .unwrap_or(2),
+        payment_payload: body["paymentPayload"].clone(),
+        payment_requirements: body["paymentRequirements"].clone(),
+        sync_settle: true,
+        resource: None,
+    };
+    let settlement = facilitator.settle(&request).await?;
+    let response = settlement.response;
+    Ok(match (response.success, settlement.status) {
+        (true, crate::facilitator::SettlementStatus::Confirmed) => SettlementLookup::Settled {
+            transaction: response.transaction,
+        },
+        (true, _) => SettlementLookup::Pending,
+        (false, _) if response.error_reason.as_deref() == Some("settlement_pending") => {
+            SettlementLookup::Pending
+        }
+        (false, _) => SettlementLookup::Unknown,
+    })
 }
 
 pub fn unix_now() -> u64 {

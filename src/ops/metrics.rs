@@ -5,8 +5,8 @@
 //! ([`RouteMetrics`]), so the hot path increments counters without hashing label values.
 
 use pingora_prometheus::prometheus::{
-    self, exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts,
+    self, exponential_buckets, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 use std::sync::OnceLock;
 
@@ -74,6 +74,8 @@ pub struct Metrics {
     pub journal_pending: IntGauge,
     pub journal_errors: IntCounter,
     pub reconciliations: IntCounterVec,
+    /// Settled revenue recorded in the shared journal database, across every replica.
+    pub ledger_revenue: GaugeVec,
     pub in_flight: IntGauge,
     pub shared_store_up: IntGauge,
     pub shared_store_unavailable: IntCounterVec,
@@ -199,6 +201,18 @@ impl Metrics {
                 "Pending settlement checks by result (settled, failed, pending, unknown, error)",
                 &["result"],
             ),
+            ledger_revenue: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "x402_ledger_revenue_atomic",
+                        "Settled amounts in the journal database (all replicas), in atomic units",
+                    ),
+                    &["route", "network", "asset"],
+                )
+                .expect("valid metric definition");
+                let _ = prometheus::register(Box::new(g.clone()));
+                g
+            },
             in_flight: gauge("x402_requests_in_flight", "Requests being served"),
             shared_store_up: gauge(
                 "x402_shared_store_up",

@@ -12,7 +12,7 @@ pub mod shutdown;
 pub use admin::{
     AdminApp, FacilitatorProbe, Health, InFlight, HEALTHZ_PATH, METRICS_PATH, READYZ_PATH,
 };
-pub use journal::{FileJournal, Journal, JournalEntry, JournalError, PaymentState};
+pub use journal::{FileJournal, Journal, JournalEntry, JournalError, PaymentState, PgJournal};
 pub use metrics::{Metrics, RequestOutcome};
 pub use reload::Reloader;
 pub use shutdown::DrainingShutdown;

@@ -1,7 +1,20 @@
 //! `x402-gateway receipts`: the journal as a list of payments, one row per payment in its latest
 //! state, for accounting and for checking pending settlements by hand.
 
-use crate::ops::journal::{latest_states, parse_rfc3339, JournalEntry};
+use crate::ops::journal::{latest_states, parse_rfc3339, JournalEntry, PaymentState};
+
+/// Which payments a listing shows; every filter given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiptQuery {
+    /// First recorded at or after this time (unix milliseconds).
+    pub since_ms: Option<i64>,
+    /// The route label, e.g. `GET /paid`.
+    pub route: Option<String>,
+    /// The payer's address, in any case.
+    pub payer: Option<String>,
+    /// The payment's latest state.
+    pub state: Option<PaymentState>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptFormat {
@@ -24,8 +37,8 @@ const COLUMNS: [&str; 12] = [
     "reason",
 ];
 
-/// Payments whose first entry is at or after `since_ms` (unix milliseconds), in journal order.
-pub fn receipts(entries: &[JournalEntry], since_ms: Option<i64>) -> Vec<JournalEntry> {
+/// The payments of a journal file that `query` selects, in their latest state, in journal order.
+pub fn receipts(entries: &[JournalEntry], query: &ReceiptQuery) -> Vec<JournalEntry> {
     let first_seen: std::collections::HashMap<&str, &str> = entries
         .iter()
         .rev()
@@ -33,13 +46,21 @@ pub fn receipts(entries: &[JournalEntry], since_ms: Option<i64>) -> Vec<JournalE
         .collect();
     latest_states(entries)
         .into_iter()
-        .filter(|e| match since_ms {
+        .filter(|e| match query.since_ms {
             None => true,
             Some(since) => first_seen
                 .get(e.id.as_str())
                 .and_then(|t| parse_rfc3339(t))
                 .is_some_and(|t| t >= since),
         })
+        .filter(|e| query.route.as_ref().is_none_or(|r| *r == e.route))
+        .filter(|e| {
+            query
+                .payer
+                .as_ref()
+                .is_none_or(|p| p.eq_ignore_ascii_case(&e.payer))
+        })
+        .filter(|e| query.state.is_none_or(|s| s == e.state))
         .collect()
 }
 

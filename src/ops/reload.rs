@@ -77,6 +77,9 @@ impl Reloader {
         {
             needs_restart.push("[journal] path");
         }
+        if config.journal.as_ref().map(|j| &j.url) != old.config.journal.as_ref().map(|j| &j.url) {
+            needs_restart.push("[journal] url");
+        }
         if config.redis != old.config.redis {
             needs_restart.push("[redis]");
         }

@@ -26,7 +26,7 @@ pub use server::{build_server, GatewayServer, GatewayState, StartError, UNMATCHE
 
 use crate::config::UnmatchedPolicy;
 use crate::facilitator::{Facilitator, FacilitatorError, FacilitatorRequest, SettlementStatus};
-use crate::ops::journal::{rfc3339_now, Journal, JournalEntry, PaymentState};
+use crate::ops::journal::{rfc3339_now, Journal, JournalEntry, JournalError, PaymentState};
 use crate::ops::metrics::{Metrics, RequestOutcome};
 use crate::ops::{Health, InFlight};
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
@@ -415,6 +415,7 @@ impl Gateway {
             reason: String::new(),
             key: verified.replay_key.to_hex(),
             valid_before: verified.valid_before,
+            settle_request: String::new(),
         });
         ctx.payment = Some(PaymentInFlight {
             version: payment.version(),
@@ -483,16 +484,39 @@ impl Gateway {
             Ok(_) => fmetrics.verified.inc(),
         }
 
-        if !self
-            .record(payment.entry.as_ref(), PaymentState::Verified, "")
-            .await
-        {
-            ctx.outcome = Some(RequestOutcome::Error);
-            return Some(Reply::error(
-                503,
-                "journal_unavailable",
-                "the payment cannot be recorded right now; nothing was charged",
-            ));
+        let recorded = match (&self.journal, payment.entry.as_ref()) {
+            (Some(journal), Some(entry)) => {
+                journal.append(entry.next(PaymentState::Verified)).await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = recorded {
+            // A shared journal knows authorizations this replica's replay guard has not seen.
+            let reply = match e {
+                JournalError::AlreadyRecorded {
+                    state: PaymentState::Verified,
+                } => Reply::error(409, "payment_in_progress", &e.to_string()),
+                JournalError::AlreadyRecorded { .. } => Reply::challenge(
+                    402,
+                    route,
+                    &url,
+                    &method,
+                    "payment_already_used",
+                    Some("this payment authorization was already used"),
+                ),
+                _ => Reply::error(
+                    503,
+                    "journal_unavailable",
+                    "the payment cannot be recorded right now; nothing was charged",
+                ),
+            };
+            if reply.status == 503 {
+                ctx.outcome = Some(RequestOutcome::Error);
+            } else {
+                ctx.outcome = Some(RequestOutcome::Refused);
+                Metrics::global().replays_refused.inc();
+            }
+            return Some(reply);
         }
         payment.journaled = self.journal.is_some();
 
@@ -590,6 +614,10 @@ impl Gateway {
                     // never be spent twice, and do not deliver the content.
                     self.replay.keep_unknown(&payment.verified.replay_key).await;
                     payment.outcome = Outcome::Unknown;
+                    if let Some(entry) = payment.entry.as_mut() {
+                        entry.settle_request =
+                            serde_json::to_string(&payment.request).unwrap_or_default();
+                    }
                     self.record(payment.entry.as_ref(), PaymentState::Pending, code)
                         .await;
                 }

@@ -8,7 +8,8 @@ use crate::config::GatewayConfig;
 use crate::facilitator::{FacilitatorError, Facilitators};
 use crate::ops::metrics::{FacilitatorMetrics, RouteMetrics};
 use crate::ops::{
-    journal, AdminApp, DrainingShutdown, FacilitatorProbe, FileJournal, Health, Journal, Reloader,
+    journal, AdminApp, DrainingShutdown, FacilitatorProbe, FileJournal, Health, Journal, PgJournal,
+    Reloader,
 };
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
@@ -199,9 +200,25 @@ impl BackgroundService for StoreProbe {
     }
 }
 
+/// The journal a server writes to.
+#[derive(Clone)]
+enum JournalBackend {
+    File(Arc<FileJournal>),
+    Postgres(Arc<PgJournal>),
+}
+
+impl JournalBackend {
+    fn as_journal(&self) -> Arc<dyn Journal> {
+        match self {
+            Self::File(j) => j.clone(),
+            Self::Postgres(j) => j.clone(),
+        }
+    }
+}
+
 /// Checks pending settlements with the facilitator now configured.
 struct Reconciler {
-    journal: Arc<FileJournal>,
+    journal: JournalBackend,
     state: Arc<ArcSwap<GatewayState>>,
 }
 
@@ -211,12 +228,17 @@ impl BackgroundService for Reconciler {
         loop {
             let state = self.state.load_full();
             let facilitators = &state.facilitators;
-            journal::reconcile_once(self.journal.as_ref(), &|entry| {
+            let facilitator_for = |entry: &journal::JournalEntry| {
                 facilitators
                     .by_name(&entry.facilitator)
                     .or_else(|| facilitators.for_network(&entry.network))
-            })
-            .await;
+            };
+            match &self.journal {
+                JournalBackend::File(j) => {
+                    journal::reconcile_once(j.as_ref(), &facilitator_for).await
+                }
+                JournalBackend::Postgres(j) => j.reconcile_once(&facilitator_for).await,
+            }
             let pause = state
                 .config
                 .journal
@@ -258,6 +280,35 @@ fn check_bind(addr: SocketAddr, what: &'static str) -> Result<(), StartError> {
         })
 }
 
+/// Opens the configured journal and brings the replay guard back to where it left off.
+fn open_journal(
+    config: &crate::config::JournalConfig,
+    replay: &dyn ReplayGuard,
+) -> Result<JournalBackend, StartError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    if let Some(url) = &config.url {
+        let pg = PgJournal::open(url.expose(), &config.path)?;
+        // Settled and pending authorizations of every replica stay refused here too.
+        let live = pg.live_authorizations(journal::unix_now())?;
+        runtime.block_on(journal::resume(pg.as_ref(), &live, replay))?;
+        tracing::info!(spool = %config.path.display(), live = live.len(), "journal database opened");
+        return Ok(JournalBackend::Postgres(pg));
+    }
+    let (journal, entries) = FileJournal::open(&config.path)?;
+    let resumed = runtime.block_on(journal::resume(journal.as_ref(), &entries, replay))?;
+    tracing::info!(journal = %config.path.display(), entries = entries.len(), pending = resumed, "journal opened");
+    if resumed > 0 {
+        tracing::warn!(
+            pending = resumed,
+            "pending settlements from an earlier run resume reconciliation"
+        );
+    }
+    Ok(JournalBackend::File(journal))
+}
+
 /// A ready-to-run server for `state`.
 pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     let server_config = state.config.server.clone();
@@ -294,23 +345,7 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     };
     let journal = match &journal_config {
         None => None,
-        Some(j) => {
-            let (journal, entries) = FileJournal::open(&j.path)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| StartError::Runtime(e.to_string()))?;
-            let resumed =
-                runtime.block_on(journal::resume(journal.as_ref(), &entries, replay.as_ref()))?;
-            tracing::info!(journal = %j.path.display(), entries = entries.len(), pending = resumed, "journal opened");
-            if resumed > 0 {
-                tracing::warn!(
-                    pending = resumed,
-                    "pending settlements from an earlier run resume reconciliation"
-                );
-            }
-            Some(journal)
-        }
+        Some(j) => Some(open_journal(j, replay.as_ref())?),
     };
 
     let source = state.config.source.clone();
@@ -318,7 +353,7 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     let gateway = Gateway::new(
         state.clone(),
         replay.clone(),
-        journal.clone().map(|j| j as Arc<dyn Journal>),
+        journal.as_ref().map(JournalBackend::as_journal),
         health.clone(),
     );
     let idempotency: Arc<dyn IdempotencyStore> = match &shared {

@@ -3,6 +3,8 @@
 // without it, an offline stand-in performs the same exact-EVM checks and fakes settlement.
 //   node support/facilitator.mjs --port 0 [--rpc URL --key 0xFACILITATORKEY]   → {"ready":true,"port":N}
 // Control: POST /__mode {verify|settle|supported: normal|invalid|http500|garbage|wrongshape|slow|hang},
+// settle also `pending`: HTTP 500 `settlement_pending` with the transaction, as a facilitator answers
+// when its receipt wait timed out (nothing is settled; the resend in `normal` mode settles),
 // GET /__calls, GET /__times, GET /__last/verify|settle, POST /__reset.
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
@@ -11,7 +13,7 @@ import { privateKeyToAccount } from 'viem/accounts';
 import { exitWithParent, parseArgs, printReady, readBody, sendJson, sleep } from './util.mjs';
 
 const ENDPOINTS = ['verify', 'settle', 'supported'];
-const MODES = ['normal', 'invalid', 'http500', 'garbage', 'wrongshape', 'slow', 'hang'];
+const MODES = ['normal', 'invalid', 'http500', 'garbage', 'wrongshape', 'slow', 'hang', 'pending'];
 const V1_CHAIN_IDS = { base: 8453, 'base-sepolia': 84532 };
 
 export async function officialFacilitator({ rpc, key }) {
@@ -168,6 +170,12 @@ export function createFacilitatorServer(impl) {
     }
     if (mode === 'wrongshape') return sendJson(res, 200, { hello: 1 });
     if (mode === 'invalid') return sendJson(res, 200, invalidResult(endpoint, body));
+    if (mode === 'pending' && endpoint === 'settle') {
+      const nonce = body?.paymentPayload?.payload?.authorization?.nonce;
+      const transaction = typeof nonce === 'string' ? keccak256(nonce) : '';
+      const network = body?.paymentRequirements?.network ?? '';
+      return sendJson(res, 500, { success: false, errorReason: 'settlement_pending', transaction, network });
+    }
 
     if (endpoint === 'supported') return sendJson(res, 200, await impl.supported());
     if (!body || typeof body !== 'object' || !body.paymentPayload || !body.paymentRequirements) {

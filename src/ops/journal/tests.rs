@@ -28,6 +28,7 @@ fn entry(id: &str, state: PaymentState, tx: &str) -> JournalEntry {
         reason: String::new(),
         key: format!("eip155:84532|0xasset|0xabc|{id}"),
         valid_before: unix_now() + 600,
+        settle_request: String::new(),
     }
 }
 
@@ -158,4 +159,55 @@ fn times_round_trip_and_since_accepts_the_usual_forms() {
     assert_eq!(parse_since("1h", 7_200_000), Ok(3_600_000));
     assert!(parse_since("yesterday", 0).is_err());
     assert_eq!(parse_rfc3339("2026-13-01"), None);
+}
+
+#[test]
+fn receipts_filter_by_route_payer_state_and_time() {
+    use crate::ops::receipts::{receipts, ReceiptQuery};
+    let mut other_route = entry("b", PaymentState::Verified, "");
+    other_route.route = "POST /upload".into();
+    other_route.payer = "0xDEF".into();
+    let entries = vec![
+        entry("a", PaymentState::Verified, ""),
+        other_route.clone(),
+        entry("a", PaymentState::Settled, "0x1"),
+        other_route.next(PaymentState::Pending),
+    ];
+    let ids = |q: ReceiptQuery| -> Vec<String> {
+        receipts(&entries, &q).into_iter().map(|e| e.id).collect()
+    };
+    assert_eq!(ids(ReceiptQuery::default()), ["a", "b"]);
+    let route = ReceiptQuery {
+        route: Some("POST /upload".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(route), ["b"]);
+    let payer = ReceiptQuery {
+        payer: Some("0xdef".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(payer), ["b"], "any case");
+    let state = ReceiptQuery {
+        state: Some(PaymentState::Settled),
+        ..Default::default()
+    };
+    assert_eq!(ids(state), ["a"], "by the latest state");
+    let verified = ReceiptQuery {
+        state: Some(PaymentState::Verified),
+        ..Default::default()
+    };
+    assert!(ids(verified).is_empty());
+    let future = ReceiptQuery {
+        since_ms: Some(parse_rfc3339("2999-01-01").unwrap()),
+        ..Default::default()
+    };
+    assert!(ids(future).is_empty());
+}
+
+#[test]
+fn payment_states_read_back_from_their_names() {
+    for state in PaymentState::ALL {
+        assert_eq!(PaymentState::parse(state.as_str()), Some(state));
+    }
+    assert_eq!(PaymentState::parse("charged"), None);
 }

@@ -1,0 +1,593 @@
+//! The settlement journal in PostgreSQL, shared by every replica.
+//!
+//! Two tables: `x402_journal_events`, every entry as written (append-only, unique per payment,
+//! state and time so a record written twice is kept once), and `x402_payments`, one row per
+//! authorization in its latest state. The payment id (a hash of the authorization) is the
+//! primary key: a second `verified` record of an authorization that is in flight, pending or
+//! settled is refused by the database, whichever replica sends it.
+//!
+//! When the database cannot be reached, a `verified` record fails (the request is refused with
+//! 503 before the upstream is called); any later record of a payment that is already under way
+//! (money may have moved) goes to the local spool file and is drained into the database when it
+//! is back. Reconciliation claims rows with `FOR UPDATE SKIP LOCKED` inside a transaction: a
+//! replica that dies mid-pass drops its connection, its locks go with it, and the next replica's
+//! pass takes the rows over.
+//!
+//! All database work runs on a runtime of the journal's own, so connections outlive the
+//! start-up runtime and never depend on which proxy thread asked.
+
+use super::{
+    check_pending, read_entries, rfc3339, FacilitatorLookup, FileJournal, Journal, JournalEntry,
+    JournalError, PaymentState,
+};
+use crate::ops::metrics::Metrics;
+use crate::ops::receipts::ReceiptQuery;
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_postgres::{NoTls, Row};
+
+/// Longest wait for the database on a request's path; past it the database counts as down.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A `verified` row older than this belongs to a request whose replica died before writing a
+/// final state (no request lives this long): reconciliation treats it as pending.
+const INTERRUPTED_AFTER: &str = "15 minutes";
+
+/// Rows one reconciliation pass claims.
+const CLAIM_BATCH: i64 = 50;
+
+/// The key of the advisory lock that serialises migrations across replicas.
+const MIGRATION_LOCK: i64 = 0x7834_3032_6a6e_6c01;
+
+/// Versioned schema changes, applied in order, each once.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE x402_journal_events (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL,
+        state text NOT NULL,
+        time text NOT NULL,
+        entry text NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (id, state, time)
+    );
+    CREATE TABLE x402_payments (
+        id text PRIMARY KEY,
+        key text NOT NULL,
+        state text NOT NULL,
+        first_time text NOT NULL,
+        time text NOT NULL,
+        route text NOT NULL,
+        payer text NOT NULL,
+        amount text NOT NULL,
+        asset text NOT NULL,
+        network text NOT NULL,
+        pay_to text NOT NULL,
+        transaction text NOT NULL,
+        facilitator text NOT NULL,
+        reason text NOT NULL,
+        valid_before bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE UNIQUE INDEX x402_payments_key ON x402_payments (key) WHERE key <> '';
+    CREATE INDEX x402_payments_state ON x402_payments (state, updated_at);
+    CREATE INDEX x402_payments_first_time ON x402_payments (first_time);",
+    ),
+    (
+        2,
+        "ALTER TABLE x402_payments ADD COLUMN settle_request text NOT NULL DEFAULT ''",
+    ),
+];
+
+const COLUMNS: &str = "id, key, state, first_time, time, route, payer, amount, asset, network, \
+                       pay_to, transaction, facilitator, reason, valid_before, settle_request";
+
+/// Order of states: a record never moves a payment back (a spooled record drained late).
+const RANK: &str = "CASE {} WHEN 'verified' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END";
+
+fn rank(column: &str) -> String {
+    RANK.replace("{}", column)
+}
+
+/// The PostgreSQL journal with its local spool.
+pub struct PgJournal {
+    pool: Pool,
+    runtime: tokio::runtime::Handle,
+    spool: Arc<FileJournal>,
+    spool_path: PathBuf,
+    /// Held while the spool is appended to or drained, so a drain never drops a new record.
+    spool_lock: Arc<tokio::sync::Mutex<()>>,
+    pending: Mutex<Vec<JournalEntry>>,
+}
+
+fn db_error(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Database(e.to_string())
+}
+
+/// A pool for `url`; nothing is connected yet. Errors never carry the URL (it holds a password).
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, JournalError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|_| JournalError::Database("the journal url is not a PostgreSQL URL".into()))?;
+    config
+        .connect_timeout(DATABASE_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .application_name("x402-gateway");
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(DATABASE_TIMEOUT))
+        .create_timeout(Some(DATABASE_TIMEOUT))
+        .recycle_timeout(Some(DATABASE_TIMEOUT))
+        .build()
+        .map_err(db_error)
+}
+
+/// A runtime on a thread of its own that lives as long as the process; returns its handle.
+fn journal_runtime() -> Result<tokio::runtime::Handle, JournalError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("journal-db")
+        .enable_all()
+        .build()
+        .map_err(db_error)?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("journal-db-owner".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .map_err(db_error)?;
+    Ok(handle)
+}
+
+/// Applies the migrations not applied yet, under an advisory lock so that replicas starting
+/// together migrate once. Returns the versions this call applied.
+pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, JournalError> {
+    let mut client = pool.get().await.map_err(db_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS x402_schema_migrations (
+            version integer PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await
+    .map_err(db_error)?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM x402_schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db_error)?
+        .get(0);
+    let mut applied = Vec::new();
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql).await.map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO x402_schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(db_error)?;
+        applied.push(*version);
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(applied)
+}
+
+fn entry_of(row: &Row) -> JournalEntry {
+    let state: String = row.get("state");
+    JournalEntry {
+        time: row.get("time"),
+        id: row.get("id"),
+        state: PaymentState::parse(&state).unwrap_or(PaymentState::Pending),
+        route: row.get("route"),
+        payer: row.get("payer"),
+        amount: row.get("amount"),
+        asset: row.get("asset"),
+        network: row.get("network"),
+        pay_to: row.get("pay_to"),
+        transaction: row.get("transaction"),
+        facilitator: row.get("facilitator"),
+        reason: row.get("reason"),
+        key: row.get("key"),
+        valid_before: u64::try_from(row.get::<_, i64>("valid_before")).unwrap_or(0),
+        settle_request: row.get("settle_request"),
+    }
+}
+
+/// Writes one entry: its event (once, however often it is sent) and the payment's row.
+async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), JournalError> {
+    let text = serde_json::to_string(entry).map_err(|e| JournalError::Write(e.to_string()))?;
+    let valid_before = i64::try_from(entry.valid_before).unwrap_or(i64::MAX);
+    let state = entry.state.as_str();
+    // Kept only while the payment is open: it carries the signed authorization.
+    let settle_request = if entry.state == PaymentState::Pending {
+        entry.settle_request.as_str()
+    } else {
+        ""
+    };
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+        &entry.id,
+        &entry.key,
+        &state,
+        &entry.time,
+        &entry.time,
+        &entry.route,
+        &entry.payer,
+        &entry.amount,
+        &entry.asset,
+        &entry.network,
+        &entry.pay_to,
+        &entry.transaction,
+        &entry.facilitator,
+        &entry.reason,
+        &valid_before,
+        &settle_request,
+    ];
+    let insert = format!(
+        "INSERT INTO x402_payments ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, time = EXCLUDED.time, "
+    );
+    let sql = if entry.state == PaymentState::Verified {
+        // A new attempt with the same authorization is allowed only once the last one charged
+        // nothing; otherwise the authorization is in flight elsewhere, pending or settled.
+        format!(
+            "{insert} route = EXCLUDED.route, payer = EXCLUDED.payer, amount = EXCLUDED.amount, \
+             asset = EXCLUDED.asset, network = EXCLUDED.network, pay_to = EXCLUDED.pay_to, \
+             transaction = '', facilitator = EXCLUDED.facilitator, reason = EXCLUDED.reason, \
+             valid_before = EXCLUDED.valid_before, settle_request = '', updated_at = now() \
+             WHERE x402_payments.state IN ('not_charged', 'failed') RETURNING id"
+        )
+    } else {
+        format!(
+            "{insert} transaction = CASE WHEN EXCLUDED.transaction <> '' THEN EXCLUDED.transaction \
+             ELSE x402_payments.transaction END, reason = EXCLUDED.reason, updated_at = now(), \
+             settle_request = CASE WHEN EXCLUDED.state <> 'pending' THEN '' \
+                 WHEN EXCLUDED.settle_request <> '' THEN EXCLUDED.settle_request \
+                 ELSE x402_payments.settle_request END \
+             WHERE ({current} < {new} AND (x402_payments.state <> 'verified' \
+                    OR EXCLUDED.time >= x402_payments.time)) \
+                OR (x402_payments.state = 'pending' AND EXCLUDED.state = 'pending') \
+             RETURNING id",
+            current = rank("x402_payments.state"),
+            new = rank("EXCLUDED.state"),
+        )
+    };
+    // Prepared once per connection: a record costs its round trips, not a parse each time.
+    let insert_event = client
+        .prepare_cached(
+            "INSERT INTO x402_journal_events (id, state, time, entry) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id, state, time) DO NOTHING",
+        )
+        .await
+        .map_err(db_error)?;
+    let event = client
+        .execute(&insert_event, &[&entry.id, &state, &entry.time, &text])
+        .await
+        .map_err(db_error)?;
+    if event == 0 {
+        // Written before (a spooled record whose first write reached the database).
+        return Ok(());
+    }
+    let upsert = client.prepare_cached(&sql).await.map_err(db_error)?;
+    let rows = client.query(&upsert, &values).await.map_err(db_error)?;
+    if rows.is_empty() && entry.state == PaymentState::Verified {
+        let current: String = client
+            .query_one(
+                "SELECT state FROM x402_payments WHERE id = $1",
+                &[&entry.id],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        return Err(JournalError::AlreadyRecorded {
+            state: PaymentState::parse(&current).unwrap_or(PaymentState::Pending),
+        });
+    }
+    Ok(())
+}
+
+impl PgJournal {
+    /// Connects, migrates, and drains what an earlier run left in the spool. Blocks; call it
+    /// outside any async runtime.
+    pub fn open(url: &str, spool_path: &Path) -> Result<Arc<Self>, JournalError> {
+        let runtime = journal_runtime()?;
+        let pool = pool(url, 16)?;
+        let applied = runtime.block_on(migrate(&pool))?;
+        if applied.is_empty() {
+            tracing::info!("journal database schema is up to date");
+        } else {
+            tracing::info!(versions = ?applied, "journal database migrated");
+        }
+        let (spool, _) = FileJournal::open(spool_path)?;
+        let journal = Arc::new(Self {
+            pool,
+            runtime,
+            spool,
+            spool_path: spool_path.to_path_buf(),
+            spool_lock: Arc::new(tokio::sync::Mutex::new(())),
+            pending: Mutex::new(Vec::new()),
+        });
+        journal.block_on(journal.clone().drain_spool())?;
+        Ok(journal)
+    }
+
+    fn block_on<T>(&self, work: impl Future<Output = T>) -> T {
+        self.runtime.block_on(work)
+    }
+
+    /// Runs `work` on the journal's runtime and waits for it from any runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, JournalError>> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        self.runtime
+            .spawn(async move {
+                tokio::time::timeout(DATABASE_TIMEOUT * 2, work)
+                    .await
+                    .unwrap_or_else(|_| Err(JournalError::Database("timed out".into())))
+            })
+            .await
+            .map_err(db_error)?
+    }
+
+    /// Settled and pending payments whose authorization has not expired: the replay guard keeps
+    /// refusing them after a restart.
+    pub fn live_authorizations(&self, now: u64) -> Result<Vec<JournalEntry>, JournalError> {
+        let pool = self.pool.clone();
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        self.block_on(async move {
+            let client = pool.get().await.map_err(db_error)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM x402_payments \
+                         WHERE state IN ('settled', 'pending') AND valid_before > $1"
+                    ),
+                    &[&now],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows.iter().map(entry_of).collect())
+        })
+    }
+
+    /// Moves the spooled records into the database, each once, then empties the spool.
+    async fn drain_spool(self: Arc<Self>) -> Result<usize, JournalError> {
+        let lock = self.spool_lock.clone();
+        let _held = lock.lock().await;
+        let entries = read_entries(&self.spool_path)?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut client = self.pool.get().await.map_err(db_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        for entry in &entries {
+            match apply(&tx, entry).await {
+                // A payment in flight again on a replica: its spooled verified line is history.
+                Ok(()) | Err(JournalError::AlreadyRecorded { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.spool_path)
+            .map_err(|e| JournalError::Write(e.to_string()))?;
+        file.set_len(0)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| JournalError::Write(e.to_string()))?;
+        tracing::info!(
+            records = entries.len(),
+            "spooled journal records moved to the database"
+        );
+        Ok(entries.len())
+    }
+
+    /// One reconciliation pass, shared by every replica: drains the spool, claims open payments
+    /// no other replica is working on, asks their facilitator, records what it says, and
+    /// refreshes the journal's metrics.
+    pub async fn reconcile_once(self: &Arc<Self>, facilitator_for: FacilitatorLookup<'_>) {
+        let journal = self.clone();
+        if let Err(e) = self.run(journal.drain_spool()).await {
+            tracing::warn!(error = %e, "cannot drain the journal spool yet");
+        }
+        if let Err(e) = self.reconcile_claimed(facilitator_for).await {
+            tracing::warn!(error = %e, "cannot reconcile pending settlements now");
+        }
+        if let Err(e) = self.refresh_metrics().await {
+            tracing::warn!(error = %e, "cannot read journal metrics");
+        }
+    }
+
+    async fn reconcile_claimed(
+        self: &Arc<Self>,
+        facilitator_for: FacilitatorLookup<'_>,
+    ) -> Result<(), JournalError> {
+        // The transaction (and the row locks that are the claim) lives on the journal's runtime;
+        // the facilitator calls happen here, and their answers are sent back to be recorded.
+        let (claimed_tx, mut claimed) = tokio::sync::mpsc::channel::<Vec<JournalEntry>>(1);
+        let (answers, answered) = tokio::sync::mpsc::channel::<Option<JournalEntry>>(1);
+        let pool = self.pool.clone();
+        let worker = self
+            .runtime
+            .spawn(claim_and_record(pool, claimed_tx, answered));
+        let Some(entries) = claimed.recv().await else {
+            return worker.await.map_err(db_error)?;
+        };
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.clone_from(&entries);
+        }
+        for entry in entries {
+            let entry = if entry.state == PaymentState::Verified {
+                let mut pending = entry.next(PaymentState::Pending);
+                pending.reason = "interrupted_before_final_state".into();
+                if answers.send(Some(pending.clone())).await.is_err() {
+                    break;
+                }
+                pending
+            } else {
+                entry
+            };
+            let next = check_pending(&entry, facilitator_for).await;
+            if next.is_some() && answers.send(next).await.is_err() {
+                break;
+            }
+        }
+        drop(answers);
+        worker.await.map_err(db_error)?
+    }
+
+    async fn refresh_metrics(&self) -> Result<(), JournalError> {
+        let pool = self.pool.clone();
+        let (pending, revenue) = self
+            .run(async move {
+                let client = pool.get().await.map_err(db_error)?;
+                let pending: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM x402_payments WHERE state = 'pending'",
+                        &[],
+                    )
+                    .await
+                    .map_err(db_error)?
+                    .get(0);
+                let rows = client
+                    .query(
+                        "SELECT route, network, asset, sum(amount::numeric)::text FROM x402_payments \
+                         WHERE state = 'settled' AND amount ~ '^[0-9]{1,60}$' \
+                         GROUP BY route, network, asset",
+                        &[],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                let revenue: Vec<(String, String, String, String)> = rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect();
+                Ok((pending, revenue))
+            })
+            .await?;
+        let metrics = Metrics::global();
+        metrics.journal_pending.set(pending);
+        for (route, network, asset, total) in revenue {
+            let total: f64 = total.parse().unwrap_or(0.0);
+            metrics
+                .ledger_revenue
+                .with_label_values(&[&route, &network, &asset])
+                .set(total);
+        }
+        Ok(())
+    }
+
+    /// The payments `query` selects, one row each in its latest state, oldest first, read from
+    /// `url` (no migration, no spool).
+    pub async fn read_receipts(
+        url: &str,
+        query: &ReceiptQuery,
+    ) -> Result<Vec<JournalEntry>, JournalError> {
+        let pool = pool(url, 1)?;
+        let client = pool.get().await.map_err(db_error)?;
+        let since = query.since_ms.map(rfc3339);
+        let state = query.state.map(|s| s.as_str().to_string());
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM x402_payments \
+                     WHERE ($1::text IS NULL OR first_time >= $1) \
+                       AND ($2::text IS NULL OR route = $2) \
+                       AND ($3::text IS NULL OR lower(payer) = lower($3)) \
+                       AND ($4::text IS NULL OR state = $4) \
+                     ORDER BY first_time, id"
+                ),
+                &[&since, &query.route, &query.payer, &state],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(entry_of).collect())
+    }
+}
+
+/// Claims open payments in one transaction, records the answers sent back, commits.
+async fn claim_and_record(
+    pool: Pool,
+    claimed: tokio::sync::mpsc::Sender<Vec<JournalEntry>>,
+    mut answers: tokio::sync::mpsc::Receiver<Option<JournalEntry>>,
+) -> Result<(), JournalError> {
+    let mut client = pool.get().await.map_err(db_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM x402_payments \
+                 WHERE state = 'pending' \
+                    OR (state = 'verified' AND updated_at < now() - interval '{INTERRUPTED_AFTER}') \
+                 ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ),
+            &[&CLAIM_BATCH],
+        )
+        .await
+        .map_err(db_error)?;
+    let entries: Vec<JournalEntry> = rows.iter().map(entry_of).collect();
+    if entries.is_empty() || claimed.send(entries).await.is_err() {
+        return Ok(());
+    }
+    while let Some(answer) = answers.recv().await {
+        if let Some(entry) = answer {
+            apply(&tx, &entry).await?;
+        }
+    }
+    tx.commit().await.map_err(db_error)
+}
+
+#[async_trait]
+impl Journal for PgJournal {
+    async fn append(&self, entry: JournalEntry) -> Result<(), JournalError> {
+        let pool = self.pool.clone();
+        let written = entry.clone();
+        let result = self
+            .run(async move {
+                let mut client = pool.get().await.map_err(db_error)?;
+                let tx = client.transaction().await.map_err(db_error)?;
+                apply(&tx, &written).await?;
+                tx.commit().await.map_err(db_error)
+            })
+            .await;
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(e @ JournalError::AlreadyRecorded { .. }) => return Err(e),
+            Err(e) => e,
+        };
+        Metrics::global().journal_errors.inc();
+        if entry.state == PaymentState::Verified {
+            // Nothing has happened yet: refusing the request loses nothing.
+            tracing::error!(error = %error, id = %entry.id, "journal database unavailable; refusing the payment");
+            return Err(error);
+        }
+        // Money may have moved: keep the record locally until the database takes it.
+        tracing::warn!(error = %error, id = %entry.id, state = entry.state.as_str(), "journal database unavailable; record spooled");
+        let _held = self.spool_lock.lock().await;
+        self.spool.append(entry).await
+    }
+
+    fn pending(&self) -> Vec<JournalEntry> {
+        self.pending.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
