@@ -12,5 +12,7 @@ pub mod ops;
 pub mod payment;
 pub mod pricing;
 pub mod proxy;
+pub mod state;
 pub mod store;
+pub mod time;
 pub mod x402;

@@ -131,9 +131,7 @@ fn main() -> Result<()> {
                 ReceiptState::Failed => S::Failed,
                 ReceiptState::NotCharged => S::NotCharged,
             });
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let now_ms = x402_gateway::time::unix_now_ms();
             let since_ms = since
                 .map(|s| x402_gateway::ops::journal::parse_since(&s, now_ms))
                 .transpose()

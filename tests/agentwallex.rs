@@ -168,7 +168,10 @@ async fn agentwallex_payment_errors_are_402_with_their_code() {
     let (status, _, body) = rig.pay("/api/data").await;
     assert_eq!(status, 402);
     assert_eq!(body["error"], "insufficient_funds");
-    assert_eq!(body["message"], "The agent wallet has insufficient funds");
+    assert_eq!(
+        body["message"],
+        "the facilitator refused the payment: insufficient_funds"
+    );
     set_mode(&rig.awx, json!({"verify": "normal", "settle": "refuse"})).await;
     let (status, settlement, body) = rig.pay("/api/before").await;
     assert_eq!(status, 402);
@@ -384,8 +387,8 @@ async fn verification_falls_back_during_an_outage_and_only_that_facilitator_sett
     // AgentWallex verifies but fails to settle: no second settlement at the backup.
     set_mode(&awx, json!({"verify": "normal", "settle": "http500"})).await;
     let (status, _, body) = paid_get(&url, &pay_exact(&accepted(&url).await)).await;
-    assert_eq!(status, 502);
-    assert_eq!(body["error"], "facilitator_error");
+    assert_eq!(status, 504);
+    assert_eq!(body["error"], "settlement_unconfirmed");
     assert_eq!(backup_calls().await["settle"], 1);
 
     // A refusal is an answer, not an outage: no fallback.

@@ -738,7 +738,7 @@ async fn unknown_and_pending_standard_settlements_are_resent_identically_and_clo
     // refusal (the money may move), so the payment is pending and the same request goes again.
     mode(json!({"settle": "pending"})).await;
     let (status, _, body, _) = other.pay("/paid").await;
-    assert_eq!(status, 402, "{body}");
+    assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"], "settlement_unconfirmed");
     let rows = receipts(&other.config, &["--state", "pending"]);
     assert_eq!(rows.len(), 1, "{rows:?}");

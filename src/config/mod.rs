@@ -8,7 +8,7 @@ mod surface;
 
 pub use duration::parse_duration;
 
-use crate::payment::SettlementPolicy;
+use crate::payment::{SettlementPolicy, PAYMENT_FLOW};
 use crate::pricing::{
     checksum_address, parse_price, Asset, AssetRegistry, PaymentOption, PricedRoute, Route,
     RouteKind, RoutePattern, RouteTable,
@@ -1088,6 +1088,13 @@ impl Ctx<'_> {
                     format!("route `{source}` is `free = true` but also has a price"),
                 ));
             }
+            // Every payment key of a free route would be silently ignored: refuse them.
+            if let Some(key) = route.payment_keys().first() {
+                return Err(self.err(
+                    spanned,
+                    format!("route `{source}` is `free = true` but sets `{key}`, which only priced routes use"),
+                ));
+            }
             RouteKind::Free
         } else {
             let terms: Vec<(surface::PaymentTerms, std::ops::Range<usize>)> = match (&route.accepts, route.has_inline_terms()) {
@@ -1097,7 +1104,11 @@ impl Ctx<'_> {
                 (Some(list), false) if list.is_empty() => {
                     return Err(self.err(spanned, format!("route `{source}` has an empty `accepts` list")))
                 }
-                (Some(list), false) => list.iter().map(|t| (t.get_ref().clone(), t.span())).collect(),
+                // Route-level keys are the defaults of each of its `accepts` entries.
+                (Some(list), false) => list
+                    .iter()
+                    .map(|t| (t.get_ref().or_route(route), t.span()))
+                    .collect(),
                 (None, true) => vec![(route.inline_terms(), spanned.span())],
                 (None, false) => {
                     return Err(self.err(
@@ -1106,9 +1117,20 @@ impl Ctx<'_> {
                     ))
                 }
             };
+            let settle = match &route.settle {
+                Some(s) => self.settle_policy(s)?,
+                None => default_settle,
+            };
             let mut options = Vec::with_capacity(terms.len());
             for (t, span) in &terms {
-                options.push(self.option(&source, t, span.clone(), defaults, assets)?);
+                let mut option = self.option(&source, t, span.clone(), defaults, assets)?;
+                if let (Some(flow), Some(extra)) = (
+                    settle.payment_flow(),
+                    option.requirements.extra.as_object_mut(),
+                ) {
+                    extra.insert(PAYMENT_FLOW.into(), flow.into());
+                }
+                options.push(option);
             }
             RouteKind::Priced(PricedRoute {
                 options,
@@ -1116,10 +1138,7 @@ impl Ctx<'_> {
                 mime_type: self
                     .opt(&route.mime_type)?
                     .unwrap_or_else(|| "application/json".into()),
-                settle: match &route.settle {
-                    Some(s) => self.settle_policy(s)?,
-                    None => default_settle,
-                },
+                settle,
                 sync_settle: route
                     .sync_settle
                     .as_ref()

@@ -189,6 +189,43 @@ impl Route {
     pub fn has_inline_terms(&self) -> bool {
         self.price.is_some() || self.amount.is_some()
     }
+
+    /// The keys set on the route that only a priced route reads (its challenge and payment).
+    pub fn payment_keys(&self) -> Vec<&'static str> {
+        [
+            ("asset", self.asset.is_some()),
+            ("network", self.network.is_some()),
+            ("pay_to", self.pay_to.is_some()),
+            ("scheme", self.scheme.is_some()),
+            ("max_timeout_seconds", self.max_timeout_seconds.is_some()),
+            ("settle", self.settle.is_some()),
+            ("sync_settle", self.sync_settle.is_some()),
+            ("description", self.description.is_some()),
+            ("mime_type", self.mime_type.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+}
+
+impl PaymentTerms {
+    /// These terms with the route's own keys filling what the entry leaves unset (the price
+    /// stays the entry's).
+    pub fn or_route(&self, route: &Route) -> Self {
+        Self {
+            price: self.price.clone(),
+            amount: self.amount.clone(),
+            asset: self.asset.clone().or_else(|| route.asset.clone()),
+            network: self.network.clone().or_else(|| route.network.clone()),
+            pay_to: self.pay_to.clone().or_else(|| route.pay_to.clone()),
+            scheme: self.scheme.clone().or_else(|| route.scheme.clone()),
+            max_timeout_seconds: self
+                .max_timeout_seconds
+                .clone()
+                .or_else(|| route.max_timeout_seconds.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -562,3 +562,59 @@ fn rate_limits_are_validated() {
         assert!(err.message.contains(says), "{err}");
     }
 }
+
+#[test]
+fn route_level_keys_are_the_defaults_of_each_accepts_entry() {
+    let config = parse(
+        "[[routes]]\nmatch = \"GET /a\"\npay_to = \"0x90F79bf6EB2c4f870365E785982E1f101E93b906\"\n\
+         max_timeout_seconds = 60\nsettle = \"before\"\n\
+         accepts = [ { price = \"$0.01\" }, { price = \"$0.02\", pay_to = \"0x70997970c51812dc3a010c7d01b50e0d17dc79c8\" } ]\n",
+    )
+    .unwrap();
+    let RouteKind::Priced(route) = &config.routes.in_file_order()[0].kind else {
+        panic!("priced")
+    };
+    let first = &route.options[0].requirements;
+    assert_eq!(first.pay_to, "0x90F79bf6EB2c4f870365E785982E1f101E93b906");
+    assert_eq!(first.max_timeout_seconds, 60);
+    let second = &route.options[1].requirements;
+    assert_eq!(
+        second.pay_to, "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+        "the entry wins"
+    );
+    assert_eq!(second.max_timeout_seconds, 60);
+    assert_eq!(route.settle, SettlementPolicy::Before);
+}
+
+#[test]
+fn settle_before_routes_announce_the_upfront_flow_and_others_announce_none() {
+    let config = parse(
+        "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\nsettle = \"before\"\n\
+         [[routes]]\nmatch = \"GET /b\"\nprice = \"$0.01\"\n",
+    )
+    .unwrap();
+    let extra = |i: usize| match &config.routes.in_file_order()[i].kind {
+        RouteKind::Priced(p) => p.options[0].requirements.extra.clone(),
+        RouteKind::Free => panic!("route is free"),
+    };
+    assert_eq!(extra(0)["paymentFlow"], "upfront");
+    assert!(extra(1).get("paymentFlow").is_none());
+}
+
+#[test]
+fn payment_keys_on_a_free_route_are_refused_not_ignored() {
+    for key in [
+        "pay_to = \"0x90F79bf6EB2c4f870365E785982E1f101E93b906\"",
+        "network = \"eip155:8453\"",
+        "settle = \"before\"",
+        "max_timeout_seconds = 60",
+        "description = \"shown nowhere\"",
+    ] {
+        let e = parse(&format!(
+            "[[routes]]\nmatch = \"GET /a\"\nfree = true\n{key}\n"
+        ))
+        .unwrap_err();
+        let name = key.split(' ').next().unwrap();
+        assert!(e.to_string().contains(&format!("`{name}`")), "{key}: {e}");
+    }
+}

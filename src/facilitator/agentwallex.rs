@@ -5,20 +5,24 @@
 //! AgentWallex settles in batches, so a settle answer without a transaction hash is a success
 //! whose settlement is pending. Fees are published at `/x402/fees/tiers`.
 
-use super::transport::{excerpt, redact, Transport, Unwrapped};
-use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementStatus};
+use super::transport::{excerpt, Backoff, Caller, Transport, Unwrapped};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
 use crate::config::{FacilitatorConfig, Secret};
+use crate::payment::Finality;
 use crate::pricing::FeeTier;
 use crate::x402::{SettleResponse, SupportedKind, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Rate-limited verify/supported calls are retried this many times, waiting what `Retry-After`
-/// asks but never more than `MAX_RETRY_WAIT`, so a buyer is not held for long.
-const RATE_LIMIT_RETRIES: u32 = 2;
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(3);
-const DEFAULT_RETRY_WAIT: Duration = Duration::from_secs(1);
+/// Rate-limited verify/supported calls: two more attempts, waiting what `Retry-After` asks (1 s
+/// when it says nothing) but never more than 3 s.
+const BACKOFF: Backoff = Backoff {
+    retries: 2,
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(3),
+    doubling: false,
+};
 
 /// `invalid_request_error` codes that are a reason to refuse the payment (402), not a fault of
 /// the gateway.
@@ -143,48 +147,30 @@ impl AgentWallexFacilitator {
         body: Option<String>,
         retry: bool,
     ) -> Result<Unwrapped, FacilitatorError> {
-        let mut attempt = 0;
-        loop {
-            let mut request = self
+        let api_key = [self.api_key.expose()];
+        let caller = Caller {
+            name: &self.name,
+            secrets: &api_key,
+            credentials_hint:
+                "AgentWallex refused the gateway's API key: check api_key and environment",
+        };
+        let build = || {
+            let request = self
                 .transport
                 .client
                 .request(method.clone(), format!("{}{path}", self.base))
                 .header("X-API-Key", self.api_key.expose())
                 .header("Content-Type", "application/json");
-            if let Some(text) = &body {
-                request = request.body(text.clone());
+            match &body {
+                Some(text) => request.body(text.clone()),
+                None => request,
             }
-            let answer = self.transport.send(request).await?;
-            match interpret(answer.status, &answer.body) {
-                Err(FacilitatorError::RateLimited(why))
-                    if retry && attempt < RATE_LIMIT_RETRIES =>
-                {
-                    let wait = answer
-                        .retry_after
-                        .unwrap_or(DEFAULT_RETRY_WAIT)
-                        .min(MAX_RETRY_WAIT);
-                    tracing::debug!(facilitator = %self.name, %why, ?wait, "rate limited; retrying");
-                    attempt += 1;
-                    tokio::time::sleep(wait).await;
-                }
-                Err(FacilitatorError::Credentials(why)) => {
-                    let why = redact(&why, &[self.api_key.expose()]);
-                    tracing::error!(
-                        facilitator = %self.name,
-                        cause = %why,
-                        "AgentWallex refused the gateway's API key: check api_key and environment"
-                    );
-                    return Err(FacilitatorError::Credentials(why));
-                }
-                Err(FacilitatorError::Status { status, body }) => {
-                    return Err(FacilitatorError::Status {
-                        status,
-                        body: redact(&body, &[self.api_key.expose()]),
-                    })
-                }
-                other => return other,
-            }
-        }
+        };
+        self.transport
+            .call(&caller, retry.then_some(BACKOFF), build, |answer| {
+                interpret(answer.status, &answer.body)
+            })
+            .await
     }
 
     fn body(request: &FacilitatorRequest) -> Result<String, FacilitatorError> {
@@ -273,7 +259,7 @@ impl Facilitator for AgentWallexFacilitator {
                 return Ok(Settlement {
                     response,
                     raw,
-                    status: SettlementStatus::Confirmed,
+                    status: Finality::Confirmed,
                 });
             }
         };
@@ -282,9 +268,9 @@ impl Facilitator for AgentWallexFacilitator {
         if response.network.is_empty() {
             response.network = request.network().to_string();
         }
-        let status = SettlementStatus::of(&response);
+        let status = super::finality_of(&response);
         // Batched settlement: tell the buyer the payment is accepted but not yet on chain.
-        if response.success && status == SettlementStatus::Pending && response.status.is_none() {
+        if response.success && status == Finality::Pending && response.status.is_none() {
             response.status = Some("pending".into());
             if let Some(obj) = raw.as_object_mut() {
                 obj.insert("status".into(), "pending".into());

@@ -1,72 +1,80 @@
 //! The standard x402 facilitator HTTP API: `POST /verify`, `POST /settle`, `GET /supported`.
 
-use super::transport::{excerpt, without_url, MAX_BODY};
-use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementStatus};
+use super::transport::{excerpt, redact, Caller, Transport};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
 use crate::config::FacilitatorConfig;
 use crate::x402::{SettleResponse, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use std::time::Duration;
 
-/// The `errorReason` of a settlement broadcast but not confirmed yet.
+/// The standard facilitator's answer when its wait for the receipt timed out (HTTP 500).
 const SETTLEMENT_PENDING: &str = "settlement_pending";
 
 pub struct HttpFacilitator {
     name: String,
-    client: reqwest::Client,
+    transport: Transport,
     base: String,
     bearer: Option<String>,
-    timeout: Duration,
+    timeout: std::time::Duration,
 }
 
 impl HttpFacilitator {
     pub fn new(config: &FacilitatorConfig) -> Result<Self, FacilitatorError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("x402-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FacilitatorError::Unreachable(e.to_string()))?;
         Ok(Self {
             name: config.name.clone(),
-            client,
+            transport: Transport::new(config.timeout)?,
             base: config.url.clone().unwrap_or_default(),
             bearer: config.bearer_token.as_ref().map(|s| s.expose().to_string()),
             timeout: config.timeout,
         })
     }
 
-    fn classify(&self, e: reqwest::Error) -> FacilitatorError {
-        if e.is_timeout() {
-            FacilitatorError::Timeout(self.timeout)
-        } else if e.is_connect() {
-            FacilitatorError::Unreachable(without_url(&e))
-        } else {
-            FacilitatorError::Garbage(without_url(&e))
-        }
+    /// One call, its answer read by `read`; the bearer token never appears in an error.
+    async fn call<T>(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        read: impl Fn(u16, &[u8]) -> Result<T, FacilitatorError>,
+    ) -> Result<T, FacilitatorError> {
+        let token = [self.bearer.as_deref().unwrap_or_default()];
+        let caller = Caller {
+            name: &self.name,
+            secrets: &token,
+            credentials_hint: "the facilitator refused the gateway's bearer token",
+        };
+        let build = || match &self.bearer {
+            Some(token) => build().bearer_auth(token),
+            None => build(),
+        };
+        self.transport
+            .call(&caller, None, build, |answer| {
+                read(answer.status, &answer.body)
+            })
+            .await
     }
 
-    async fn call(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Vec<u8>), FacilitatorError> {
-        let request = match &self.bearer {
-            Some(token) => request.bearer_auth(token),
-            None => request,
+    async fn post_settle(&self, body: &[u8]) -> Result<(u16, Vec<u8>), FacilitatorError> {
+        let build = || {
+            self.transport
+                .client
+                .post(format!("{}/settle", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec())
         };
-        let mut response = request.send().await.map_err(|e| self.classify(e))?;
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(e))? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(FacilitatorError::Garbage(format!(
-                    "answer larger than {MAX_BODY} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
+        self.call(build, |status, body| Ok((status, body.to_vec())))
+            .await
+    }
+
+    /// `e` without the bearer token, for errors built outside [`Self::call`].
+    fn redacted(&self, e: FacilitatorError) -> FacilitatorError {
+        let token = [self.bearer.as_deref().unwrap_or_default()];
+        match e {
+            FacilitatorError::Status { status, body } => FacilitatorError::Status {
+                status,
+                body: redact(&body, &token),
+            },
+            FacilitatorError::Garbage(why) => FacilitatorError::Garbage(redact(&why, &token)),
+            other => other,
         }
-        Ok((status, body))
     }
 
     /// 2xx must be a `T`; other statuses are still a `T` when the body is one (facilitators answer
@@ -77,7 +85,14 @@ impl HttpFacilitator {
         marker: &str,
     ) -> Result<(T, serde_json::Value), FacilitatorError> {
         let json: Result<serde_json::Value, _> = serde_json::from_slice(body);
+        // A 5xx is never a success, whatever its body says.
+        let claims_success =
+            |v: &serde_json::Value| v.get(marker) == Some(&serde_json::Value::Bool(true));
         match json {
+            Ok(value) if status >= 500 && claims_success(&value) => Err(FacilitatorError::Status {
+                status,
+                body: excerpt(body),
+            }),
             Ok(value) if (200..300).contains(&status) || value.get(marker).is_some() => {
                 let typed =
                     T::deserialize(&value).map_err(|e| FacilitatorError::Garbage(e.to_string()))?;
@@ -105,35 +120,68 @@ impl Facilitator for HttpFacilitator {
         &self,
         request: &FacilitatorRequest,
     ) -> Result<VerifyResponse, FacilitatorError> {
-        let (status, body) = self
-            .call(
-                self.client
-                    .post(format!("{}/verify", self.base))
-                    .json(request),
-            )
-            .await?;
-        Self::parse::<VerifyResponse>(status, &body, "isValid").map(|(v, _)| v)
+        let build = || {
+            self.transport
+                .client
+                .post(format!("{}/verify", self.base))
+                .json(request)
+        };
+        self.call(build, |status, body| {
+            Self::parse::<VerifyResponse>(status, body, "isValid").map(|(v, _)| v)
+        })
+        .await
     }
 
     async fn settle(&self, request: &FacilitatorRequest) -> Result<Settlement, FacilitatorError> {
-        let (status, body) = self
-            .call(
-                self.client
-                    .post(format!("{}/settle", self.base))
-                    .json(request),
-            )
-            .await?;
-        let (response, raw) = Self::parse::<SettleResponse>(status, &body, "success")?;
+        // The identical bytes are resent once for `settlement_pending`: the facilitator then checks
+        // the transaction it already broadcast instead of sending another.
+        let sent =
+            serde_json::to_vec(request).map_err(|e| FacilitatorError::Garbage(e.to_string()))?;
+        let (mut status, mut body) = self.post_settle(&sent).await?;
+        let mut parsed = Self::parse::<SettleResponse>(status, &body, "success");
+        if let Ok((response, _)) = &parsed {
+            if response.error_reason.as_deref() == Some(SETTLEMENT_PENDING) {
+                tracing::info!(facilitator = %self.name, transaction = %response.transaction, "settlement pending; asking once more");
+                let first = response.transaction.clone();
+                // If the resend fails, the first answer (pending, naming its transaction) stands.
+                match self.post_settle(&sent).await {
+                    Ok(again) => {
+                        (status, body) = again;
+                        parsed = Self::parse::<SettleResponse>(status, &body, "success");
+                    }
+                    Err(e) => {
+                        tracing::warn!(facilitator = %self.name, error = %e, "settlement resend failed")
+                    }
+                }
+                if let Ok((again, raw)) = &mut parsed {
+                    if again.transaction.is_empty() && !first.is_empty() {
+                        again.transaction = first.clone();
+                        if let Some(obj) = raw.as_object_mut() {
+                            obj.insert("transaction".into(), first.into());
+                        }
+                    }
+                }
+            }
+        }
+        let (response, raw) = parsed.map_err(|e| self.redacted(e))?;
         if !response.success && response.error_reason.as_deref() == Some(SETTLEMENT_PENDING) {
-            // Broadcast, receipt not seen in time (x402 facilitators answer it with HTTP 500): it
-            // may still land, so it is not a refusal. The identical request asks again later.
+            // Still pending after the resend: broadcast, receipt not seen in time. It may still
+            // land, so it is not a refusal; reconciliation sends the identical request again.
             return Err(FacilitatorError::Unconfirmed {
                 transaction: response.transaction,
                 status: SETTLEMENT_PENDING.into(),
                 deadline: self.timeout,
             });
         }
-        let status = SettlementStatus::of(&response);
+        // A 5xx answer settles nothing for sure: only `settlement_pending` keeps its transaction
+        // (for the receipt); any other is an error whose outcome is unknown.
+        if status >= 500 && response.error_reason.as_deref() != Some(SETTLEMENT_PENDING) {
+            return Err(self.redacted(FacilitatorError::Status {
+                status,
+                body: excerpt(&body),
+            }));
+        }
+        let status = super::finality_of(&response);
         Ok(Settlement {
             response,
             raw,
@@ -142,10 +190,15 @@ impl Facilitator for HttpFacilitator {
     }
 
     async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        let (status, body) = self
-            .call(self.client.get(format!("{}/supported", self.base)))
-            .await?;
-        Self::parse::<SupportedResponse>(status, &body, "kinds").map(|(v, _)| v)
+        let build = || {
+            self.transport
+                .client
+                .get(format!("{}/supported", self.base))
+        };
+        self.call(build, |status, body| {
+            Self::parse::<SupportedResponse>(status, body, "kinds").map(|(v, _)| v)
+        })
+        .await
     }
 }
 
@@ -166,6 +219,13 @@ mod tests {
             HttpFacilitator::parse::<VerifyResponse>(500, br#"{"error":"boom"}"#, "isValid"),
             Err(FacilitatorError::Status { status: 500, .. })
         ));
+        assert!(
+            matches!(
+                HttpFacilitator::parse::<VerifyResponse>(500, br#"{"isValid":true}"#, "isValid"),
+                Err(FacilitatorError::Status { status: 500, .. })
+            ),
+            "a 5xx is never a success"
+        );
         assert!(matches!(
             HttpFacilitator::parse::<VerifyResponse>(200, b"not json{", "isValid"),
             Err(FacilitatorError::Garbage(_))

@@ -2,15 +2,15 @@
 //! facilitator performs without a chain (signature, recipient, amount, time window, nonce reuse)
 //! and records settlements without moving any money. It is for demos and trials only.
 
-use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementStatus};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
 use crate::payment::check_authorization;
+use crate::payment::Finality;
 use crate::x402::{
     chain_id_of, v2_name_of, PaymentPayload, PaymentRequirements, SettleResponse, SupportedKind,
     SupportedResponse, VerifyResponse,
 };
 use async_trait::async_trait;
 use dashmap::DashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Default)]
 pub struct LocalFacilitator {
@@ -67,9 +67,7 @@ impl LocalFacilitator {
                 "scheme differs from the requirements".into(),
             ));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::time::unix_now();
         let verified = check_authorization(payment.exact(), &requirements, chain_id, amount, now)
             .map_err(|r| invalid(r.reason, r.message))?;
         Ok((
@@ -155,7 +153,7 @@ impl Facilitator for LocalFacilitator {
         Ok(Settlement {
             response,
             raw,
-            status: SettlementStatus::Confirmed,
+            status: Finality::Confirmed,
         })
     }
 

@@ -9,6 +9,7 @@ mod agentwallex;
 mod http_x402;
 mod local;
 mod okx;
+mod outcome;
 mod preflight;
 mod router;
 mod transport;
@@ -17,10 +18,12 @@ pub use agentwallex::AgentWallexFacilitator;
 pub use http_x402::HttpFacilitator;
 pub use local::LocalFacilitator;
 pub use okx::{okx_signature, okx_timestamp, OkxFacilitator};
+pub use outcome::{client_reason, settle_outcome, unconfirmed_receipt, Expected, Judged};
 pub use preflight::{fee_tiers_for, preflight, Preflight, PreflightError};
 pub use router::Facilitators;
 
 use crate::config::{FacilitatorConfig, FacilitatorKind};
+use crate::payment::{Failure, Finality};
 use crate::x402::{ResourceInfo, SettleResponse, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -62,34 +65,13 @@ impl FacilitatorRequest {
     }
 }
 
-/// How final a successful settlement is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SettlementStatus {
-    /// Confirmed on chain (or the facilitator does not distinguish).
-    Confirmed,
-    /// Broadcast or queued, not yet confirmed: the content is served and the settlement recorded
-    /// as pending.
-    Pending,
-    /// Accepted into a batch that the facilitator settles later (no transaction yet).
-    Batched,
-}
-
-impl SettlementStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Confirmed => "confirmed",
-            Self::Pending => "pending",
-            Self::Batched => "batched",
-        }
-    }
-
-    /// Reads a standard settle answer: `status: "pending"` or a missing transaction is pending.
-    pub fn of(response: &SettleResponse) -> Self {
-        match response.status.as_deref() {
-            Some("pending") => Self::Pending,
-            _ if response.transaction.is_empty() => Self::Pending,
-            _ => Self::Confirmed,
-        }
+/// Reads a standard settle answer's finality: `status: "pending"` or a missing transaction is
+/// pending.
+pub fn finality_of(response: &SettleResponse) -> Finality {
+    match response.status.as_deref() {
+        Some("pending") => Finality::Pending,
+        _ if response.transaction.is_empty() => Finality::Pending,
+        _ => Finality::Confirmed,
     }
 }
 
@@ -98,7 +80,7 @@ impl SettlementStatus {
 pub struct Settlement {
     pub response: SettleResponse,
     pub raw: Value,
-    pub status: SettlementStatus,
+    pub status: Finality,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -148,15 +130,16 @@ impl FacilitatorError {
         }
     }
 
-    /// The message a client sees: what happened, never credentials or facilitator internals that
-    /// could carry them.
-    pub fn client_message(&self) -> String {
+    /// What a client is told: a code and a fixed message, never the facilitator's own words.
+    pub fn failure(&self) -> Failure {
         match self {
-            Self::Credentials(_) => {
-                "the payment facilitator refused the gateway's credentials; the operator has been told"
-                    .to_string()
-            }
-            other => other.to_string(),
+            Self::Timeout(_) => Failure::FacilitatorTimeout,
+            Self::Unreachable(_) => Failure::FacilitatorUnavailable,
+            Self::Status { .. } => Failure::FacilitatorError,
+            Self::Garbage(_) => Failure::FacilitatorBadResponse,
+            Self::Credentials(_) => Failure::FacilitatorCredentials,
+            Self::RateLimited(_) => Failure::FacilitatorRateLimited,
+            Self::Unconfirmed { .. } => Failure::SettlementUnconfirmed,
         }
     }
 }

@@ -10,12 +10,10 @@
 //! pending, `timeout` is polled on `/settle/status` until a deadline. `aggr_deferred` settles into
 //! a batch at once with an empty transaction.
 
-use super::transport::{excerpt, redact, Transport, Unwrapped};
-use super::{
-    Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementLookup,
-    SettlementStatus,
-};
+use super::transport::{excerpt, Backoff, Caller, Transport, Unwrapped};
+use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement, SettlementLookup};
 use crate::config::{FacilitatorConfig, OkxApi, Secret};
+use crate::payment::Finality;
 use crate::payment::AGGR_DEFERRED;
 use crate::x402::{chain_id_of, SettleResponse, SupportedKind, SupportedResponse, VerifyResponse};
 use async_trait::async_trait;
@@ -30,10 +28,14 @@ const LEGACY_PREFIX: &str = "/api/v6/x402";
 /// Only the current API documents a status endpoint; legacy settlements are polled there too.
 const STATUS_PATH: &str = "/api/v6/pay/x402/settle/status";
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Rate-limited verify/supported calls are retried this many times, backing off from
-/// `RETRY_BACKOFF` and doubling, so a request waits at most a couple of seconds.
-const RATE_LIMIT_RETRIES: u32 = 3;
-const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+/// Rate-limited verify/supported calls: three more attempts, backing off from 250 ms and
+/// doubling, so a request waits at most a couple of seconds.
+const BACKOFF: Backoff = Backoff {
+    retries: 3,
+    first: Duration::from_millis(250),
+    max: Duration::from_secs(2),
+    doubling: true,
+};
 
 /// `OK-ACCESS-TIMESTAMP`: UTC ISO-8601 with milliseconds and `Z`, e.g. `2026-03-30T10:00:00.000Z`.
 pub fn okx_timestamp(at: SystemTime) -> String {
@@ -273,8 +275,13 @@ impl OkxFacilitator {
         retry: bool,
     ) -> Result<Unwrapped, FacilitatorError> {
         let signed_path = format!("{}{path}", self.base_path);
-        let mut attempt = 0;
-        loop {
+        let secrets = self.secrets();
+        let caller = Caller {
+            name: &self.name,
+            secrets: &secrets,
+            credentials_hint: "OKX refused the gateway's credentials: check api_key, secret_key, passphrase and the clock",
+        };
+        let build = || {
             let timestamp = okx_timestamp(SystemTime::now());
             let body_text = body.as_deref().unwrap_or_default();
             let signature = okx_signature(
@@ -284,7 +291,7 @@ impl OkxFacilitator {
                 &signed_path,
                 body_text,
             );
-            let mut request = self
+            let request = self
                 .transport
                 .client
                 .request(method.clone(), format!("{}{signed_path}", self.base))
@@ -293,31 +300,16 @@ impl OkxFacilitator {
                 .header("OK-ACCESS-TIMESTAMP", &timestamp)
                 .header("OK-ACCESS-PASSPHRASE", self.passphrase.expose())
                 .header("Content-Type", "application/json");
-            if let Some(text) = &body {
-                request = request.body(text.clone());
+            match &body {
+                Some(text) => request.body(text.clone()),
+                None => request,
             }
-            let answer = self.transport.send(request).await?;
-            match unwrap_envelope(answer.status, &answer.body) {
-                Err(FacilitatorError::RateLimited(why))
-                    if retry && attempt < RATE_LIMIT_RETRIES =>
-                {
-                    let wait = RETRY_BACKOFF * 2u32.pow(attempt);
-                    tracing::debug!(facilitator = %self.name, %why, ?wait, "rate limited; retrying");
-                    attempt += 1;
-                    tokio::time::sleep(wait).await;
-                }
-                Err(FacilitatorError::Credentials(why)) => {
-                    let why = redact(&why, &self.secrets());
-                    tracing::error!(
-                        facilitator = %self.name,
-                        cause = %why,
-                        "OKX refused the gateway's credentials: check api_key, secret_key, passphrase and the clock"
-                    );
-                    return Err(FacilitatorError::Credentials(why));
-                }
-                other => return other,
-            }
-        }
+        };
+        self.transport
+            .call(&caller, retry.then_some(BACKOFF), build, |answer| {
+                unwrap_envelope(answer.status, &answer.body)
+            })
+            .await
     }
 
     /// The body for `/verify` (`sync` = None) or `/settle`, in this API's shape.
@@ -418,7 +410,7 @@ impl OkxFacilitator {
                     if let Some(t) = text("transaction") {
                         response.transaction = t;
                     }
-                    return Ok(settled(response, SettlementStatus::Confirmed));
+                    return Ok(settled(response, Finality::Confirmed));
                 }
                 "failed" => {
                     response.success = false;
@@ -427,7 +419,7 @@ impl OkxFacilitator {
                         text("errorReason").or_else(|| Some("settlement_failed".into()));
                     response.error_message = text("errorMessage")
                         .or_else(|| Some(format!("transaction {tx} failed on chain")));
-                    return Ok(settled(response, SettlementStatus::Confirmed));
+                    return Ok(settled(response, Finality::Confirmed));
                 }
                 other => {
                     last = if other.is_empty() {
@@ -447,7 +439,7 @@ impl OkxFacilitator {
 }
 
 /// A settlement whose `PAYMENT-RESPONSE` is the standard answer with OKX's `status`.
-fn settled(response: SettleResponse, status: SettlementStatus) -> Settlement {
+fn settled(response: SettleResponse, status: Finality) -> Settlement {
     let raw = serde_json::to_value(&response).unwrap_or(Value::Null);
     Settlement {
         response,
@@ -565,7 +557,7 @@ impl Facilitator for OkxFacilitator {
                     network: request.network().to_string(),
                     status: None,
                 };
-                return Ok(settled(response, SettlementStatus::Confirmed));
+                return Ok(settled(response, Finality::Confirmed));
             }
         };
         let response = self.settle_response(&data, request)?;
@@ -580,14 +572,14 @@ impl Facilitator for OkxFacilitator {
             if response.error_reason.is_none() {
                 response.error_reason = Some("settlement_failed".into());
             }
-            return Ok(settled(response, SettlementStatus::Confirmed));
+            return Ok(settled(response, Finality::Confirmed));
         }
         let state = match status.as_str() {
             "timeout" => return self.poll(response).await,
-            "pending" => SettlementStatus::Pending,
-            _ if request.scheme() == AGGR_DEFERRED => SettlementStatus::Batched,
-            _ if response.transaction.is_empty() => SettlementStatus::Pending,
-            _ => SettlementStatus::Confirmed,
+            "pending" => Finality::Pending,
+            _ if request.scheme() == AGGR_DEFERRED => Finality::Batched,
+            _ if response.transaction.is_empty() => Finality::Pending,
+            _ => Finality::Confirmed,
         };
         Ok(Settlement {
             response,

@@ -100,6 +100,85 @@ impl Transport {
     }
 }
 
+/// How rate-limited calls are retried: `retries` more attempts, waiting what `Retry-After` asks or
+/// `first` (doubled per attempt when `doubling`), never more than `max`, so a buyer is not held
+/// for long. `/settle` is never retried: a repeated settle could be a second settlement.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backoff {
+    pub retries: u32,
+    pub first: Duration,
+    pub max: Duration,
+    pub doubling: bool,
+}
+
+impl Backoff {
+    fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let own = if self.doubling {
+            self.first.saturating_mul(2u32.saturating_pow(attempt))
+        } else {
+            self.first
+        };
+        retry_after.unwrap_or(own).min(self.max)
+    }
+}
+
+/// Who is calling, for logs and redaction.
+pub(super) struct Caller<'a> {
+    pub name: &'a str,
+    /// Credentials that must never appear in an error text.
+    pub secrets: &'a [&'a str],
+    /// What the operator should check when the credentials are refused.
+    pub credentials_hint: &'a str,
+}
+
+impl Transport {
+    /// The one request loop of every facilitator client: builds the request afresh per attempt
+    /// (signatures carry a timestamp), reads the answer with `read`, retries rate limits under
+    /// `backoff`, and keeps credentials out of every error text.
+    pub async fn call<T>(
+        &self,
+        caller: &Caller<'_>,
+        backoff: Option<Backoff>,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        read: impl Fn(&Answer) -> Result<T, FacilitatorError>,
+    ) -> Result<T, FacilitatorError> {
+        let mut attempt = 0;
+        loop {
+            let answer = self.send(build()).await?;
+            match read(&answer) {
+                Err(FacilitatorError::RateLimited(why))
+                    if backoff.is_some_and(|b| attempt < b.retries) =>
+                {
+                    let wait =
+                        backoff.map_or(Duration::ZERO, |b| b.wait(attempt, answer.retry_after));
+                    tracing::debug!(facilitator = %caller.name, %why, ?wait, "rate limited; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err(FacilitatorError::Credentials(why)) => {
+                    let why = redact(&why, caller.secrets);
+                    tracing::error!(
+                        facilitator = %caller.name,
+                        cause = %why,
+                        "{}", caller.credentials_hint
+                    );
+                    return Err(FacilitatorError::Credentials(why));
+                }
+                Err(FacilitatorError::Status { status, body }) => {
+                    return Err(FacilitatorError::Status {
+                        status,
+                        body: redact(&body, caller.secrets),
+                    })
+                }
+                Err(FacilitatorError::Garbage(why)) => {
+                    return Err(FacilitatorError::Garbage(redact(&why, caller.secrets)))
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// reqwest errors print the URL; facilitator URLs may carry credentials, so only the cause is kept.
 pub(super) fn without_url(e: &reqwest::Error) -> String {
     let mut text = e.to_string();

@@ -3,7 +3,7 @@
 //! count as API traffic.
 
 use crate::ops::metrics::Metrics;
-use crate::proxy::GatewayState;
+use crate::state::GatewayState;
 use crate::store::StoreHealth;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;

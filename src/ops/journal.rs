@@ -17,49 +17,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod postgres;
+pub use crate::payment::PaymentState;
 pub use postgres::PgJournal;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentState {
-    /// The facilitator verified the payment; the request goes on to the upstream.
-    Verified,
-    /// Money moved: `transaction` is the payment id on chain.
-    Settled,
-    /// Settled or maybe settled, outcome not final; reconciled in the background.
-    Pending,
-    /// Settlement refused, or reconciliation found it failed.
-    Failed,
-    /// Verified but never settled (the upstream failed): nothing charged.
-    NotCharged,
-}
-
-impl PaymentState {
-    pub const ALL: [PaymentState; 5] = [
-        Self::Verified,
-        Self::Settled,
-        Self::Pending,
-        Self::Failed,
-        Self::NotCharged,
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Verified => "verified",
-            Self::Settled => "settled",
-            Self::Pending => "pending",
-            Self::Failed => "failed",
-            Self::NotCharged => "not_charged",
-        }
-    }
-}
 
 /// One line of the journal. Never holds signatures or payment headers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -453,7 +414,7 @@ async fn settle_again(
     let settlement = facilitator.settle(&request).await?;
     let response = settlement.response;
     Ok(match (response.success, settlement.status) {
-        (true, crate::facilitator::SettlementStatus::Confirmed) => SettlementLookup::Settled {
+        (true, crate::payment::Finality::Confirmed) => SettlementLookup::Settled {
             transaction: response.transaction,
         },
         (true, _) => SettlementLookup::Pending,
@@ -464,17 +425,10 @@ async fn settle_again(
     })
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::time::unix_now;
 
 pub fn rfc3339_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    rfc3339(now.as_millis() as i64)
+    rfc3339(crate::time::unix_now_ms())
 }
 
 /// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.

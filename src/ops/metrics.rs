@@ -10,52 +10,7 @@ use pingora_prometheus::prometheus::{
 };
 use std::sync::OnceLock;
 
-/// What became of a request, as counted in `x402_requests_total{outcome}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestOutcome {
-    /// A free or unmatched route, proxied.
-    Free,
-    /// 402 with a challenge because no payment was sent.
-    Challenged,
-    /// The payment was refused (unreadable, not matching, invalid, replayed).
-    Refused,
-    /// Paid and delivered.
-    Paid,
-    /// Verified but not charged (upstream failed).
-    NotCharged,
-    /// Settlement failed or its outcome is unknown; content withheld.
-    SettleFailed,
-    /// The facilitator or the upstream failed, or the gateway answered an error.
-    Error,
-    /// An idempotent resend answered with the response kept from its first delivery.
-    Replayed,
-}
-
-impl RequestOutcome {
-    const ALL: [RequestOutcome; 8] = [
-        Self::Free,
-        Self::Challenged,
-        Self::Refused,
-        Self::Paid,
-        Self::NotCharged,
-        Self::SettleFailed,
-        Self::Error,
-        Self::Replayed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Free => "free",
-            Self::Challenged => "challenged",
-            Self::Refused => "refused",
-            Self::Paid => "paid",
-            Self::NotCharged => "not_charged",
-            Self::SettleFailed => "settle_failed",
-            Self::Error => "error",
-            Self::Replayed => "replayed",
-        }
-    }
-}
+use crate::payment::Outcome;
 
 /// Every metric of the gateway.
 pub struct Metrics {
@@ -255,8 +210,7 @@ impl RouteMetrics {
     pub fn new(route: &str, options: &[(&str, &str)]) -> Self {
         let m = Metrics::global();
         Self {
-            outcomes: RequestOutcome::ALL
-                .map(|o| m.requests.with_label_values(&[route, o.as_str()])),
+            outcomes: Outcome::ALL.map(|o| m.requests.with_label_values(&[route, o.as_str()])),
             payment_required: m.payment_required.with_label_values(&[route]),
             revenue: options
                 .iter()
@@ -265,11 +219,8 @@ impl RouteMetrics {
         }
     }
 
-    pub fn outcome(&self, outcome: RequestOutcome) -> &IntCounter {
-        let i = RequestOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(0);
+    pub fn outcome(&self, outcome: Outcome) -> &IntCounter {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         &self.outcomes[i]
     }
 }

@@ -13,6 +13,6 @@ pub use admin::{
     AdminApp, FacilitatorProbe, Health, InFlight, HEALTHZ_PATH, METRICS_PATH, READYZ_PATH,
 };
 pub use journal::{FileJournal, Journal, JournalEntry, JournalError, PaymentState, PgJournal};
-pub use metrics::{Metrics, RequestOutcome};
+pub use metrics::Metrics;
 pub use reload::Reloader;
 pub use shutdown::DrainingShutdown;

@@ -6,7 +6,7 @@
 use crate::config::GatewayConfig;
 use crate::ops::admin::Health;
 use crate::ops::metrics::Metrics;
-use crate::proxy::GatewayState;
+use crate::state::GatewayState;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -23,7 +23,7 @@ pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
-    Start(#[from] crate::proxy::StartError),
+    Start(#[from] crate::state::StartError),
     #[error("{0}")]
     Preflight(#[from] crate::facilitator::PreflightError),
 }

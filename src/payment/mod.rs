@@ -6,13 +6,18 @@
 
 mod eip712;
 pub mod idempotency;
+pub mod lifecycle;
 mod replay;
-mod settlement;
 mod verify;
 
+/// When a route settles is part of its price; the lifecycle reads it.
+pub use crate::pricing::{SettlementPolicy, PAYMENT_FLOW};
 pub use eip712::{authorization_signing_hash, recover_signer, SignatureError};
+pub use lifecycle::{
+    is_final_status, Answer, Decision, Event, Failure, Finality, Lifecycle, Outcome, PaymentState,
+    Reservation, SettleOutcome, Stage,
+};
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
-pub use settlement::SettlementPolicy;
 pub use verify::{
     check_authorization, check_payment, PaymentRejection, VerifiedPayment, AGGR_DEFERRED,
     SESSION_CERT, VALID_BEFORE_MARGIN_SECS,

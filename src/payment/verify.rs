@@ -47,8 +47,9 @@ pub const SESSION_CERT: &str = "sessionCert";
 /// The scheme whose authorizations are signed by a session key rather than by `from`.
 pub const AGGR_DEFERRED: &str = "aggr_deferred";
 
-/// The first field in which the client's `accepted` differs from a configured option. Every field
-/// counts, `extra` key by key, except `extra.sessionCert`.
+/// The first field in which the client's `accepted` differs from a configured option. A superset
+/// match: every field the option declares must match, `extra` key by key; a client may add keys
+/// under `extra` (such as `sessionCert`), which never become part of the requirements.
 fn first_difference(
     accepted: &PaymentRequirements,
     option: &PaymentRequirements,
@@ -66,10 +67,7 @@ fn first_difference(
             .map(|o| o.keys().filter(|k| *k != SESSION_CERT).cloned().collect())
             .unwrap_or_default()
     };
-    let mut keys = extra_keys(&option.extra);
-    keys.extend(extra_keys(&accepted.extra));
-    keys.sort();
-    keys.dedup();
+    let keys = extra_keys(&option.extra);
     field("scheme", &accepted.scheme, &option.scheme, false)
         .or_else(|| field("network", &accepted.network, &option.network, false))
         .or_else(|| field("asset", &accepted.asset, &option.asset, true))

@@ -9,6 +9,7 @@ mod fees;
 mod money;
 mod path;
 mod routes;
+mod settlement;
 
 pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
 pub use challenge::ChallengeTemplate;
@@ -18,3 +19,4 @@ pub use path::canonical_path;
 pub use routes::{
     MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,
 };
+pub use settlement::{SettlementPolicy, PAYMENT_FLOW};

@@ -2,7 +2,7 @@
 //! canonical path, and overlap reporting for `check`.
 
 use super::path::canonical_path;
-use crate::payment::SettlementPolicy;
+use super::SettlementPolicy;
 use crate::x402::{PaymentRequirements, PaymentRequirementsV1};
 use std::cmp::Ordering;
 

@@ -1,12 +1,12 @@
 //! The request path of idempotent retries: claim the payment's identifier before verify, capture
 //! the delivered response, and keep it (or give the claim up) when the request ends.
 
-use super::{Gateway, Outcome, Reply, RequestCtx};
+use super::{Gateway, Reply, RequestCtx};
 use crate::config::IdempotencyConfig;
-use crate::ops::metrics::RequestOutcome;
 use crate::payment::idempotency::{
     fingerprint, payment_identifier, Claim, Completed, StoredResponse,
 };
+use crate::payment::{Outcome as RequestOutcome, Stage};
 use pingora::http::ResponseHeader;
 use serde_json::Value;
 
@@ -100,7 +100,7 @@ pub(super) fn capture_head(ctx: &mut RequestCtx, response: &ResponseHeader) {
     let settled = ctx
         .payment
         .as_ref()
-        .is_some_and(|p| p.outcome == Outcome::Settled);
+        .is_some_and(|p| matches!(p.life.stage(), Stage::Settled(_)));
     let Some(request) = ctx.idempotent.as_mut().filter(|_| settled) else {
         return;
     };
@@ -144,9 +144,9 @@ impl Gateway {
             return;
         };
         let settings = ctx.state.config.idempotency;
-        let outcome = ctx.payment.as_ref().map(|p| p.outcome);
-        match (outcome, request.capture) {
-            (Some(Outcome::Settled), Some(capture)) if capture.complete => {
+        let stage = ctx.payment.as_ref().map(|p| p.life.stage().clone());
+        match (stage, request.capture) {
+            (Some(Stage::Settled(_)), Some(capture)) if capture.complete => {
                 let completed = if capture.too_large {
                     Completed::TooLarge {
                         limit: settings.max_body_bytes,
@@ -162,7 +162,7 @@ impl Gateway {
                     .complete(&request.id, &request.fingerprint, &completed, settings.ttl)
                     .await;
             }
-            (Some(Outcome::Settled | Outcome::Unknown), _) => {}
+            (Some(Stage::Settled(_) | Stage::Unknown | Stage::Settling), _) => {}
             _ => {
                 self.idempotency
                     .abandon(&request.id, &request.fingerprint)

@@ -2,21 +2,16 @@
 //! listener, and the background services (replay sweeper, facilitator probe, journal
 //! reconciliation, hot reload).
 
-use super::pages::Pages;
 use super::Gateway;
-use crate::config::GatewayConfig;
-use crate::facilitator::{FacilitatorError, Facilitators};
-use crate::ops::metrics::{FacilitatorMetrics, RouteMetrics};
 use crate::ops::{
     journal, AdminApp, DrainingShutdown, FacilitatorProbe, FileJournal, Health, Journal, PgJournal,
     Reloader,
 };
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
-use crate::pricing::RouteKind;
+pub use crate::state::{GatewayState, StartError, UNMATCHED_LABEL};
 use crate::store::{
-    LocalRateCounter, RateCounter, RedisIdempotency, RedisRateCounter, RedisReplayGuard,
-    RedisStore, StoreError,
+    LocalRateCounter, RateCounter, RedisIdempotency, RedisRateCounter, RedisReplayGuard, RedisStore,
 };
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -27,129 +22,12 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Everything a request needs that belongs to one configuration version.
-pub struct GatewayState {
-    pub config: GatewayConfig,
-    /// The facilitators, chosen per payment by its network.
-    pub facilitators: Facilitators,
-    /// The upstream address, resolved once at start-up.
-    pub upstream_addr: SocketAddr,
-    /// Paywall pages and the discovery document.
-    pub pages: Pages,
-    /// Metric handles by route index (file order).
-    pub route_metrics: Vec<RouteMetrics>,
-    /// Requests no route matches.
-    pub unmatched_metrics: RouteMetrics,
-    /// Metric handles by facilitator, in configuration order.
-    pub facilitator_metrics: Vec<FacilitatorMetrics>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot resolve upstream host `{host}`: {reason}")]
-    Resolve { host: String, reason: String },
-    #[error("cannot set up the facilitator client: {0}")]
-    Facilitator(#[from] FacilitatorError),
-    #[error("cannot listen with TLS on {addr}: {reason}")]
-    Tls { addr: SocketAddr, reason: String },
-    #[error("cannot listen on {addr} ({what}): {reason}")]
-    Bind {
-        addr: SocketAddr,
-        what: &'static str,
-        reason: String,
-    },
-    #[error("{0}")]
-    Journal(#[from] journal::JournalError),
-    #[error("cannot start: {0}")]
-    Runtime(String),
-    #[error("{0}")]
-    SharedStore(#[from] StoreError),
-}
-
-pub const UNMATCHED_LABEL: &str = "(unmatched)";
-
 /// Read buffer of a public connection, in bytes.
 const PUBLIC_READ_BUFFER: usize = 4096;
-
-impl GatewayState {
-    /// The metric handles of the facilitator named `name` (the first one if none has that name).
-    pub fn facilitator_metrics_named(&self, name: &str) -> &FacilitatorMetrics {
-        self.facilitator_metrics
-            .iter()
-            .find(|m| m.name == name)
-            .unwrap_or(&self.facilitator_metrics[0])
-    }
-
-    /// The metric handles of the facilitator serving `network`.
-    pub fn facilitator_metrics_for(&self, network: &str) -> &FacilitatorMetrics {
-        let name = self.facilitators.for_network(network);
-        self.facilitator_metrics_named(name.as_ref().map_or("", |f| f.name()))
-    }
-}
-
-impl GatewayState {
-    pub fn new(config: GatewayConfig) -> Result<Self, StartError> {
-        Self::with_facilitators(config, None)
-    }
-
-    /// Like [`GatewayState::new`], reusing `facilitators` when given (a reload that did not
-    /// change them keeps their connection pools and the test-mode ledger).
-    pub fn with_facilitators(
-        config: GatewayConfig,
-        facilitators: Option<Facilitators>,
-    ) -> Result<Self, StartError> {
-        let upstream = &config.upstream;
-        let upstream_addr = (upstream.host.as_str(), upstream.port)
-            .to_socket_addrs()
-            .map_err(|e| StartError::Resolve {
-                host: upstream.host.clone(),
-                reason: e.to_string(),
-            })?
-            .next()
-            .ok_or_else(|| StartError::Resolve {
-                host: upstream.host.clone(),
-                reason: "no address".into(),
-            })?;
-        let facilitators = match facilitators {
-            Some(f) => f,
-            None => Facilitators::from_config(&config.facilitators)?,
-        };
-        let routes = config.routes.in_file_order();
-        let mut route_metrics: Vec<RouteMetrics> = Vec::with_capacity(routes.len());
-        for (position, route) in routes.iter().enumerate() {
-            debug_assert_eq!(position, route.index);
-            let options: Vec<(&str, &str)> = match &route.kind {
-                RouteKind::Free => Vec::new(),
-                RouteKind::Priced(p) => p
-                    .options
-                    .iter()
-                    .map(|o| (o.requirements.network.as_str(), o.asset_symbol.as_str()))
-                    .collect(),
-            };
-            route_metrics.push(RouteMetrics::new(route.label(), &options));
-        }
-        let mut facilitator_metrics: Vec<FacilitatorMetrics> = facilitators
-            .iter()
-            .map(|(config, _)| FacilitatorMetrics::new(&config.name))
-            .collect();
-        if facilitator_metrics.is_empty() {
-            facilitator_metrics.push(FacilitatorMetrics::new("none"));
-        }
-        Ok(Self {
-            pages: Pages::new(&config),
-            route_metrics,
-            unmatched_metrics: RouteMetrics::new(UNMATCHED_LABEL, &[]),
-            facilitator_metrics,
-            config,
-            facilitators,
-            upstream_addr,
-        })
-    }
-}
 
 /// Drops expired authorizations and idempotent replies once a minute.
 struct ReplaySweeper(
@@ -166,9 +44,7 @@ impl BackgroundService for ReplaySweeper {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
+                    let now = crate::time::unix_now();
                     self.1.forget_expired().await;
                     self.2.forget_expired();
                     let dropped = self.0.forget_expired(now).await;

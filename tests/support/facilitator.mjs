@@ -2,10 +2,12 @@
 // With --rpc it wraps the official @x402 facilitator and moves real tokens on the local chain;
 // without it, an offline stand-in performs the same exact-EVM checks and fakes settlement.
 //   node support/facilitator.mjs --port 0 [--rpc URL --key 0xFACILITATORKEY]   → {"ready":true,"port":N}
-// Control: POST /__mode {verify|settle|supported: normal|invalid|http500|garbage|wrongshape|slow|hang},
-// settle also `pending`: HTTP 500 `settlement_pending` with the transaction, as a facilitator answers
-// when its receipt wait timed out (nothing is settled; the resend in `normal` mode settles),
-// GET /__calls, GET /__times, GET /__last/verify|settle, POST /__reset.
+// Control: POST /__mode {verify|settle|supported: normal|invalid|http500|garbage|wrongshape|slow|hang
+//   | http500valid (HTTP 500 claiming success) | pending500 (HTTP 500 settlement_pending, as the Coinbase
+//   facilitator answers a receipt timeout) | pending500once (that, then the real settlement) | otherpayer |
+//   othernetwork | otheramount (a success that contradicts the payment)}; settle also `pending`:
+//   HTTP 500 `settlement_pending` on every call (the resend in `normal` mode settles),
+// GET /__calls, GET /__times, GET /__last/verify|settle, GET /__bodies/verify|settle (raw, in order), POST /__reset.
 import http from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { createWalletClient, http as viemHttp, keccak256, publicActions, verifyTypedData } from 'viem';
@@ -13,7 +15,11 @@ import { privateKeyToAccount } from 'viem/accounts';
 import { exitWithParent, parseArgs, printReady, readBody, sendJson, sleep } from './util.mjs';
 
 const ENDPOINTS = ['verify', 'settle', 'supported'];
-const MODES = ['normal', 'invalid', 'http500', 'garbage', 'wrongshape', 'slow', 'hang', 'pending'];
+const MODES = [
+  'normal', 'invalid', 'http500', 'garbage', 'wrongshape', 'slow', 'hang',
+  // ambiguous or lying answers
+  'http500valid', 'pending500', 'pending500once', 'otherpayer', 'othernetwork', 'otheramount', 'pending',
+];
 const V1_CHAIN_IDS = { base: 8453, 'base-sepolia': 84532 };
 
 export async function officialFacilitator({ rpc, key }) {
@@ -129,12 +135,14 @@ export function createFacilitatorServer(impl) {
   const modes = {};
   const last = {};
   const times = {};
+  const bodies = {};
   const reset = () => {
     for (const e of ENDPOINTS) {
       calls[e] = 0;
       modes[e] = 'normal';
       last[e] = null;
       times[e] = null;
+      bodies[e] = [];
     }
   };
   reset();
@@ -153,6 +161,7 @@ export function createFacilitatorServer(impl) {
     let body = null;
     if (endpoint !== 'supported') {
       const raw = (await readBody(req)).toString('utf8');
+      bodies[endpoint].push(raw);
       try {
         body = JSON.parse(raw);
       } catch {
@@ -170,6 +179,26 @@ export function createFacilitatorServer(impl) {
     }
     if (mode === 'wrongshape') return sendJson(res, 200, { hello: 1 });
     if (mode === 'invalid') return sendJson(res, 200, invalidResult(endpoint, body));
+    const payer = body?.paymentPayload?.payload?.authorization?.from ?? '';
+    if (mode === 'http500valid') {
+      return sendJson(res, 500, endpoint === 'verify' ? { isValid: true, payer } : { success: true, payer, transaction: `0x${'ab'.repeat(32)}`, network: body?.paymentRequirements?.network });
+    }
+    if (endpoint === 'settle' && (mode === 'pending500' || mode === 'pending500once')) {
+      const nonce = body?.paymentPayload?.payload?.authorization?.nonce ?? '0x';
+      const transaction = keccak256(nonce);
+      // the second identical request finds the transaction already broadcast
+      const resent = bodies.settle.length >= 2 && bodies.settle.at(-1) === bodies.settle.at(-2);
+      if (mode === 'pending500' || !resent) {
+        return sendJson(res, 500, { success: false, errorReason: 'settlement_pending', payer, transaction, network: body?.paymentRequirements?.network });
+      }
+    }
+    if (endpoint === 'settle' && ['otherpayer', 'othernetwork', 'otheramount'].includes(mode)) {
+      const answer = await impl.settle(body.paymentPayload, body.paymentRequirements);
+      if (mode === 'otherpayer') answer.payer = '0x0000000000000000000000000000000000000bad';
+      if (mode === 'othernetwork') answer.network = 'eip155:1';
+      if (mode === 'otheramount') answer.amount = '1';
+      return sendJson(res, 200, answer);
+    }
     if (mode === 'pending' && endpoint === 'settle') {
       const nonce = body?.paymentPayload?.payload?.authorization?.nonce;
       const transaction = typeof nonce === 'string' ? keccak256(nonce) : '';
@@ -200,6 +229,8 @@ export function createFacilitatorServer(impl) {
       return sendJson(res, 200, { modes });
     }
     if (path === '/__mode') return sendJson(res, 200, { modes });
+    const bodiesOf = /^\/__bodies\/(verify|settle)$/.exec(path);
+    if (bodiesOf) return sendJson(res, 200, bodies[bodiesOf[1]]);
     const lastOf = /^\/__last\/(verify|settle)$/.exec(path);
     if (lastOf) return sendJson(res, 200, last[lastOf[1]]);
     return sendJson(res, 404, { error: 'not found' });

@@ -142,6 +142,8 @@ export function createOkxEmulator({ key, secret, passphrase, networks, chain }) 
     if (mode === 'refuse') {
       return sendJson(res, 200, envelope(null, '30001', 'invalid signature, nonce_used'));
     }
+    // a duplicate inside OKX's cache window: the first settlement may still land
+    if (mode === 'processing') return sendJson(res, 200, envelope(null, '30002', 'payment processing'));
 
     if (endpoint === 'supported') return ok(supported(legacy));
     if (endpoint === 'status') {
@@ -179,6 +181,7 @@ export function createOkxEmulator({ key, secret, passphrase, networks, chain }) 
     }
     const outcome = settleOutcome(mode, parsed.requirements.scheme, body.syncSettle === true);
     if (outcome.failed) return failure('insufficient_balance', 'payer balance is too low');
+    if (mode === 'onchain_error') return failure('onchain_error', 'broadcast failed, retry');
     let tx = '';
     if (outcome.withTx && settleOnChain && parsed.requirements.scheme === 'exact') {
       try {

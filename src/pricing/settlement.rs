@@ -1,6 +1,9 @@
-//! When a verified payment is settled relative to the upstream call.
+//! When a route settles a verified payment relative to the upstream call.
 
 use serde::{Deserialize, Serialize};
+
+/// The `extra` key that tells a buyer when the server settles (x402 v2).
+pub const PAYMENT_FLOW: &str = "paymentFlow";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -16,6 +19,15 @@ impl SettlementPolicy {
     /// Whether an upstream status earns a settlement under `after-success`.
     pub fn upstream_succeeded(status: u16) -> bool {
         status < 400
+    }
+
+    /// The `extra.paymentFlow` the challenge announces: `"upfront"` when settling first; the
+    /// default `"authorization"` flow is never written.
+    pub fn payment_flow(self) -> Option<&'static str> {
+        match self {
+            Self::AfterSuccess => None,
+            Self::Before => Some("upfront"),
+        }
     }
 
     pub fn as_str(self) -> &'static str {

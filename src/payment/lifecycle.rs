@@ -1,0 +1,565 @@
+//! The life of one paid request, as a state machine.
+//!
+//! ```text
+//! admitted ─ verified ─┬─ (after-success) upstream < 400 or 101 ─ settling ─┬─ settled(confirmed|pending|batched)
+//!    │                 │                  upstream ≥ 400, fails, or ends  ─ not_charged
+//!    │                 └─ (before) settling ─ settled ─ upstream answers or fails (receipt always sent)
+//!    └─ refused (facilitator said no)                               settling ─┼─ refused (nothing moved)
+//!                                                                             └─ unknown (may have moved)
+//! ```
+//!
+//! The proxy feeds [`Event`]s and carries out the [`Decision`] each one returns: what happens to
+//! the authorization's reservation, which journal line is written, which outcome is counted and
+//! what the client is answered. No decision about money is taken anywhere else.
+
+use crate::pricing::SettlementPolicy;
+use serde::{Deserialize, Serialize};
+
+/// How final a successful settlement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finality {
+    /// Confirmed on chain (or the facilitator does not distinguish).
+    Confirmed,
+    /// Broadcast or queued, not confirmed yet: served, journaled pending, reconciled later.
+    Pending,
+    /// Accepted into a batch the facilitator settles later (no transaction yet).
+    Batched,
+}
+
+impl Finality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Pending => "pending",
+            Self::Batched => "batched",
+        }
+    }
+}
+
+/// A payment's state as the journal records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    /// Checked (and verified by the facilitator where the flow asks for it); the request goes on.
+    Verified,
+    /// Money moved: `transaction` is the payment id on chain.
+    Settled,
+    /// Settled or maybe settled, outcome not final; reconciled in the background.
+    Pending,
+    /// Settlement refused (nothing moved), or reconciliation found it failed.
+    Failed,
+    /// Verified but never settled (the upstream failed): nothing charged.
+    NotCharged,
+}
+
+impl PaymentState {
+    pub const ALL: [PaymentState; 5] = [
+        Self::Verified,
+        Self::Settled,
+        Self::Pending,
+        Self::Failed,
+        Self::NotCharged,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Settled => "settled",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+            Self::NotCharged => "not_charged",
+        }
+    }
+}
+
+/// What a request came to, as counted per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A free or unmatched route, proxied.
+    Free,
+    /// 402 with a challenge because no payment was sent.
+    Challenged,
+    /// The payment was refused (unreadable, not matching, invalid, replayed).
+    Refused,
+    /// Paid and delivered.
+    Paid,
+    /// Verified but not charged (upstream failed).
+    NotCharged,
+    /// Settlement failed or its outcome is unknown; content withheld.
+    SettleFailed,
+    /// The facilitator or the upstream failed, or the gateway answered an error.
+    Error,
+    /// An idempotent resend answered with the response kept from its first delivery.
+    Replayed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Self::Free,
+        Self::Challenged,
+        Self::Refused,
+        Self::Paid,
+        Self::NotCharged,
+        Self::SettleFailed,
+        Self::Error,
+        Self::Replayed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Challenged => "challenged",
+            Self::Refused => "refused",
+            Self::Paid => "paid",
+            Self::NotCharged => "not_charged",
+            Self::SettleFailed => "settle_failed",
+            Self::Error => "error",
+            Self::Replayed => "replayed",
+        }
+    }
+}
+
+/// Why a facilitator could not be used, as a client sees it: a code and a fixed message. The
+/// facilitator's own words stay in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    FacilitatorTimeout,
+    FacilitatorUnavailable,
+    FacilitatorError,
+    FacilitatorBadResponse,
+    FacilitatorCredentials,
+    FacilitatorRateLimited,
+    /// The settlement was sent and its outcome is not known: the buyer must not pay again.
+    SettlementUnconfirmed,
+    JournalUnavailable,
+}
+
+impl Failure {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::FacilitatorTimeout => "facilitator_timeout",
+            Self::FacilitatorUnavailable => "facilitator_unavailable",
+            Self::FacilitatorError => "facilitator_error",
+            Self::FacilitatorBadResponse => "facilitator_bad_response",
+            Self::FacilitatorCredentials => "facilitator_credentials",
+            Self::FacilitatorRateLimited => "facilitator_rate_limited",
+            Self::SettlementUnconfirmed => "settlement_unconfirmed",
+            Self::JournalUnavailable => "journal_unavailable",
+        }
+    }
+
+    /// The only text a client ever reads about a facilitator failure.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::FacilitatorTimeout => "the payment facilitator did not answer in time; nothing was charged",
+            Self::FacilitatorUnavailable => "the payment facilitator cannot be reached; nothing was charged",
+            Self::FacilitatorError => "the payment facilitator failed; nothing was charged",
+            Self::FacilitatorBadResponse => "the payment facilitator gave an answer the gateway cannot read; nothing was charged",
+            Self::FacilitatorCredentials => "the payment facilitator refused the gateway's credentials; the operator has been told",
+            Self::FacilitatorRateLimited => "the payment facilitator is busy; retry shortly, nothing was charged",
+            Self::SettlementUnconfirmed => "the settlement was sent but is not confirmed: check the transaction in PAYMENT-RESPONSE before paying again",
+            Self::JournalUnavailable => "the payment cannot be recorded right now; nothing was charged",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Self::FacilitatorTimeout | Self::SettlementUnconfirmed => 504,
+            Self::JournalUnavailable => 503,
+            _ => 502,
+        }
+    }
+}
+
+/// What a facilitator's settle answer means for the money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    Settled(Finality),
+    /// The facilitator refused: nothing moved. `reason` is a client-safe code.
+    Refused {
+        reason: String,
+    },
+    /// The request never reached a facilitator able to act on it: nothing moved.
+    NotSent(Failure),
+    /// The transfer may or may not land. `detail` is the journal's reason.
+    Unknown {
+        detail: String,
+    },
+}
+
+/// What happens to the authorization's reservation in the replay guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    Keep,
+    /// Nothing moved: the same authorization may buy a later request.
+    Release,
+    /// Money moved or may have: the authorization is never accepted again.
+    Burn,
+}
+
+/// What the client gets next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Nothing to do (an informational response, or the request is already answered).
+    Nothing,
+    /// Call the upstream.
+    Forward,
+    /// Call the facilitator's `/settle` now, then feed its answer.
+    Settle,
+    /// Pass the upstream's response on; with the settlement receipt when there is one.
+    Deliver,
+    /// 402 with a challenge: the facilitator refused the payment.
+    Challenge { reason: String },
+    /// Another request (on this or another replica) holds the authorization (409), or it was
+    /// already used (`settled`: 402 `payment_already_used`).
+    Duplicate { settled: bool },
+    /// 402 with the facilitator's settle answer as receipt: settlement refused.
+    SettleRefused { reason: String },
+    /// A gateway error; `receipt` when the settlement answer must go with it.
+    Fail { failure: Failure, receipt: bool },
+    /// The gateway's own upstream error reply (502/504), with the receipt when money moved.
+    UpstreamError { receipt: bool },
+}
+
+/// One step's instructions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub reservation: Reservation,
+    /// The journal line to write before answering, with its reason.
+    pub journal: Option<(PaymentState, String)>,
+    /// The outcome to count, once the request is over.
+    pub outcome: Option<Outcome>,
+    pub answer: Answer,
+}
+
+impl Decision {
+    fn new(answer: Answer) -> Self {
+        Self {
+            reservation: Reservation::Keep,
+            journal: None,
+            outcome: None,
+            answer,
+        }
+    }
+    fn release(mut self) -> Self {
+        self.reservation = Reservation::Release;
+        self
+    }
+    fn burn(mut self) -> Self {
+        self.reservation = Reservation::Burn;
+        self
+    }
+    fn journal(mut self, state: PaymentState, reason: &str) -> Self {
+        self.journal = Some((state, reason.to_string()));
+        self
+    }
+    fn count(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
+        self
+    }
+}
+
+/// Where a payment is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Checked locally and reserved in the replay guard.
+    Admitted,
+    /// Verified and journaled; waiting for the upstream (after-success).
+    Verified,
+    /// `/settle` is due or under way.
+    Settling,
+    Settled(Finality),
+    /// The facilitator said no: nothing moved.
+    Refused,
+    /// Nothing charged (the upstream failed, or the request ended before settlement).
+    NotCharged,
+    /// The settlement may have moved money; journaled pending for reconciliation.
+    Unknown,
+}
+
+impl Stage {
+    /// The stage's name in logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Admitted => "Admitted",
+            Self::Verified => "Verified",
+            Self::Settling => "Settling",
+            Self::Settled(_) => "Settled",
+            Self::Refused => "Refused",
+            Self::NotCharged => "NotCharged",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    pub fn finality(&self) -> Option<Finality> {
+        match self {
+            Self::Settled(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
+/// What happened, as the proxy tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The payment may go on: the facilitator verified it, or the flow settles up front and the
+    /// facilitator's `/settle` verifies.
+    Accepted,
+    /// The facilitator refused the payment at `/verify`.
+    VerifyRefused {
+        reason: String,
+    },
+    /// The facilitator could not be used for `/verify`.
+    VerifyFailed(Failure),
+    /// The journal could not record the payment: nothing is charged without a record.
+    JournalFailed,
+    /// A shared journal already holds this authorization: in use elsewhere, or `settled`.
+    RecordedElsewhere {
+        settled: bool,
+    },
+    /// The upstream's response header arrived (any status, 1xx included).
+    UpstreamAnswered {
+        status: u16,
+    },
+    /// The upstream could not be reached, timed out or dropped the connection.
+    UpstreamFailed,
+    SettleAnswered(SettleOutcome),
+    /// The request is over (logging); whatever was not concluded is concluded now.
+    Ended,
+}
+
+/// Whether an upstream status is final: informational responses (100, 103, …) never count,
+/// except `101 Switching Protocols`, which hands the connection over for good.
+pub fn is_final_status(status: u16) -> bool {
+    !(100..200).contains(&status) || status == 101
+}
+
+/// A payment's life: its settlement policy and its stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    policy: SettlementPolicy,
+    stage: Stage,
+    /// Whether `/settle` was called (or is due): the upstream is never retried after it.
+    settle_called: bool,
+    /// Settled before the upstream call: every later answer carries the receipt.
+    settled_up_front: bool,
+}
+
+impl Lifecycle {
+    pub fn new(policy: SettlementPolicy) -> Self {
+        Self {
+            policy,
+            stage: Stage::Admitted,
+            settle_called: false,
+            settled_up_front: false,
+        }
+    }
+
+    pub fn stage(&self) -> &Stage {
+        &self.stage
+    }
+
+    pub fn policy(&self) -> SettlementPolicy {
+        self.policy
+    }
+
+    /// Whether `/settle` was called (or is due): the upstream is never retried after it.
+    pub fn settle_attempted(&self) -> bool {
+        self.settle_called
+    }
+
+    /// Feeds `event`; returns what to do.
+    pub fn on(&mut self, event: Event) -> Decision {
+        use Answer as A;
+        use Event as E;
+        use Stage as S;
+        let before = self.policy == SettlementPolicy::Before;
+        let (next, decision) = match (&self.stage, event) {
+            // 100 Continue, 103 Early Hints: the final answer is still to come.
+            (stage, E::UpstreamAnswered { status }) if !is_final_status(status) => {
+                (stage.clone(), Decision::new(A::Nothing))
+            }
+            (S::Admitted, E::Accepted) if before => (
+                S::Settling,
+                Decision::new(A::Settle).journal(PaymentState::Verified, ""),
+            ),
+            (S::Admitted, E::Accepted) => (
+                S::Verified,
+                Decision::new(A::Forward).journal(PaymentState::Verified, ""),
+            ),
+            (S::Admitted, E::VerifyRefused { reason }) => (
+                S::Refused,
+                Decision::new(A::Challenge { reason })
+                    .release()
+                    .count(Outcome::Refused),
+            ),
+            (S::Admitted, E::VerifyFailed(failure)) => (
+                S::NotCharged,
+                Decision::new(A::Fail {
+                    failure,
+                    receipt: false,
+                })
+                .release()
+                .count(Outcome::Error),
+            ),
+            (S::Admitted, _) => (
+                S::NotCharged,
+                Decision::new(A::Nothing).release().count(Outcome::Error),
+            ),
+
+            // The `verified` line could not be written (before or after-success alike).
+            (S::Verified | S::Settling, E::JournalFailed) => (
+                S::NotCharged,
+                Decision::new(A::Fail {
+                    failure: Failure::JournalUnavailable,
+                    receipt: false,
+                })
+                .release()
+                .count(Outcome::Error),
+            ),
+
+            // Our own reservation goes; the authorization stays with whoever recorded it first.
+            (S::Verified | S::Settling, E::RecordedElsewhere { settled }) => (
+                S::Refused,
+                Decision::new(A::Duplicate { settled })
+                    .release()
+                    .count(Outcome::Refused),
+            ),
+
+            (S::Verified, E::UpstreamAnswered { status })
+                if SettlementPolicy::upstream_succeeded(status) =>
+            {
+                (S::Settling, Decision::new(A::Settle))
+            }
+            (S::Verified, E::UpstreamAnswered { status }) => (
+                S::NotCharged,
+                Decision::new(A::Deliver)
+                    .release()
+                    .journal(
+                        PaymentState::NotCharged,
+                        &format!("upstream_status_{status}"),
+                    )
+                    .count(Outcome::NotCharged),
+            ),
+            (S::Verified, E::UpstreamFailed) => (
+                S::NotCharged,
+                Decision::new(A::UpstreamError { receipt: false })
+                    .release()
+                    .journal(PaymentState::NotCharged, "upstream_failed")
+                    .count(Outcome::NotCharged),
+            ),
+            (S::Verified, _) => (
+                S::NotCharged,
+                Decision::new(A::Nothing)
+                    .release()
+                    .journal(PaymentState::NotCharged, "")
+                    .count(Outcome::NotCharged),
+            ),
+
+            (S::Settling, E::SettleAnswered(SettleOutcome::Settled(finality))) => {
+                let state = match finality {
+                    Finality::Confirmed => PaymentState::Settled,
+                    Finality::Pending | Finality::Batched => PaymentState::Pending,
+                };
+                self.settled_up_front = before;
+                let answer = if before { A::Forward } else { A::Deliver };
+                (
+                    S::Settled(finality),
+                    Decision::new(answer)
+                        .burn()
+                        .journal(state, "")
+                        .count(Outcome::Paid),
+                )
+            }
+            (S::Settling, E::SettleAnswered(SettleOutcome::Refused { reason })) => (
+                S::Refused,
+                Decision::new(A::SettleRefused {
+                    reason: reason.clone(),
+                })
+                .release()
+                .journal(PaymentState::Failed, &reason)
+                .count(Outcome::SettleFailed),
+            ),
+            (S::Settling, E::SettleAnswered(SettleOutcome::NotSent(failure))) => (
+                S::Refused,
+                Decision::new(A::Fail {
+                    failure,
+                    receipt: false,
+                })
+                .release()
+                .journal(PaymentState::Failed, failure.code())
+                .count(Outcome::SettleFailed),
+            ),
+            (S::Settling, E::SettleAnswered(SettleOutcome::Unknown { detail })) => (
+                S::Unknown,
+                Decision::new(A::Fail {
+                    failure: Failure::SettlementUnconfirmed,
+                    receipt: true,
+                })
+                .burn()
+                .journal(PaymentState::Pending, &detail)
+                .count(Outcome::SettleFailed),
+            ),
+            // Settlement was due but the request ended before an answer came back: the call
+            // may have gone out, so the authorization is never accepted again.
+            (S::Settling, _) => (
+                S::Unknown,
+                Decision::new(A::Nothing)
+                    .burn()
+                    .journal(PaymentState::Pending, "settlement_interrupted")
+                    .count(Outcome::SettleFailed),
+            ),
+
+            // Settled up front: whatever the upstream does, the receipt goes with the answer, and
+            // an upstream failure is journaled on the settled payment for an operator to refund.
+            (S::Settled(f), E::UpstreamAnswered { status }) if self.settled_up_front => {
+                let f = *f;
+                let decision = if SettlementPolicy::upstream_succeeded(status) {
+                    Decision::new(A::Deliver)
+                } else {
+                    Decision::new(A::Deliver)
+                        .journal(settled_state(f), &format!("upstream_status_{status}"))
+                };
+                (S::Settled(f), decision)
+            }
+            (S::Settled(f), E::UpstreamFailed) if self.settled_up_front => {
+                let f = *f;
+                (
+                    S::Settled(f),
+                    Decision::new(A::UpstreamError { receipt: true })
+                        .journal(settled_state(f), "upstream_failed"),
+                )
+            }
+            (S::Settled(f), E::UpstreamAnswered { .. }) => {
+                (S::Settled(*f), Decision::new(A::Deliver))
+            }
+            // The settled response failed on its way out: money moved, the receipt was sent
+            // with the header (after-success) or goes with the error (before).
+            (S::Settled(f), E::UpstreamFailed) => (
+                S::Settled(*f),
+                Decision::new(A::UpstreamError { receipt: true }),
+            ),
+            (stage @ (S::Settled(_) | S::Refused | S::NotCharged | S::Unknown), _) => {
+                (stage.clone(), Decision::new(A::Nothing))
+            }
+        };
+        self.settle_called |= decision.answer == Answer::Settle;
+        self.stage = next;
+        decision
+    }
+}
+
+fn settled_state(finality: Finality) -> PaymentState {
+    match finality {
+        Finality::Confirmed => PaymentState::Settled,
+        Finality::Pending | Finality::Batched => PaymentState::Pending,
+    }
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

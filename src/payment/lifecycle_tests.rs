@@ -1,0 +1,421 @@
+use super::*;
+use SettlementPolicy::{AfterSuccess, Before};
+
+fn events() -> Vec<Event> {
+    vec![
+        Event::Accepted,
+        Event::VerifyRefused {
+            reason: "insufficient_funds".into(),
+        },
+        Event::VerifyFailed(Failure::FacilitatorTimeout),
+        Event::JournalFailed,
+        Event::RecordedElsewhere { settled: false },
+        Event::RecordedElsewhere { settled: true },
+        Event::UpstreamAnswered { status: 100 },
+        Event::UpstreamAnswered { status: 103 },
+        Event::UpstreamAnswered { status: 101 },
+        Event::UpstreamAnswered { status: 200 },
+        Event::UpstreamAnswered { status: 304 },
+        Event::UpstreamAnswered { status: 404 },
+        Event::UpstreamAnswered { status: 500 },
+        Event::UpstreamFailed,
+        Event::SettleAnswered(SettleOutcome::Settled(Finality::Confirmed)),
+        Event::SettleAnswered(SettleOutcome::Settled(Finality::Pending)),
+        Event::SettleAnswered(SettleOutcome::Settled(Finality::Batched)),
+        Event::SettleAnswered(SettleOutcome::Refused {
+            reason: "insufficient_funds".into(),
+        }),
+        Event::SettleAnswered(SettleOutcome::NotSent(Failure::FacilitatorUnavailable)),
+        Event::SettleAnswered(SettleOutcome::Unknown {
+            detail: "facilitator_error".into(),
+        }),
+        Event::Ended,
+    ]
+}
+
+/// Every stage reachable under `policy`, each with the lifecycle that is in it.
+fn reachable(policy: SettlementPolicy) -> Vec<Lifecycle> {
+    let mut seen: Vec<Lifecycle> = vec![Lifecycle::new(policy)];
+    let mut i = 0;
+    while i < seen.len() {
+        for event in events() {
+            let mut next = seen[i].clone();
+            next.on(event);
+            if !seen.contains(&next) {
+                seen.push(next);
+            }
+        }
+        i += 1;
+    }
+    seen
+}
+
+fn run(policy: SettlementPolicy, events: Vec<Event>) -> (Lifecycle, Vec<Decision>) {
+    let mut life = Lifecycle::new(policy);
+    let decisions = events.into_iter().map(|e| life.on(e)).collect();
+    (life, decisions)
+}
+
+fn settled(f: Finality) -> Event {
+    Event::SettleAnswered(SettleOutcome::Settled(f))
+}
+
+fn unknown() -> Event {
+    Event::SettleAnswered(SettleOutcome::Unknown {
+        detail: "facilitator_timeout".into(),
+    })
+}
+
+#[test]
+fn after_success_settles_only_on_a_final_success_and_delivers_with_the_receipt() {
+    let (life, d) = run(
+        AfterSuccess,
+        vec![
+            Event::Accepted,
+            Event::UpstreamAnswered { status: 100 },
+            Event::UpstreamAnswered { status: 103 },
+            Event::UpstreamAnswered { status: 200 },
+            settled(Finality::Confirmed),
+            Event::Ended,
+        ],
+    );
+    assert_eq!(d[0].answer, Answer::Forward);
+    assert_eq!(d[0].journal, Some((PaymentState::Verified, String::new())));
+    assert_eq!(
+        d[1].answer,
+        Answer::Nothing,
+        "100 Continue is not an answer"
+    );
+    assert_eq!(
+        d[2].answer,
+        Answer::Nothing,
+        "103 Early Hints is not an answer"
+    );
+    assert_eq!(d[3].answer, Answer::Settle);
+    assert_eq!(d[4].answer, Answer::Deliver);
+    assert_eq!(d[4].reservation, Reservation::Burn);
+    assert_eq!(d[4].journal, Some((PaymentState::Settled, String::new())));
+    assert_eq!(d[4].outcome, Some(Outcome::Paid));
+    assert_eq!(d[5], Decision::new(Answer::Nothing));
+    assert_eq!(life.stage(), &Stage::Settled(Finality::Confirmed));
+    assert!(life.settle_attempted());
+}
+
+#[test]
+fn switching_protocols_is_a_success_settled_before_the_tunnel() {
+    let (life, d) = run(
+        AfterSuccess,
+        vec![Event::Accepted, Event::UpstreamAnswered { status: 101 }],
+    );
+    assert_eq!(d[1].answer, Answer::Settle);
+    assert_eq!(life.stage(), &Stage::Settling);
+}
+
+#[test]
+fn a_failed_upstream_after_informational_responses_is_not_charged() {
+    let (life, d) = run(
+        AfterSuccess,
+        vec![
+            Event::Accepted,
+            Event::UpstreamAnswered { status: 100 },
+            Event::UpstreamAnswered { status: 500 },
+            Event::Ended,
+        ],
+    );
+    assert_eq!(d[2].answer, Answer::Deliver);
+    assert_eq!(d[2].reservation, Reservation::Release);
+    assert_eq!(
+        d[2].journal,
+        Some((PaymentState::NotCharged, "upstream_status_500".into()))
+    );
+    assert_eq!(d[2].outcome, Some(Outcome::NotCharged));
+    assert_eq!(d[3], Decision::new(Answer::Nothing));
+    assert_eq!(life.stage(), &Stage::NotCharged);
+    assert!(!life.settle_attempted());
+}
+
+#[test]
+fn pending_and_batched_settlements_are_served_and_journaled_pending() {
+    for f in [Finality::Pending, Finality::Batched] {
+        let (_, d) = run(
+            AfterSuccess,
+            vec![
+                Event::Accepted,
+                Event::UpstreamAnswered { status: 200 },
+                settled(f),
+            ],
+        );
+        assert_eq!(d[2].answer, Answer::Deliver);
+        assert_eq!(d[2].journal, Some((PaymentState::Pending, String::new())));
+        assert_eq!(d[2].reservation, Reservation::Burn);
+    }
+}
+
+#[test]
+fn an_unknown_outcome_burns_the_authorization_and_answers_504_with_the_receipt() {
+    for policy in [AfterSuccess, Before] {
+        let mut events = vec![Event::Accepted];
+        if policy == AfterSuccess {
+            events.push(Event::UpstreamAnswered { status: 200 });
+        }
+        events.push(unknown());
+        let (life, d) = run(policy, events);
+        let last = d.last().unwrap();
+        assert_eq!(last.reservation, Reservation::Burn);
+        assert_eq!(
+            last.journal,
+            Some((PaymentState::Pending, "facilitator_timeout".into()))
+        );
+        assert_eq!(
+            last.answer,
+            Answer::Fail {
+                failure: Failure::SettlementUnconfirmed,
+                receipt: true
+            }
+        );
+        assert_eq!(Failure::SettlementUnconfirmed.status(), 504);
+        assert_ne!(Failure::SettlementUnconfirmed.status(), 402);
+        assert_eq!(life.stage(), &Stage::Unknown);
+    }
+}
+
+#[test]
+fn a_refused_settlement_releases_and_says_why() {
+    let (life, d) = run(
+        AfterSuccess,
+        vec![
+            Event::Accepted,
+            Event::UpstreamAnswered { status: 200 },
+            Event::SettleAnswered(SettleOutcome::Refused {
+                reason: "insufficient_funds".into(),
+            }),
+        ],
+    );
+    assert_eq!(
+        d[2].answer,
+        Answer::SettleRefused {
+            reason: "insufficient_funds".into()
+        }
+    );
+    assert_eq!(d[2].reservation, Reservation::Release);
+    assert_eq!(
+        d[2].journal,
+        Some((PaymentState::Failed, "insufficient_funds".into()))
+    );
+    assert_eq!(life.stage(), &Stage::Refused);
+}
+
+#[test]
+fn settle_before_settles_first_and_sends_the_receipt_whatever_the_upstream_does() {
+    let (_, d) = run(
+        Before,
+        vec![
+            Event::Accepted,
+            settled(Finality::Confirmed),
+            Event::UpstreamAnswered { status: 100 },
+            Event::UpstreamAnswered { status: 500 },
+        ],
+    );
+    assert_eq!(d[0].answer, Answer::Settle);
+    assert_eq!(d[0].journal, Some((PaymentState::Verified, String::new())));
+    assert_eq!(d[1].answer, Answer::Forward);
+    assert_eq!(d[2].answer, Answer::Nothing);
+    assert_eq!(d[3].answer, Answer::Deliver);
+    assert_eq!(
+        d[3].journal,
+        Some((PaymentState::Settled, "upstream_status_500".into()))
+    );
+    assert_eq!(d[3].reservation, Reservation::Keep);
+
+    let (_, d) = run(
+        Before,
+        vec![
+            Event::Accepted,
+            settled(Finality::Pending),
+            Event::UpstreamFailed,
+        ],
+    );
+    assert_eq!(d[2].answer, Answer::UpstreamError { receipt: true });
+    assert_eq!(
+        d[2].journal,
+        Some((PaymentState::Pending, "upstream_failed".into()))
+    );
+}
+
+#[test]
+fn verification_refusals_and_failures_release_without_a_journal_line() {
+    let (_, d) = run(
+        AfterSuccess,
+        vec![Event::VerifyRefused {
+            reason: "insufficient_funds".into(),
+        }],
+    );
+    assert_eq!(
+        d[0].answer,
+        Answer::Challenge {
+            reason: "insufficient_funds".into()
+        }
+    );
+    assert_eq!(d[0].reservation, Reservation::Release);
+    assert_eq!(d[0].journal, None);
+    let (_, d) = run(
+        AfterSuccess,
+        vec![Event::VerifyFailed(Failure::FacilitatorError)],
+    );
+    assert_eq!(d[0].reservation, Reservation::Release);
+    assert_eq!(d[0].outcome, Some(Outcome::Error));
+}
+
+#[test]
+fn a_journal_failure_charges_nothing_under_either_policy() {
+    for policy in [AfterSuccess, Before] {
+        let (life, d) = run(policy, vec![Event::Accepted, Event::JournalFailed]);
+        assert_eq!(d[1].reservation, Reservation::Release);
+        assert_eq!(
+            d[1].answer,
+            Answer::Fail {
+                failure: Failure::JournalUnavailable,
+                receipt: false
+            }
+        );
+        assert_eq!(life.stage(), &Stage::NotCharged);
+    }
+}
+
+#[test]
+fn an_authorization_another_replica_recorded_is_refused_and_only_our_reservation_goes() {
+    for policy in [AfterSuccess, Before] {
+        for settled in [false, true] {
+            let (life, d) = run(
+                policy,
+                vec![Event::Accepted, Event::RecordedElsewhere { settled }],
+            );
+            assert_eq!(d[1].answer, Answer::Duplicate { settled });
+            assert_eq!(d[1].reservation, Reservation::Release);
+            assert_eq!(d[1].journal, None);
+            assert_eq!(life.stage(), &Stage::Refused);
+            assert!(!matches!(d[1].answer, Answer::Settle));
+        }
+    }
+}
+
+#[test]
+fn a_request_ending_mid_settlement_keeps_the_authorization_burned() {
+    let (_, d) = run(Before, vec![Event::Accepted, Event::Ended]);
+    assert_eq!(d[1].reservation, Reservation::Burn);
+    assert_eq!(
+        d[1].journal.as_ref().map(|j| j.0),
+        Some(PaymentState::Pending)
+    );
+}
+
+/// Every event in every reachable stage, under both policies: the money rules hold everywhere.
+#[test]
+fn the_whole_table_keeps_the_money_rules() {
+    for policy in [AfterSuccess, Before] {
+        let stages = reachable(policy);
+        assert!(stages.len() >= 7, "{policy:?}: {stages:?}");
+        for from in &stages {
+            for event in events() {
+                let mut life = from.clone();
+                let d = life.on(event.clone());
+                let case = format!(
+                    "{policy:?} {:?} + {event:?} -> {:?}: {d:?}",
+                    from.stage(),
+                    life.stage()
+                );
+                let terminal = matches!(
+                    from.stage(),
+                    Stage::Refused | Stage::NotCharged | Stage::Unknown
+                );
+                if terminal {
+                    assert_eq!(d, Decision::new(Answer::Nothing), "{case}");
+                    assert_eq!(life.stage(), from.stage(), "{case}");
+                }
+                // Money that moved or may have moved is never released.
+                if matches!(from.stage(), Stage::Settled(_) | Stage::Unknown) {
+                    assert_ne!(d.reservation, Reservation::Release, "{case}");
+                }
+                // Burning happens exactly where money moved or may have.
+                if d.reservation == Reservation::Burn {
+                    assert!(
+                        matches!(life.stage(), Stage::Settled(_) | Stage::Unknown),
+                        "{case}"
+                    );
+                    assert_eq!(from.stage(), &Stage::Settling, "{case}");
+                }
+                // An unknown outcome is never answered 402 and always names its transaction.
+                if life.stage() == &Stage::Unknown && from.stage() != &Stage::Unknown {
+                    assert!(
+                        matches!(
+                            d.answer,
+                            Answer::Nothing
+                                | Answer::Fail {
+                                    failure: Failure::SettlementUnconfirmed,
+                                    receipt: true
+                                }
+                        ),
+                        "{case}"
+                    );
+                    assert_eq!(
+                        d.journal.as_ref().map(|j| j.0),
+                        Some(PaymentState::Pending),
+                        "{case}"
+                    );
+                }
+                // Settlement is asked for at most once per payment.
+                if d.answer == Answer::Settle {
+                    assert!(!from.settle_attempted(), "{case}");
+                }
+                // Informational responses never move a payment on.
+                if let Event::UpstreamAnswered { status } = event {
+                    if !is_final_status(status) {
+                        assert_eq!(life.stage(), from.stage(), "{case}");
+                        assert_eq!(d.journal, None, "{case}");
+                    }
+                }
+                // After-success never settles on a failed upstream.
+                if policy == AfterSuccess {
+                    if let Event::UpstreamAnswered { status } = event {
+                        if status >= 400 {
+                            assert_ne!(d.answer, Answer::Settle, "{case}");
+                        }
+                    }
+                }
+                // Up-front settlement: every answer after the money moved carries the receipt.
+                if policy == Before && matches!(from.stage(), Stage::Settled(_)) {
+                    assert!(
+                        matches!(
+                            d.answer,
+                            Answer::Nothing
+                                | Answer::Deliver
+                                | Answer::UpstreamError { receipt: true }
+                        ),
+                        "{case}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn failures_have_fixed_client_texts_and_codes() {
+    for f in [
+        Failure::FacilitatorTimeout,
+        Failure::FacilitatorUnavailable,
+        Failure::FacilitatorError,
+        Failure::FacilitatorBadResponse,
+        Failure::FacilitatorCredentials,
+        Failure::FacilitatorRateLimited,
+        Failure::SettlementUnconfirmed,
+        Failure::JournalUnavailable,
+    ] {
+        assert!(f
+            .code()
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_'));
+        assert!(!f.message().is_empty());
+        assert_ne!(f.status(), 402, "{f:?}");
+    }
+}

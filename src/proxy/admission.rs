@@ -1,0 +1,325 @@
+//! Admission of a priced request: the challenge when no payment is sent, the local checks, the
+//! reservation, and the facilitator's verdict fed to the payment's lifecycle.
+
+use super::reply::Reply;
+use super::settlement::{payment_reply, PaidRequest};
+use super::{Gateway, GatewayState, RequestCtx};
+use crate::facilitator::{client_reason, FacilitatorRequest};
+use crate::ops::journal::{rfc3339_now, JournalEntry};
+use crate::ops::metrics::Metrics;
+use crate::payment::{
+    check_payment, Answer, Event, Failure, Lifecycle, Outcome, PaymentState, ReplayError,
+    SettlementPolicy,
+};
+use crate::pricing::PricedRoute;
+use crate::state::prefers_html;
+use crate::time::unix_now;
+use crate::x402::{PaymentPayload, PAYMENT_SIGNATURE, X_PAYMENT};
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use std::time::Instant;
+
+/// The absolute URL of the requested resource, as buyers see it.
+fn resource_url(state: &GatewayState, req: &RequestHeader) -> String {
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    if let Some(base) = &state.config.server.public_url {
+        return format!("{base}{path}");
+    }
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let scheme = if state.config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}{path}")
+}
+
+/// A stable id for a payment's journal lines: the authorization's identity, hashed.
+fn payment_id(replay_key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(replay_key.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Gateway {
+    /// Decides a priced request: `None` lets it through to the upstream (the payment travels in
+    /// `ctx`), `Some(reply)` answers it here.
+    pub(super) async fn admit_paid_request(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: &PricedRoute,
+    ) -> Option<Reply> {
+        let req = session.req_header();
+        let url = resource_url(&ctx.state, req);
+        let method = req.method.as_str().to_string();
+        let header = req
+            .headers
+            .get(PAYMENT_SIGNATURE)
+            .or_else(|| req.headers.get(X_PAYMENT));
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let Some(header) = header else {
+            if let Some(reply) = self.rate_limited(ctx, client_ip, None).await {
+                ctx.outcome = Some(Outcome::Refused);
+                return Some(reply);
+            }
+            ctx.outcome = Some(Outcome::Challenged);
+            let error = "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
+            let reply = Reply::challenge(402, route, &url, &method, error, None);
+            let wants_html = req
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(prefers_html);
+            let paywall = ctx
+                .route_index
+                .and_then(|i| ctx.state.pages.paywalls.get(i))
+                .and_then(Option::as_ref);
+            return Some(match (wants_html, paywall) {
+                (true, Some(page)) => reply.with_html(page.render(&url)),
+                _ => reply,
+            });
+        };
+        let header_name = if req.headers.contains_key(PAYMENT_SIGNATURE) {
+            "PAYMENT-SIGNATURE"
+        } else {
+            "X-PAYMENT"
+        };
+        let network = route
+            .options
+            .first()
+            .map_or("", |o| o.requirements.network.as_str());
+        let fmetrics = ctx.state.facilitator_metrics_for(network);
+
+        let payload = crate::x402::decode_header_json::<serde_json::Value>(header.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|(_, raw)| PaymentPayload::from_json(&raw).map(|p| (p, raw)));
+        let (payment, raw) = match payload {
+            Ok(ok) => ok,
+            Err(message) => {
+                ctx.outcome = Some(Outcome::Refused);
+                fmetrics.failed("invalid_payment_header");
+                let message = format!("{header_name} header cannot be read: {message}");
+                let mut reply = Reply::challenge(
+                    400,
+                    route,
+                    &url,
+                    &method,
+                    "invalid_payment_header",
+                    Some(&message),
+                );
+                reply.body = bytes::Bytes::from(
+                    serde_json::json!({"error": "invalid_payment_header", "message": message})
+                        .to_string(),
+                );
+                return Some(reply);
+            }
+        };
+
+        // Before anything else, so that a resend of a delivered payment gets its response back.
+        let settings = ctx.state.config.idempotency;
+        // Bound to the path, not the host: replicas behind one name see different hosts.
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        match self.claim_identifier(settings, &raw, &method, target).await {
+            Ok(claimed) => ctx.idempotent = claimed,
+            Err((outcome, reply)) => {
+                ctx.outcome = Some(outcome);
+                return Some(reply);
+            }
+        }
+
+        let now = unix_now();
+        let verified = match check_payment(route, &payment, now) {
+            Ok(v) => v,
+            Err(rejection) => {
+                ctx.outcome = Some(Outcome::Refused);
+                fmetrics.failed(rejection.reason);
+                return Some(Reply::challenge(
+                    402,
+                    route,
+                    &url,
+                    &method,
+                    rejection.reason,
+                    Some(&rejection.message),
+                ));
+            }
+        };
+
+        if let Some(reply) = self
+            .rate_limited(ctx, client_ip, Some(&verified.payer))
+            .await
+        {
+            ctx.outcome = Some(Outcome::Refused);
+            return Some(reply);
+        }
+
+        if let Err(e) = self
+            .replay
+            .reserve(&verified.replay_key, verified.valid_before, now)
+            .await
+        {
+            ctx.outcome = Some(Outcome::Refused);
+            if e != ReplayError::Unavailable {
+                Metrics::global().replays_refused.inc();
+            }
+            return Some(match e {
+                ReplayError::Unavailable => {
+                    fmetrics.failed("replay_store_unavailable");
+                    ctx.outcome = Some(Outcome::Error);
+                    Reply::unavailable("replay_store_unavailable", &e.to_string())
+                }
+                ReplayError::InFlight => {
+                    fmetrics.failed("payment_in_progress");
+                    Reply::error(409, "payment_in_progress", &e.to_string())
+                }
+                ReplayError::AlreadySettled => {
+                    fmetrics.failed("payment_already_used");
+                    Reply::challenge(
+                        402,
+                        route,
+                        &url,
+                        &method,
+                        "payment_already_used",
+                        Some(&e.to_string()),
+                    )
+                }
+            });
+        }
+
+        let option = &route.options[verified.option_index];
+        let requirements = match payment.version() {
+            1 => serde_json::to_value(option.v1_requirements(
+                &url,
+                &route.description,
+                &route.mime_type,
+                &method,
+            )),
+            _ => serde_json::to_value(&option.requirements),
+        }
+        .unwrap_or_default();
+        let request = FacilitatorRequest {
+            x402_version: payment.version(),
+            payment_payload: raw,
+            payment_requirements: requirements,
+            sync_settle: route.sync_settle,
+            resource: Some(crate::x402::ResourceInfo {
+                url: url.clone(),
+                description: route.description.clone(),
+                mime_type: route.mime_type.clone(),
+            }),
+        };
+        let entry = self.journal.as_ref().map(|_| JournalEntry {
+            time: rfc3339_now(),
+            id: payment_id(&verified.replay_key.to_hex()),
+            state: PaymentState::Verified,
+            route: ctx.route_label().to_string(),
+            payer: verified.payer.clone(),
+            amount: verified.amount.to_string(),
+            asset: option.requirements.asset.clone(),
+            network: option.requirements.network.clone(),
+            pay_to: option.requirements.pay_to.clone(),
+            transaction: String::new(),
+            // Filled in with the facilitator that verifies (the network's, or its fallback).
+            facilitator: String::new(),
+            reason: String::new(),
+            key: verified.replay_key.to_hex(),
+            valid_before: verified.valid_before,
+            settle_request: String::new(),
+        });
+        let state = ctx.state.clone();
+        let payment = ctx.payment.insert(PaidRequest {
+            version: payment.version(),
+            verified,
+            request,
+            network: option.requirements.network.clone(),
+            life: Lifecycle::new(route.settle),
+            facilitator: None,
+            receipt: None,
+            transaction: String::new(),
+            entry,
+            route_index: ctx.route_index,
+            outcome: None,
+        });
+
+        let event = if route.settle == SettlementPolicy::Before {
+            // The up-front flow makes no `/verify` call: the facilitator's `/settle` verifies.
+            payment.facilitator = state.facilitators.for_network(&payment.network);
+            match &payment.facilitator {
+                Some(_) => Event::Accepted,
+                None => Event::VerifyFailed(Failure::FacilitatorUnavailable),
+            }
+        } else {
+            let verify_started = Instant::now();
+            match state
+                .facilitators
+                .verify(&payment.network, &payment.request)
+                .await
+            {
+                None => Event::VerifyFailed(Failure::FacilitatorUnavailable),
+                Some(verdict) => {
+                    let facilitator = verdict.facilitator;
+                    let fmetrics = state.facilitator_metrics_named(facilitator.name());
+                    fmetrics
+                        .verify_seconds
+                        .observe(verify_started.elapsed().as_secs_f64());
+                    payment.facilitator = Some(facilitator.clone());
+                    match verdict.result {
+                        Err(e) => {
+                            tracing::warn!(facilitator = facilitator.name(), error = %e, "verify failed");
+                            fmetrics.failed(e.failure().code());
+                            Event::VerifyFailed(e.failure())
+                        }
+                        Ok(v) if !v.is_valid => {
+                            let reason =
+                                client_reason(v.invalid_reason.as_deref(), "payment_invalid");
+                            tracing::info!(facilitator = facilitator.name(), %reason, detail = v.invalid_message.as_deref().unwrap_or_default(), "payment refused by the facilitator");
+                            fmetrics.failed(&reason);
+                            Event::VerifyRefused { reason }
+                        }
+                        Ok(_) => {
+                            fmetrics.verified.inc();
+                            Event::Accepted
+                        }
+                    }
+                }
+            }
+        };
+        if let (Some(entry), Some(f)) = (payment.entry.as_mut(), &payment.facilitator) {
+            entry.facilitator = f.name().to_string();
+        }
+        match self.advance(&state, payment, event).await {
+            Answer::Forward => None,
+            Answer::Duplicate { settled: true } => Some(Reply::challenge(
+                402,
+                route,
+                &url,
+                &method,
+                "payment_already_used",
+                Some("this payment authorization was already used"),
+            )),
+            Answer::Challenge { reason } => Some(Reply::challenge(
+                402,
+                route,
+                &url,
+                &method,
+                &reason,
+                Some(&format!("the facilitator refused the payment: {reason}")),
+            )),
+            answer => Some(payment_reply(&answer, payment).unwrap_or_else(|| {
+                Reply::error(
+                    500,
+                    "internal_error",
+                    "the gateway failed to handle the request",
+                )
+            })),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Carrying out the lifecycle's decisions: the reservation, the journal line, the `/settle` call
+//! and the replies that follow from them. Nothing here decides about money; it does what
+//! [`Lifecycle::on`] said.
+
+use super::reply::Reply;
+use super::{Gateway, GatewayState};
+use crate::facilitator::{
+    settle_outcome, unconfirmed_receipt, Expected, Facilitator, FacilitatorRequest,
+};
+use crate::ops::journal::{JournalEntry, JournalError};
+use crate::ops::metrics::Metrics;
+use crate::payment::{
+    Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Reservation, SettleOutcome,
+    VerifiedPayment,
+};
+use crate::x402::encode_header_json;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A paid request on its way through the phases.
+pub(super) struct PaidRequest {
+    pub version: u8,
+    pub verified: VerifiedPayment,
+    pub request: FacilitatorRequest,
+    /// The CAIP-2 network of the matched option.
+    pub network: String,
+    pub life: Lifecycle,
+    /// The facilitator that verified the payment (or, settling up front, the network's): the
+    /// only one that may settle it.
+    pub facilitator: Option<Arc<dyn Facilitator>>,
+    /// The encoded settlement answer, sent as `PAYMENT-RESPONSE` once there is one.
+    pub receipt: Option<String>,
+    pub transaction: String,
+    /// The journal line this payment's events are written from.
+    pub entry: Option<JournalEntry>,
+    pub route_index: Option<usize>,
+    /// The outcome the lifecycle decided, counted when the request ends.
+    pub outcome: Option<Outcome>,
+}
+
+impl PaidRequest {
+    fn expected(&self) -> Expected<'_> {
+        Expected {
+            payer: &self.verified.payer,
+            network: self.request.network(),
+            caip2_network: &self.network,
+            amount: self.verified.amount,
+        }
+    }
+}
+
+impl Gateway {
+    /// Feeds `event` to the payment's lifecycle and carries out the decision: reservation,
+    /// journal (on disk before any reply depends on it), outcome. Returns what to answer.
+    pub(super) async fn feed(&self, payment: &mut PaidRequest, event: Event) -> Answer {
+        let mut decision = payment.life.on(event);
+        loop {
+            match decision.reservation {
+                Reservation::Keep => {}
+                Reservation::Release => self.replay.release(&payment.verified.replay_key).await,
+                Reservation::Burn => self.replay.mark_settled(&payment.verified.replay_key).await,
+            }
+            if let Some(outcome) = decision.outcome {
+                payment.outcome = Some(outcome);
+            }
+            if let Some((state, reason)) = &decision.journal {
+                let written = self.record(payment.entry.as_ref(), *state, reason).await;
+                match (written, *state) {
+                    (Ok(()), _) => {}
+                    // A shared journal knows authorizations this replica's replay guard has not
+                    // seen: held by another request, or already used.
+                    (
+                        Err(JournalError::AlreadyRecorded { state: held }),
+                        PaymentState::Verified,
+                    ) => {
+                        Metrics::global().replays_refused.inc();
+                        let settled = held != PaymentState::Verified;
+                        decision = payment.life.on(Event::RecordedElsewhere { settled });
+                        continue;
+                    }
+                    (Err(_), PaymentState::Verified) => {
+                        decision = payment.life.on(Event::JournalFailed);
+                        continue;
+                    }
+                    (Err(e), _) => {
+                        tracing::error!(payer = %payment.verified.payer, state = state.as_str(), error = %e, "the journal could not record a payment event");
+                    }
+                }
+            }
+            return decision.answer;
+        }
+    }
+
+    /// Calls `/settle` once and feeds its judged answer.
+    pub(super) async fn settle(&self, state: &GatewayState, payment: &mut PaidRequest) -> Answer {
+        let Some(facilitator) = payment.facilitator.clone() else {
+            let outcome = SettleOutcome::NotSent(Failure::FacilitatorUnavailable);
+            return self.feed(payment, Event::SettleAnswered(outcome)).await;
+        };
+        let fmetrics = state.facilitator_metrics_named(facilitator.name());
+        let started = Instant::now();
+        let result = facilitator.settle(&payment.request).await;
+        fmetrics
+            .settle_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let expected = payment.expected();
+        let judged = settle_outcome(&result, &expected);
+        let receipt = match &judged.outcome {
+            SettleOutcome::Settled(_) | SettleOutcome::Refused { .. } => judged.receipt.clone(),
+            SettleOutcome::Unknown { .. } => Some(unconfirmed_receipt(&judged, &expected)),
+            SettleOutcome::NotSent(_) => None,
+        };
+        match (&judged.outcome, &result) {
+            (SettleOutcome::Settled(finality), _) => {
+                fmetrics.settled.inc();
+                // Counted when the money moves, whatever happens to the response afterwards.
+                if let Some(revenue) = payment
+                    .route_index
+                    .and_then(|i| state.route_metrics.get(i))
+                    .and_then(|m| m.revenue.get(payment.verified.option_index))
+                {
+                    revenue.inc_by(u64::try_from(payment.verified.amount).unwrap_or(u64::MAX));
+                }
+                tracing::debug!(finality = finality.as_str(), "settled");
+            }
+            (SettleOutcome::Refused { reason }, _) => {
+                fmetrics.failed(reason);
+                tracing::warn!(payer = %payment.verified.payer, %reason, "settlement refused");
+            }
+            (outcome, Err(e)) => {
+                fmetrics.failed(e.failure().code());
+                tracing::error!(facilitator = facilitator.name(), error = %e, payer = %payment.verified.payer, ?outcome, "settlement failed");
+            }
+            (outcome, Ok(answer)) => {
+                fmetrics.failed(Failure::SettlementUnconfirmed.code());
+                tracing::error!(facilitator = facilitator.name(), answer = %answer.raw, payer = %payment.verified.payer, ?outcome, "settlement outcome unknown");
+            }
+        }
+        payment.transaction = judged.transaction.clone();
+        payment.receipt = receipt.map(|r| encode_header_json(&r));
+        if let Some(entry) = payment.entry.as_mut() {
+            entry.transaction = payment.transaction.clone();
+            // Reconciliation resends the identical request while the outcome is unknown.
+            if matches!(judged.outcome, SettleOutcome::Unknown { .. }) {
+                entry.settle_request = serde_json::to_string(&payment.request).unwrap_or_default();
+            }
+        }
+        self.feed(payment, Event::SettleAnswered(judged.outcome))
+            .await
+    }
+
+    /// Feeds `event`, then settles when the lifecycle says so: the answer after both.
+    pub(super) async fn advance(
+        &self,
+        state: &GatewayState,
+        payment: &mut PaidRequest,
+        event: Event,
+    ) -> Answer {
+        match self.feed(payment, event).await {
+            Answer::Settle => self.settle(state, payment).await,
+            other => other,
+        }
+    }
+}
+
+/// The gateway's reply for an answer that ends the request with an error of the payment, if it is
+/// one (`Fail`, `SettleRefused`).
+pub(super) fn payment_reply(answer: &Answer, payment: &PaidRequest) -> Option<Reply> {
+    let with_receipt = |reply: Reply, receipt: bool| match (&payment.receipt, receipt) {
+        (Some(r), true) => reply.with_settlement(payment.version, r.clone()),
+        _ => reply,
+    };
+    match answer {
+        Answer::Fail { failure, receipt } => Some(with_receipt(
+            Reply::error(failure.status(), failure.code(), failure.message()),
+            *receipt,
+        )),
+        Answer::Duplicate { settled: false } => Some(Reply::error(
+            409,
+            "payment_in_progress",
+            "this payment authorization is being used by another request",
+        )),
+        Answer::SettleRefused { reason } => Some(with_receipt(
+            Reply::error(
+                402,
+                reason,
+                &format!("the facilitator refused to settle the payment: {reason}"),
+            ),
+            true,
+        )),
+        _ => None,
+    }
+}
