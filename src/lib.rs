@@ -13,5 +13,6 @@ pub mod payment;
 pub mod pricing;
 pub mod proxy;
 pub mod state;
+pub mod store;
 pub mod time;
 pub mod x402;

@@ -343,6 +343,17 @@ fn check(path: PathBuf) -> Result<()> {
         Some(j) => println!("journal      {}", j.path.display()),
         None => println!("journal      none (payments are only logged)"),
     }
+    match &config.redis {
+        Some(r) => println!(
+            "redis        {} (prefix {:?}, timeout {:?})",
+            r.display_url(),
+            r.key_prefix,
+            r.timeout
+        ),
+        None => println!(
+            "redis        none (replay guard, idempotency and rate limits are per process)"
+        ),
+    }
     println!(
         "discovery    {}",
         if config.discovery {

@@ -140,6 +140,16 @@ fn manifests_agree_with_the_gateway_configuration_they_ship() {
             .map(|t| t.expose()),
         env.get("FACILITATOR_TOKEN").map(String::as_str)
     );
+    // Two replicas share their state through the Redis of the Secret.
+    let replicas = of_kind(&docs, "Deployment")["spec"]["replicas"]
+        .as_u64()
+        .unwrap();
+    let redis = config.redis.as_ref().expect("replicas > 1 need [redis]");
+    assert!(replicas > 1);
+    assert_eq!(
+        Some(redis.url.expose()),
+        env.get("REDIS_URL").map(String::as_str)
+    );
 
     // The ConfigMap is mounted as a directory, where the gateway reads it and sees updates.
     let mounts = s.gateway["volumeMounts"].as_sequence().unwrap();
@@ -219,8 +229,20 @@ fn manifests_agree_with_the_gateway_configuration_they_ship() {
 #[tokio::test]
 async fn the_shipped_configuration_serves_the_probed_paths() {
     let docs = manifests();
-    let env = secret_env(&docs);
+    let mut env = secret_env(&docs);
     let s = sidecar(&docs);
+    // The pod's Redis is elsewhere; a redis-server of this test stands in for it.
+    let redis_port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    env.insert(
+        "REDIS_URL".into(),
+        format!("redis://127.0.0.1:{redis_port}"),
+    );
     let upstream = node("upstream.mjs", &["--port", "0"]);
     let facilitator = node("facilitator.mjs", &["--port", "0"]);
     let (port, admin) = (free_port(), free_port());
@@ -277,6 +299,8 @@ async fn the_shipped_configuration_serves_the_probed_paths() {
         .map(|r| r.status().as_u16());
     let _ = child.kill();
     let _ = child.wait();
+    let _ = redis.kill();
+    let _ = redis.wait();
     assert_eq!(results, ["/healthz", "/readyz"]);
     assert_eq!(paid.unwrap(), 402);
 }

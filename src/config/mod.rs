@@ -195,6 +195,73 @@ pub struct JournalConfig {
     pub reconcile_interval: Duration,
 }
 
+/// The Redis that replicas share. The URL may hold a password, so it is a [`Secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: Secret,
+    /// Prepended to every key, so several gateways can share one Redis.
+    pub key_prefix: String,
+    /// How long one Redis operation may take before the gateway treats Redis as unavailable.
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    /// The URL with any password replaced by `***`, for logs and `check`.
+    pub fn display_url(&self) -> String {
+        redacted_url(self.url.expose())
+    }
+}
+
+/// Whom a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePer {
+    /// The address the connection comes from (not `X-Forwarded-For`, which a client can write).
+    ClientIp,
+    /// The payer of a payment (its authorization's `from`), once checked locally.
+    Payer,
+}
+
+/// Requests per window for one kind of client, on challenges, paid requests or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub per: RatePer,
+    pub requests: u64,
+    pub window: Duration,
+    pub challenges: bool,
+    pub paid: bool,
+    /// Route indexes (file order) it covers; empty means every priced route.
+    pub routes: Vec<usize>,
+}
+
+impl RateLimitConfig {
+    pub fn covers(&self, route_index: usize) -> bool {
+        self.routes.is_empty() || self.routes.contains(&route_index)
+    }
+}
+
+/// Idempotent retries (`payment-identifier`): how long and how much of a response is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyConfig {
+    pub ttl: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// `url` without its password (and without its user name when only that is set as a password).
+fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            } else if !parsed.username().is_empty() {
+                // `redis://secret@host` carries a password in the user name position.
+                let _ = parsed.set_username("***");
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(unreadable url)".to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnmatchedPolicy {
     Proxy,
@@ -215,6 +282,11 @@ pub struct GatewayConfig {
     pub journal: Option<JournalConfig>,
     /// Whether `GET /.well-known/x402` lists the priced routes.
     pub discovery: bool,
+    /// Shared state for replicas; without it every process keeps its own.
+    pub redis: Option<RedisConfig>,
+    pub idempotency: IdempotencyConfig,
+    /// In file order; counters are shared through `[redis]` when configured.
+    pub rate_limits: Vec<RateLimitConfig>,
 }
 
 impl GatewayConfig {
@@ -393,12 +465,124 @@ impl Ctx<'_> {
             server,
             upstream,
             facilitators,
+            rate_limits: self.rate_limits(&file.rate_limits, &routes)?,
             routes: RouteTable::new(routes),
             unmatched,
             assets,
             admin,
             journal,
             discovery: file.discovery.enabled.unwrap_or(true),
+            redis: file.redis.as_ref().map(|r| self.redis(r)).transpose()?,
+            idempotency: IdempotencyConfig {
+                ttl: self.positive_duration(&file.idempotency.ttl, Duration::from_secs(600))?,
+                max_body_bytes: match &file.idempotency.max_body_bytes {
+                    None => 256 * 1024,
+                    Some(n) if *n.get_ref() > 16 * 1024 * 1024 => {
+                        return Err(self.err(n, "max_body_bytes must be at most 16777216 (16 MiB)"))
+                    }
+                    Some(n) => *n.get_ref(),
+                },
+            },
+        })
+    }
+
+    fn rate_limits(
+        &self,
+        limits: &[Spanned<surface::RateLimit>],
+        routes: &[Route],
+    ) -> Result<Vec<RateLimitConfig>, ConfigError> {
+        let mut built = Vec::with_capacity(limits.len());
+        for spanned in limits {
+            let l = spanned.get_ref();
+            let per = match self.expand(&l.per)?.as_str() {
+                "ip" => RatePer::ClientIp,
+                "payer" => RatePer::Payer,
+                other => {
+                    return Err(self.err(
+                        &l.per,
+                        format!("per = `{other}`: expected \"ip\" or \"payer\""),
+                    ))
+                }
+            };
+            let (challenges, paid) = match &l.applies_to {
+                None => (true, true),
+                Some(v) => match self.expand(v)?.as_str() {
+                    "all" => (true, true),
+                    "challenges" => (true, false),
+                    "paid" => (false, true),
+                    other => {
+                        return Err(self.err(
+                            v,
+                            format!(
+                            "applies_to = `{other}`: expected \"challenges\", \"paid\" or \"all\""
+                        ),
+                        ))
+                    }
+                },
+            };
+            if per == RatePer::Payer && !paid {
+                return Err(self.err(spanned, "a challenge has no payer yet: per = \"payer\" needs applies_to = \"paid\" or \"all\""));
+            }
+            if *l.requests.get_ref() == 0 {
+                return Err(self.err(&l.requests, "requests must be at least 1"));
+            }
+            let window = self.duration(&Some(l.window.clone()), Duration::ZERO)?;
+            if window < Duration::from_secs(1) {
+                return Err(self.err(&l.window, "window must be at least 1s"));
+            }
+            let mut covered = Vec::new();
+            for name in l
+                .routes
+                .as_ref()
+                .map(|r| r.get_ref().as_slice())
+                .unwrap_or_default()
+            {
+                let route = routes.iter().find(|r| &r.source == name).ok_or_else(|| {
+                    self.err(
+                        spanned,
+                        format!(
+                            "rate limit names route `{name}`, which no `[[routes]]` entry matches"
+                        ),
+                    )
+                })?;
+                covered.push(route.index);
+            }
+            built.push(RateLimitConfig {
+                per,
+                requests: *l.requests.get_ref(),
+                window,
+                challenges,
+                paid,
+                routes: covered,
+            });
+        }
+        Ok(built)
+    }
+
+    fn redis(&self, spanned: &Spanned<surface::Redis>) -> Result<RedisConfig, ConfigError> {
+        let r = spanned.get_ref();
+        let url = self.expand(&r.url)?;
+        // Errors name the URL without its password: the message ends up in logs.
+        let shown = redacted_url(&url);
+        let parsed = url::Url::parse(&url)
+            .map_err(|e| self.err(&r.url, format!("redis url `{shown}`: {e}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(self.err(
+                &r.url,
+                format!("redis url `{shown}` must start with redis:// or rediss://"),
+            ));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(self.err(&r.url, format!("redis url `{shown}` has no host")));
+        }
+        let key_prefix = match &r.key_prefix {
+            None => "x402:".to_string(),
+            Some(p) => self.expand(p)?,
+        };
+        Ok(RedisConfig {
+            url: Secret(url),
+            key_prefix,
+            timeout: self.positive_duration(&r.timeout, Duration::from_millis(250))?,
         })
     }
 

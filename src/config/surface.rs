@@ -28,6 +28,40 @@ pub struct File {
     pub journal: Option<Spanned<Journal>>,
     #[serde(default)]
     pub discovery: Discovery,
+    /// Shared state for replicas: replay reservations, idempotent replies, rate limits.
+    pub redis: Option<Spanned<Redis>>,
+    #[serde(default)]
+    pub idempotency: Idempotency,
+    #[serde(default)]
+    pub rate_limits: Vec<Spanned<RateLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// `"ip"` or `"payer"`.
+    pub per: Text,
+    pub requests: Spanned<u64>,
+    pub window: Text,
+    /// `"challenges"`, `"paid"` or `"all"` (the default).
+    pub applies_to: Option<Text>,
+    /// `match` strings of the routes it covers; every priced route when absent.
+    pub routes: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Idempotency {
+    pub ttl: Option<Text>,
+    pub max_body_bytes: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    pub url: Text,
+    pub key_prefix: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

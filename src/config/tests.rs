@@ -482,6 +482,88 @@ fn the_vendor_examples_are_valid() {
 }
 
 #[test]
+fn redis_is_optional_and_has_defaults() {
+    assert!(parse("").unwrap().redis.is_none());
+    let env = |name: &str| (name == "REDIS_URL").then(|| "redis://:hunter2@10.0.0.5:6380/2".into());
+    let config = parse_env("[redis]\nurl = \"${REDIS_URL}\"\n", &env).unwrap();
+    let redis = config.redis.unwrap();
+    assert_eq!(redis.url.expose(), "redis://:hunter2@10.0.0.5:6380/2");
+    assert_eq!(redis.key_prefix, "x402:");
+    assert_eq!(redis.timeout, Duration::from_millis(250));
+    assert_eq!(redis.display_url(), "redis://:***@10.0.0.5:6380/2");
+    assert!(
+        !format!("{redis:?}").contains("hunter2"),
+        "Debug hides the password"
+    );
+}
+
+#[test]
+fn redis_settings_are_validated_without_printing_the_password() {
+    let config = parse(
+        "[redis]\nurl = \"rediss://cache.internal:6380\"\nkey_prefix = \"shop:\"\ntimeout = \"100ms\"\n",
+    )
+    .unwrap();
+    let redis = config.redis.unwrap();
+    assert_eq!(redis.key_prefix, "shop:");
+    assert_eq!(redis.timeout, Duration::from_millis(100));
+
+    let err = parse("[redis]\nurl = \"http://user:hunter2@cache:6379\"\n").unwrap_err();
+    assert!(err.message.contains("redis://"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = parse("[redis]\nurl = \"redis://cache\"\ntimeout = \"0s\"\n").unwrap_err();
+    assert!(err.message.contains("more than zero"), "{err}");
+    let err = parse("[redis]\nurl = \"redis://cache\"\npassword = \"x\"\n").unwrap_err();
+    assert!(err.message.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn rate_limits_are_validated() {
+    let config = parse(
+        "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n\
+         [[rate_limits]]\nper = \"ip\"\nrequests = 10\nwindow = \"1m\"\napplies_to = \"challenges\"\nroutes = [\"GET /a\"]\n\
+         [[rate_limits]]\nper = \"payer\"\nrequests = 3\nwindow = \"10s\"\n",
+    )
+    .unwrap();
+    let limits = &config.rate_limits;
+    assert_eq!(limits.len(), 2);
+    assert_eq!(limits[0].per, RatePer::ClientIp);
+    assert!(limits[0].challenges && !limits[0].paid);
+    assert_eq!(limits[0].routes, vec![0]);
+    assert_eq!(limits[1].per, RatePer::Payer);
+    assert!(limits[1].challenges && limits[1].paid && limits[1].covers(5));
+    assert_eq!(limits[1].window, Duration::from_secs(10));
+
+    for (bad, says) in [
+        (
+            "per = \"user\"\nrequests = 1\nwindow = \"1m\"\n",
+            "expected \"ip\" or \"payer\"",
+        ),
+        (
+            "per = \"ip\"\nrequests = 0\nwindow = \"1m\"\n",
+            "at least 1",
+        ),
+        (
+            "per = \"ip\"\nrequests = 1\nwindow = \"10ms\"\n",
+            "at least 1s",
+        ),
+        (
+            "per = \"payer\"\nrequests = 1\nwindow = \"1m\"\napplies_to = \"challenges\"\n",
+            "no payer",
+        ),
+        (
+            "per = \"ip\"\nrequests = 1\nwindow = \"1m\"\nroutes = [\"GET /b\"]\n",
+            "no `[[routes]]`",
+        ),
+    ] {
+        let err = parse(&format!(
+            "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n[[rate_limits]]\n{bad}"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains(says), "{err}");
+    }
+}
+
+#[test]
 fn route_level_keys_are_the_defaults_of_each_accepts_entry() {
     let config = parse(
         "[[routes]]\nmatch = \"GET /a\"\npay_to = \"0x90F79bf6EB2c4f870365E785982E1f101E93b906\"\n\

@@ -4,6 +4,7 @@
 
 use crate::ops::metrics::Metrics;
 use crate::state::GatewayState;
+use crate::store::StoreHealth;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::Response;
@@ -33,6 +34,8 @@ pub struct Health {
     reloader_armed: AtomicBool,
     draining: AtomicBool,
     in_flight: AtomicI64,
+    /// The shared store replicas coordinate through, when configured.
+    shared_store: Mutex<Option<Arc<dyn StoreHealth>>>,
 }
 
 impl Health {
@@ -51,6 +54,14 @@ impl Health {
             reloader_armed: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             in_flight: AtomicI64::new(0),
+            shared_store: Mutex::new(None),
+        }
+    }
+
+    /// Readiness follows `store` from now on: paid requests cannot be served without it.
+    pub fn watch_shared_store(&self, store: Arc<dyn StoreHealth>) {
+        if let Ok(mut slot) = self.shared_store.lock() {
+            *slot = Some(store);
         }
     }
 
@@ -124,16 +135,23 @@ impl Health {
         let armed = self.reloader_armed.load(Ordering::Acquire);
         let draining = self.draining.load(Ordering::Acquire);
         ready &= armed && !draining;
-        (
-            ready,
-            json!({
-                "ready": ready,
-                "config": "loaded",
-                "reload": if armed { "watching" } else { "starting" },
-                "draining": draining,
-                "facilitators": facilitators,
-            }),
-        )
+        let store = self.shared_store.lock().ok().and_then(|s| s.clone());
+        let shared_store = store.map(|s| {
+            let reachable = s.reachable();
+            ready &= reachable;
+            json!({"redis": s.describe(), "reachable": reachable})
+        });
+        let mut body = json!({
+            "ready": ready,
+            "config": "loaded",
+            "reload": if armed { "watching" } else { "starting" },
+            "draining": draining,
+            "facilitators": facilitators,
+        });
+        if let Some(shared_store) = shared_store {
+            body["shared_store"] = shared_store;
+        }
+        (ready, body)
     }
 }
 

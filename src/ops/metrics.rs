@@ -32,6 +32,8 @@ pub struct Metrics {
     /// Settled revenue recorded in the shared journal database, across every replica.
     pub ledger_revenue: GaugeVec,
     pub in_flight: IntGauge,
+    pub shared_store_up: IntGauge,
+    pub shared_store_unavailable: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -167,6 +169,15 @@ impl Metrics {
                 g
             },
             in_flight: gauge("x402_requests_in_flight", "Requests being served"),
+            shared_store_up: gauge(
+                "x402_shared_store_up",
+                "Whether the shared store (Redis) answered its last operation in time",
+            ),
+            shared_store_unavailable: counter(
+                "x402_shared_store_unavailable_total",
+                "Shared store (Redis) operations that failed or timed out, by operation",
+                &["operation"],
+            ),
         }
     }
 
@@ -188,7 +199,7 @@ impl Metrics {
 
 /// Counters of one route, resolved once per configuration version.
 pub struct RouteMetrics {
-    outcomes: [IntCounter; 7],
+    outcomes: [IntCounter; 8],
     pub payment_required: IntCounter,
     /// Revenue counter per payment option, in the route's option order.
     pub revenue: Vec<IntCounter>,

@@ -80,6 +80,9 @@ impl Reloader {
         if config.journal.as_ref().map(|j| &j.url) != old.config.journal.as_ref().map(|j| &j.url) {
             needs_restart.push("[journal] url");
         }
+        if config.redis != old.config.redis {
+            needs_restart.push("[redis]");
+        }
         if !needs_restart.is_empty() {
             tracing::warn!(
                 settings = %needs_restart.join(", "),
@@ -88,6 +91,7 @@ impl Reloader {
             config.server = old.config.server.clone();
             config.admin.listen = old.config.admin.listen;
             config.journal = old.config.journal.clone();
+            config.redis = old.config.redis.clone();
         }
         // Unchanged facilitators keep their clients (connection pools, test-mode ledger).
         let facilitators = old

@@ -93,10 +93,12 @@ pub enum Outcome {
     SettleFailed,
     /// The facilitator or the upstream failed, or the gateway answered an error.
     Error,
+    /// An idempotent resend answered with the response kept from its first delivery.
+    Replayed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Self::Free,
         Self::Challenged,
         Self::Refused,
@@ -104,6 +106,7 @@ impl Outcome {
         Self::NotCharged,
         Self::SettleFailed,
         Self::Error,
+        Self::Replayed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +118,7 @@ impl Outcome {
             Self::NotCharged => "not_charged",
             Self::SettleFailed => "settle_failed",
             Self::Error => "error",
+            Self::Replayed => "replayed",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! the configuration, the payment and the clock, so each rule is unit-tested on its own.
 
 mod eip712;
+pub mod idempotency;
 pub mod lifecycle;
 mod replay;
 mod verify;

@@ -42,6 +42,9 @@ pub enum ReplayError {
     InFlight,
     #[error("this payment authorization has already been used")]
     AlreadySettled,
+    /// A shared store did not answer: nobody can tell whether the authorization is free.
+    #[error("the replay store cannot be reached; nothing was charged")]
+    Unavailable,
 }
 
 #[async_trait]
@@ -50,8 +53,13 @@ pub trait ReplayGuard: Send + Sync {
     async fn reserve(&self, key: &ReplayKey, expires_at: u64, now: u64) -> Result<(), ReplayError>;
     /// Gives up a reservation that did not lead to a settlement.
     async fn release(&self, key: &ReplayKey);
-    /// Records that `key` was (or may have been) settled: it stays refused until it expires.
+    /// Records that `key` was settled: it stays refused until it expires.
     async fn mark_settled(&self, key: &ReplayKey);
+    /// Records that `key` may have been settled (the outcome is unknown): a tombstone that
+    /// stays refused until it expires, like a settlement.
+    async fn keep_unknown(&self, key: &ReplayKey) {
+        self.mark_settled(key).await;
+    }
     /// Drops entries whose authorization expired; returns how many were dropped.
     async fn forget_expired(&self, now: u64) -> usize;
     /// Number of remembered authorizations.

@@ -38,6 +38,10 @@ fn json_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_default()
 }
 
+/// The `payment-identifier` extension: an optional id (16–128 of `A-Za-z0-9_-`) that makes a
+/// resend of the same payment return the first response instead of paying twice.
+const EXTENSIONS: &str = r#"{"payment-identifier":{"info":{"required":false},"schema":{"type":"object","properties":{"id":{"type":"string","minLength":16,"maxLength":128,"pattern":"^[A-Za-z0-9_-]+$"}},"required":["id"]}}}"#;
+
 impl ChallengeTemplate {
     pub fn new(options: &[PaymentOption], description: &str, mime_type: &str) -> Self {
         let requirements: Vec<_> = options.iter().map(|o| &o.requirements).collect();
@@ -74,9 +78,10 @@ impl ChallengeTemplate {
     }
 
     /// The v2 `PaymentRequired` JSON (before base64).
+    /// It advertises the extensions the gateway implements ([`EXTENSIONS`]).
     pub fn v2_json(&self, resource_url: &str, error: &str) -> String {
         format!(
-            r#"{{"x402Version":2,"error":{},"resource":{{"url":{}{},"accepts":{}}}"#,
+            r#"{{"x402Version":2,"error":{},"resource":{{"url":{}{},"accepts":{},"extensions":{EXTENSIONS}}}"#,
             json_string(error),
             json_string(resource_url),
             self.resource_tail,
@@ -165,6 +170,7 @@ mod tests {
                 mime_type: mime.into(),
             },
             accepts: options.iter().map(|o| o.requirements.clone()).collect(),
+            extensions: Some(serde_json::from_str(EXTENSIONS).unwrap()),
         };
         let got: Value = serde_json::from_str(&template.v2_json(url, error)).unwrap();
         assert_eq!(got, serde_json::to_value(&expected_v2).unwrap());

@@ -62,7 +62,15 @@ impl Gateway {
             .headers
             .get(PAYMENT_SIGNATURE)
             .or_else(|| req.headers.get(X_PAYMENT));
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let Some(header) = header else {
+            if let Some(reply) = self.rate_limited(ctx, client_ip, None).await {
+                ctx.outcome = Some(Outcome::Refused);
+                return Some(reply);
+            }
             ctx.outcome = Some(Outcome::Challenged);
             let error = "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
             let reply = Reply::challenge(402, route, &url, &method, error, None);
@@ -116,6 +124,18 @@ impl Gateway {
             }
         };
 
+        // Before anything else, so that a resend of a delivered payment gets its response back.
+        let settings = ctx.state.config.idempotency;
+        // Bound to the path, not the host: replicas behind one name see different hosts.
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        match self.claim_identifier(settings, &raw, &method, target).await {
+            Ok(claimed) => ctx.idempotent = claimed,
+            Err((outcome, reply)) => {
+                ctx.outcome = Some(outcome);
+                return Some(reply);
+            }
+        }
+
         let now = unix_now();
         let verified = match check_payment(route, &payment, now) {
             Ok(v) => v,
@@ -133,14 +153,29 @@ impl Gateway {
             }
         };
 
+        if let Some(reply) = self
+            .rate_limited(ctx, client_ip, Some(&verified.payer))
+            .await
+        {
+            ctx.outcome = Some(Outcome::Refused);
+            return Some(reply);
+        }
+
         if let Err(e) = self
             .replay
             .reserve(&verified.replay_key, verified.valid_before, now)
             .await
         {
             ctx.outcome = Some(Outcome::Refused);
-            Metrics::global().replays_refused.inc();
+            if e != ReplayError::Unavailable {
+                Metrics::global().replays_refused.inc();
+            }
             return Some(match e {
+                ReplayError::Unavailable => {
+                    fmetrics.failed("replay_store_unavailable");
+                    ctx.outcome = Some(Outcome::Error);
+                    Reply::unavailable("replay_store_unavailable", &e.to_string())
+                }
                 ReplayError::InFlight => {
                     fmetrics.failed("payment_in_progress");
                     Reply::error(409, "payment_in_progress", &e.to_string())

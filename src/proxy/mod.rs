@@ -17,6 +17,8 @@
 //! once per request (retries after a settlement attempt are disabled).
 
 mod admission;
+mod idempotent;
+mod limits;
 mod normalise;
 mod reply;
 mod server;
@@ -30,8 +32,10 @@ use crate::config::UnmatchedPolicy;
 use crate::ops::journal::{Journal, JournalEntry, JournalError};
 use crate::ops::metrics::Metrics;
 use crate::ops::{Health, InFlight};
+use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{is_final_status, Answer, Event, Outcome, PaymentState, ReplayGuard};
 use crate::pricing::RouteKind;
+use crate::store::{LocalRateCounter, RateCounter};
 use crate::x402::{PAYMENT_SIGNATURE, X_PAYMENT};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -49,6 +53,8 @@ pub struct Gateway {
     replay: Arc<dyn ReplayGuard>,
     journal: Option<Arc<dyn Journal>>,
     health: Arc<Health>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    rates: Arc<dyn RateCounter>,
 }
 
 impl Gateway {
@@ -63,7 +69,21 @@ impl Gateway {
             replay,
             journal,
             health,
+            idempotency: Arc::new(InMemoryIdempotency::new()),
+            rates: Arc::new(LocalRateCounter::new()),
         }
+    }
+
+    /// Keeps idempotent replies in `store` instead of this process's memory.
+    pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
+        self.idempotency = store;
+        self
+    }
+
+    /// Counts rate limits in `counter` instead of this process's memory.
+    pub fn with_rate_counter(mut self, counter: Arc<dyn RateCounter>) -> Self {
+        self.rates = counter;
+        self
     }
 
     /// Records a payment event durably; the caller's response waits for it.
@@ -96,6 +116,8 @@ pub struct RequestCtx {
     /// The failure is a refusal the gateway chose (already logged), not a proxy error.
     refused: bool,
     started: Instant,
+    /// Set when the payment carries a `payment-identifier` this request claimed.
+    idempotent: Option<idempotent::IdempotentRequest>,
 }
 
 /// The method a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) asks about.
@@ -131,6 +153,7 @@ impl ProxyHttp for Gateway {
             reply: None,
             refused: false,
             started: Instant::now(),
+            idempotent: None,
         }
     }
 
@@ -316,7 +339,19 @@ impl ProxyHttp for Gateway {
                 crate::x402::EXPOSED_HEADERS,
             )?;
         }
+        idempotent::capture_head(ctx, upstream_response);
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        idempotent::capture_body(ctx, body.as_ref(), end_of_stream);
+        Ok(None)
     }
 
     fn error_while_proxy(
@@ -418,6 +453,7 @@ impl ProxyHttp for Gateway {
     /// Last phase, on every path: release what was not settled, close the payment's journal
     /// entry, count the request and log the payment.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        self.finish_identifier(ctx).await;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let state = ctx.state.clone();
         let route_metrics = match ctx.route_index {

@@ -16,10 +16,15 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// Empty when `extra_headers` carry the content type (a stored response).
     pub content_type: &'static str,
+    /// Headers whose names are only known at run time, written last.
+    pub extra_headers: Vec<(String, String)>,
 }
 
 const JSON: &str = "application/json";
+/// Seconds a client is asked to wait after a 503 of an unavailable dependency.
+const RETRY_AFTER_SECS: u32 = 1;
 
 impl Reply {
     /// A JSON error `{error, message}` without a challenge.
@@ -30,7 +35,17 @@ impl Reply {
             headers: Vec::new(),
             body: Bytes::from(body.to_string()),
             content_type: JSON,
+            extra_headers: Vec::new(),
         }
+    }
+
+    /// 503 for a dependency that is down, with the pause before a retry may succeed.
+    pub fn unavailable(code: &str, message: &str) -> Self {
+        let mut reply = Self::error(503, code, message);
+        reply
+            .headers
+            .push(("Retry-After", RETRY_AFTER_SECS.to_string()));
+        reply
     }
 
     /// A challenge listing the route's options: the v2 header and a v1 body in one response.
@@ -51,6 +66,7 @@ impl Reply {
             headers: vec![(PAYMENT_REQUIRED, STANDARD.encode(required))],
             body: Bytes::from(body),
             content_type: JSON,
+            extra_headers: Vec::new(),
         }
     }
 
@@ -68,6 +84,18 @@ impl Reply {
             headers: vec![("Cache-Control", "public, max-age=60".into())],
             body,
             content_type: JSON,
+            extra_headers: Vec::new(),
+        }
+    }
+
+    /// A response kept from an earlier delivery, replayed as it was sent.
+    pub fn stored(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Bytes::from(body),
+            content_type: "",
+            extra_headers: headers,
         }
     }
 
@@ -80,12 +108,17 @@ impl Reply {
     /// Writes the reply; the connection stays usable because the length is always declared.
     pub async fn write(&self, session: &mut Session) -> pingora::Result<()> {
         let mut header = ResponseHeader::build(self.status, Some(6))?;
-        header.insert_header("Content-Type", self.content_type)?;
+        if !self.content_type.is_empty() {
+            header.insert_header("Content-Type", self.content_type)?;
+        }
         header.insert_header("Content-Length", self.body.len().to_string())?;
         header.insert_header("Cache-Control", "no-store")?;
         header.insert_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)?;
         for (name, value) in &self.headers {
             header.insert_header(*name, value.as_str())?;
+        }
+        for (name, value) in &self.extra_headers {
+            header.insert_header(name.clone(), value.as_str())?;
         }
         let head_only = session.req_header().method == http::Method::HEAD;
         session

@@ -7,8 +7,12 @@ use crate::ops::{
     journal, AdminApp, DrainingShutdown, FacilitatorProbe, FileJournal, Health, Journal, PgJournal,
     Reloader,
 };
+use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
 pub use crate::state::{GatewayState, StartError, UNMATCHED_LABEL};
+use crate::store::{
+    LocalRateCounter, RateCounter, RedisIdempotency, RedisRateCounter, RedisReplayGuard, RedisStore,
+};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -25,8 +29,12 @@ use std::time::Duration;
 /// Read buffer of a public connection, in bytes.
 const PUBLIC_READ_BUFFER: usize = 4096;
 
-/// Drops expired authorizations from the replay guard once a minute.
-struct ReplaySweeper(Arc<dyn ReplayGuard>);
+/// Drops expired authorizations and idempotent replies once a minute.
+struct ReplaySweeper(
+    Arc<dyn ReplayGuard>,
+    Arc<dyn IdempotencyStore>,
+    Arc<dyn RateCounter>,
+);
 
 #[async_trait]
 impl BackgroundService for ReplaySweeper {
@@ -37,11 +45,32 @@ impl BackgroundService for ReplaySweeper {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {
                     let now = crate::time::unix_now();
+                    self.1.forget_expired().await;
+                    self.2.forget_expired();
                     let dropped = self.0.forget_expired(now).await;
                     if dropped > 0 {
                         tracing::debug!(dropped, remembered = self.0.len(), "expired authorizations forgotten");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Pings the shared store each probe interval, so readiness heals even without traffic.
+struct StoreProbe {
+    store: Arc<RedisStore>,
+    health: Arc<Health>,
+}
+
+#[async_trait]
+impl BackgroundService for StoreProbe {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.store.ping().await;
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(self.health.probe_interval()) => {}
             }
         }
     }
@@ -176,13 +205,25 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let replay: Arc<dyn ReplayGuard> = Arc::new(InMemoryReplayGuard::new());
+    let health = Arc::new(Health::new(server_config.listen, admin.probe_interval));
+    let shared = match &state.config.redis {
+        None => None,
+        Some(redis) => {
+            let store = Arc::new(RedisStore::connect(redis)?);
+            tracing::info!(redis = %redis.display_url(), prefix = %redis.key_prefix, "replicas share state through redis");
+            health.watch_shared_store(store.clone());
+            Some(store)
+        }
+    };
+    let replay: Arc<dyn ReplayGuard> = match &shared {
+        Some(store) => Arc::new(RedisReplayGuard::new(store.clone())),
+        None => Arc::new(InMemoryReplayGuard::new()),
+    };
     let journal = match &journal_config {
         None => None,
         Some(j) => Some(open_journal(j, replay.as_ref())?),
     };
 
-    let health = Arc::new(Health::new(server_config.listen, admin.probe_interval));
     let source = state.config.source.clone();
     let state = Arc::new(ArcSwap::from_pointee(state));
     let gateway = Gateway::new(
@@ -191,6 +232,17 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
         journal.as_ref().map(JournalBackend::as_journal),
         health.clone(),
     );
+    let idempotency: Arc<dyn IdempotencyStore> = match &shared {
+        Some(store) => Arc::new(RedisIdempotency::new(store.clone())),
+        None => Arc::new(InMemoryIdempotency::new()),
+    };
+    let rates: Arc<dyn RateCounter> = match &shared {
+        Some(store) => Arc::new(RedisRateCounter::new(store.clone())),
+        None => Arc::new(LocalRateCounter::new()),
+    };
+    let gateway = gateway
+        .with_idempotency(idempotency.clone())
+        .with_rate_counter(rates.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -218,7 +270,19 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     admin_service.add_tcp(&admin.listen.to_string());
     server.add_service(admin_service);
 
-    server.add_service(background_service("replay sweeper", ReplaySweeper(replay)));
+    server.add_service(background_service(
+        "replay sweeper",
+        ReplaySweeper(replay, idempotency, rates),
+    ));
+    if let Some(store) = shared {
+        server.add_service(background_service(
+            "redis probe",
+            StoreProbe {
+                store,
+                health: health.clone(),
+            },
+        ));
+    }
     server.add_service(background_service(
         "facilitator probe",
         FacilitatorProbe::new(state.clone(), health.clone()),

@@ -48,6 +48,8 @@ pub enum StartError {
     Journal(#[from] journal::JournalError),
     #[error("cannot start: {0}")]
     Runtime(String),
+    #[error("{0}")]
+    SharedStore(#[from] crate::store::StoreError),
 }
 
 pub const UNMATCHED_LABEL: &str = "(unmatched)";

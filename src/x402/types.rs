@@ -59,6 +59,9 @@ pub struct PaymentRequired {
     pub error: String,
     pub resource: ResourceInfo,
     pub accepts: Vec<PaymentRequirements>,
+    /// Extensions the server supports, by name (e.g. `payment-identifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<serde_json::Value>,
 }
 
 /// v1 challenge, carried in the 402 body.

@@ -1,0 +1,173 @@
+//! The request path of idempotent retries: claim the payment's identifier before verify, capture
+//! the delivered response, and keep it (or give the claim up) when the request ends.
+
+use super::{Gateway, Reply, RequestCtx};
+use crate::config::IdempotencyConfig;
+use crate::payment::idempotency::{
+    fingerprint, payment_identifier, Claim, Completed, StoredResponse,
+};
+use crate::payment::{Outcome as RequestOutcome, Stage};
+use pingora::http::ResponseHeader;
+use serde_json::Value;
+
+/// A payment whose identifier this request claimed.
+pub(super) struct IdempotentRequest {
+    id: String,
+    fingerprint: String,
+    capture: Option<Capture>,
+}
+
+/// The response being delivered, as the buyer receives it.
+struct Capture {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    too_large: bool,
+    complete: bool,
+}
+
+/// Headers that describe one connection or one framing, not the response.
+const NOT_KEPT: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "date",
+];
+
+impl Gateway {
+    /// Claims the identifier `payload` carries, if any. `Err` is the reply to send instead (a
+    /// refusal, or the response kept from the first delivery) with the request's outcome.
+    pub(super) async fn claim_identifier(
+        &self,
+        settings: IdempotencyConfig,
+        payload: &Value,
+        method: &str,
+        target: &str,
+    ) -> Result<Option<IdempotentRequest>, (RequestOutcome, Reply)> {
+        let refuse = |status, code: &str, message: &str| {
+            Err((RequestOutcome::Refused, Reply::error(status, code, message)))
+        };
+        let id = match payment_identifier(payload) {
+            Ok(None) => return Ok(None),
+            Ok(Some(id)) => id,
+            Err(message) => return refuse(400, "invalid_payment_identifier", &message),
+        };
+        let fingerprint = fingerprint(method, target, payload);
+        match self.idempotency.claim(&id, &fingerprint, settings.ttl).await {
+            Err(e) => Err((
+                RequestOutcome::Error,
+                Reply::unavailable(
+                    "replay_store_unavailable",
+                    &format!("{e}; nothing was charged"),
+                ),
+            )),
+            Ok(Claim::New) => Ok(Some(IdempotentRequest {
+                id,
+                fingerprint,
+                capture: None,
+            })),
+            Ok(Claim::InFlight) => refuse(
+                409,
+                "payment_in_progress",
+                "a request with this payment identifier is still being processed; retry later",
+            ),
+            Ok(Claim::Mismatch) => refuse(
+                409,
+                "payment_identifier_mismatch",
+                "this payment identifier was used with a different payment or request",
+            ),
+            Ok(Claim::Completed(Completed::TooLarge { limit })) => refuse(
+                409,
+                "response_not_kept",
+                &format!(
+                    "this payment was delivered once; its response was larger than {limit} bytes, so it was not kept for retries"
+                ),
+            ),
+            Ok(Claim::Completed(Completed::Response(stored))) => {
+                let body = stored.body();
+                Err((
+                    RequestOutcome::Replayed,
+                    Reply::stored(stored.status, stored.headers, body),
+                ))
+            }
+        }
+    }
+}
+
+/// Starts keeping the response of a settled idempotent payment, headers included.
+pub(super) fn capture_head(ctx: &mut RequestCtx, response: &ResponseHeader) {
+    let settled = ctx
+        .payment
+        .as_ref()
+        .is_some_and(|p| matches!(p.life.stage(), Stage::Settled(_)));
+    let Some(request) = ctx.idempotent.as_mut().filter(|_| settled) else {
+        return;
+    };
+    let headers = response
+        .headers
+        .iter()
+        .filter(|(name, _)| !NOT_KEPT.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    request.capture = Some(Capture {
+        status: response.status.as_u16(),
+        headers,
+        body: Vec::new(),
+        too_large: false,
+        complete: false,
+    });
+}
+
+/// Appends a body chunk, up to the configured size.
+pub(super) fn capture_body(ctx: &mut RequestCtx, chunk: Option<&bytes::Bytes>, end: bool) {
+    let limit = ctx.state.config.idempotency.max_body_bytes;
+    let Some(capture) = ctx.idempotent.as_mut().and_then(|r| r.capture.as_mut()) else {
+        return;
+    };
+    if let Some(chunk) = chunk {
+        if !capture.too_large && capture.body.len() + chunk.len() <= limit {
+            capture.body.extend_from_slice(chunk);
+        } else {
+            capture.too_large = true;
+            capture.body = Vec::new();
+        }
+    }
+    capture.complete |= end;
+}
+
+impl Gateway {
+    /// At the end of the request: keep the delivered response, or give the claim up when nothing
+    /// was charged. An unknown outcome keeps the claim in flight until it expires.
+    pub(super) async fn finish_identifier(&self, ctx: &mut RequestCtx) {
+        let Some(request) = ctx.idempotent.take() else {
+            return;
+        };
+        let settings = ctx.state.config.idempotency;
+        let stage = ctx.payment.as_ref().map(|p| p.life.stage().clone());
+        match (stage, request.capture) {
+            (Some(Stage::Settled(_)), Some(capture)) if capture.complete => {
+                let completed = if capture.too_large {
+                    Completed::TooLarge {
+                        limit: settings.max_body_bytes,
+                    }
+                } else {
+                    Completed::Response(StoredResponse::new(
+                        capture.status,
+                        capture.headers,
+                        &capture.body,
+                    ))
+                };
+                self.idempotency
+                    .complete(&request.id, &request.fingerprint, &completed, settings.ttl)
+                    .await;
+            }
+            (Some(Stage::Settled(_) | Stage::Unknown | Stage::Settling), _) => {}
+            _ => {
+                self.idempotency
+                    .abandon(&request.id, &request.fingerprint)
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Replay reservations in Redis: one authorization buys one request across every replica.
+//!
+//! A reservation is `SET NX PX` of a random owner token; only its owner releases it
+//! (compare-and-delete) or turns it into `settled` / `unknown`, which stay until the
+//! authorization expired on chain plus a margin. Each is one script, so one round trip.
+
+use super::redis::{arg, RedisStore};
+use crate::payment::{ReplayError, ReplayGuard, ReplayKey};
+use async_trait::async_trait;
+use dashmap::DashMap;
+use redis::Script;
+use std::sync::{Arc, LazyLock};
+
+/// Kept past `validBefore` so that replicas whose clocks differ a little still refuse it.
+const EXPIRY_MARGIN_SECS: u64 = 60;
+const SETTLED: &str = "settled";
+const UNKNOWN: &str = "unknown";
+const RESERVED_PREFIX: &str = "reserved:";
+
+/// `ok` when reserved, else the value that holds the key.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'ok' end
+          return redis.call('GET', KEYS[1]) or 'reserved:'",
+    )
+});
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+          return 0",
+    )
+});
+
+/// Replaces the owner's reservation with a final state; a reservation that vanished is
+/// written anyway, because refusing a spent authorization matters more than its owner.
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local held = redis.call('GET', KEYS[1])
+          if held == ARGV[1] or not held then
+            redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+            return 1
+          end
+          return 0",
+    )
+});
+
+/// A reservation this process holds: the token proving ownership and when it ends.
+struct Held {
+    token: String,
+    expires_at: u64,
+}
+
+pub struct RedisReplayGuard {
+    store: Arc<RedisStore>,
+    held: DashMap<ReplayKey, Held>,
+}
+
+impl RedisReplayGuard {
+    pub fn new(store: Arc<RedisStore>) -> Self {
+        Self {
+            store,
+            held: DashMap::new(),
+        }
+    }
+
+    fn key(&self, key: &ReplayKey) -> String {
+        self.store.key("replay", &key.to_hex())
+    }
+
+    /// Records the final state without holding the response up: until it lands, the
+    /// reservation itself keeps the authorization refused, so no replica can use it meanwhile.
+    fn finish(&self, key: &ReplayKey, state: &'static str) {
+        let Some((_, held)) = self.held.remove(key) else {
+            return;
+        };
+        let ttl_ms = ttl_ms(held.expires_at, crate::ops::journal::unix_now());
+        let args = vec![arg(held.token.as_str()), arg(state), arg(ttl_ms)];
+        let store = self.store.clone();
+        let redis_key = self.key(key);
+        let shown = key.to_hex();
+        self.store.spawn(async move {
+            let result: Result<i64, _> = store
+                .eval("replay_finish", &FINISH, vec![redis_key], args)
+                .await;
+            if let Err(e) = result {
+                // The reservation stays until it expires: the authorization remains refused.
+                tracing::warn!(error = %e, key = %shown, state, "could not record the payment's state in redis");
+            }
+        });
+    }
+}
+
+fn ttl_ms(expires_at: u64, now: u64) -> u64 {
+    (expires_at.saturating_sub(now) + EXPIRY_MARGIN_SECS) * 1000
+}
+
+#[async_trait]
+impl ReplayGuard for RedisReplayGuard {
+    async fn reserve(&self, key: &ReplayKey, expires_at: u64, now: u64) -> Result<(), ReplayError> {
+        let token = format!("{RESERVED_PREFIX}{:032x}", rand::random::<u128>());
+        let args = vec![arg(token.as_str()), arg(ttl_ms(expires_at, now))];
+        let answer: String = self
+            .store
+            .eval("replay_reserve", &RESERVE, vec![self.key(key)], args)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "replay reservation failed");
+                ReplayError::Unavailable
+            })?;
+        match answer.as_str() {
+            "ok" => {
+                self.held.insert(*key, Held { token, expires_at });
+                Ok(())
+            }
+            held if held.starts_with(RESERVED_PREFIX) => Err(ReplayError::InFlight),
+            _ => Err(ReplayError::AlreadySettled),
+        }
+    }
+
+    async fn release(&self, key: &ReplayKey) {
+        let Some((_, held)) = self.held.remove(key) else {
+            return;
+        };
+        let result: Result<i64, _> = self
+            .store
+            .eval(
+                "replay_release",
+                &RELEASE,
+                vec![self.key(key)],
+                vec![arg(held.token.as_str())],
+            )
+            .await;
+        if let Err(e) = result {
+            // Fail closed: the authorization stays refused until it expires rather than risk a
+            // second use while Redis is unsure.
+            tracing::warn!(error = %e, key = %key.to_hex(), "could not release a reservation in redis");
+        }
+    }
+
+    async fn mark_settled(&self, key: &ReplayKey) {
+        self.finish(key, SETTLED);
+    }
+
+    async fn keep_unknown(&self, key: &ReplayKey) {
+        self.finish(key, UNKNOWN);
+    }
+
+    async fn forget_expired(&self, now: u64) -> usize {
+        // Redis expires the keys itself; only reservations this process lost track of remain.
+        let before = self.held.len();
+        self.held
+            .retain(|_, h| h.expires_at + EXPIRY_MARGIN_SECS > now);
+        before.saturating_sub(self.held.len())
+    }
+
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+}
