@@ -9,6 +9,7 @@ mod fees;
 mod money;
 mod path;
 mod routes;
+mod rules;
 mod settlement;
 
 pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
@@ -19,4 +20,5 @@ pub use path::canonical_path;
 pub use routes::{
     MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,
 };
+pub use rules::{PriceCondition, PriceRule, RequestFacts, RuleMatch};
 pub use settlement::{SettlementPolicy, PAYMENT_FLOW};

@@ -30,7 +30,7 @@ use crate::ops::journal::{Journal, JournalEntry, JournalError};
 use crate::ops::metrics::Metrics;
 use crate::ops::{Health, InFlight};
 use crate::payment::{is_final_status, Answer, Event, Outcome, PaymentState, ReplayGuard};
-use crate::pricing::RouteKind;
+use crate::pricing::{canonical_path, RequestFacts, RouteKind};
 use crate::x402::{PAYMENT_SIGNATURE, X_PAYMENT};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -171,6 +171,13 @@ impl ProxyHttp for Gateway {
                 match &route.kind {
                     RouteKind::Free => None,
                     RouteKind::Priced(priced) => {
+                        let canonical = canonical_path(req.uri.path());
+                        let facts = RequestFacts {
+                            canonical_path: &canonical,
+                            query: req.uri.query(),
+                            headers: &req.headers,
+                        };
+                        let priced = priced.for_request(&facts);
                         self.admit_paid_request(session, ctx, priced).await
                     }
                 }
