@@ -592,7 +592,10 @@ price = "$0.25"
         });
         let challenge: serde_json::Value =
             serde_json::from_str(&priced.challenge().v2_json("http://x/y", "e")).unwrap();
-        let advertised = challenge["accepts"][0]["amount"].as_str().unwrap().to_string();
+        let advertised = challenge["accepts"][0]["amount"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(
             advertised, priced.options[0].requirements.amount,
             "the challenge asks for the price the payment is checked against"
@@ -638,11 +641,7 @@ price = "$0.25"
             "the highest matching tier wins, whatever the file order"
         );
         assert_eq!(
-            charged(
-                c,
-                "/v1/large/complete?quality=high",
-                &[("x-priority", "1")]
-            ),
+            charged(c, "/v1/large/complete?quality=high", &[("x-priority", "1")]),
             "50000",
             "several rules match: the highest price"
         );
@@ -707,13 +706,28 @@ price = "$0.25"
     #[test]
     fn bad_rules_are_refused_with_a_clear_error() {
         let cases = [
-            ("query = \"a\"\nheader = \"b\"\nprice = \"$1\"", "exactly one of"),
+            (
+                "query = \"a\"\nheader = \"b\"\nprice = \"$1\"",
+                "exactly one of",
+            ),
             ("price = \"$1\"", "exactly one of"),
-            ("path_param = \"nope\"\nprice = \"$1\"", "has no `:nope` segment"),
+            (
+                "path_param = \"nope\"\nprice = \"$1\"",
+                "has no `:nope` segment",
+            ),
             ("query = \"a\"", "sets no `price` or `amount`"),
-            ("body_over = 10\nequals = \"x\"\nprice = \"$1\"", "takes no `equals`"),
-            ("query = \"a\"\nequals = []\nprice = \"$1\"", "empty `equals`"),
-            ("header = \"bad header\"\nprice = \"$1\"", "is not a header name"),
+            (
+                "body_over = 10\nequals = \"x\"\nprice = \"$1\"",
+                "takes no `equals`",
+            ),
+            (
+                "query = \"a\"\nequals = []\nprice = \"$1\"",
+                "empty `equals`",
+            ),
+            (
+                "header = \"bad header\"\nprice = \"$1\"",
+                "is not a header name",
+            ),
             ("query = \"a\"\nprice = \"$0\"", ""),
             ("query = \"a\"\nprice = \"$1\"\ncost = 3", "unknown field"),
         ];
