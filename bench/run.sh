@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The gateway benchmark, in one command: builds release binaries, starts a tiny upstream, a stub
-# facilitator, a plain Pingora passthrough, the gateway and the official @x402/express middleware on
-# loopback, drives each with wrk, and writes the table to BENCHMARKS.md.
+# facilitator, a plain Pingora passthrough, nginx, the gateway, the official @x402/express
+# middleware and x402-axum (bench/x402-axum, a project of its own) on loopback, drives each with
+# wrk, and writes the table to BENCHMARKS.md. Also: the paid route behind a facilitator that takes
+# SLOW_FACILITATOR_MS per call, at up to SLOW_CONCURRENCY, and a 10,000-route table.
 #
-#   bash bench/run.sh            # full run (about 10 minutes): DURATION=10 s, REPS=3, c = 1 and 32
+#   bash bench/run.sh            # full run (about 20 minutes): DURATION=10 s, REPS=3, c = 1 and 32
 #   bash bench/run.sh --smoke    # a few seconds per workload, debug build, table to target/bench/
+#                                # (without x402-axum unless BENCH_X402_AXUM=1)
 #
 # Environment: DURATION (s), REPS, WARMUP (s), CONCURRENCY ("1 32"), WRK_THREADS (1), BENCH_BUILD
 # (release|debug), IDLE_CONNS (5000), NONCES (1000000), PROFILE_REQUESTS (500 paid requests under
 # callgrind; 0 skips the profile), PROFILE_WARMUP (20),
 # PAID_RATE_CAP (most paid requests/s a run may need: headers are pre-signed for it),
+# SLOW_FACILITATOR_MS (50), SLOW_CONCURRENCY ("1 32 2000"), ROUTES_LARGE (10000),
+# BENCH_X402_AXUM (1 builds and measures x402-axum, 0 skips it; smoke runs default to 0),
 # BENCH_PORT_BASE (19400), BENCH_OUT (the Markdown file), BENCH_DIR (work files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +23,8 @@ ROOT=$PWD
 # The command line for the report, with the settings the caller changed.
 COMMAND=""
 for v in BENCH_SMOKE DURATION REPS WARMUP CONCURRENCY WRK_THREADS BENCH_BUILD IDLE_CONNS NONCES \
-  PROFILE_REQUESTS PROFILE_WARMUP PAID_RATE_CAP; do
+  PROFILE_REQUESTS PROFILE_WARMUP PAID_RATE_CAP SLOW_FACILITATOR_MS SLOW_CONCURRENCY ROUTES_LARGE \
+  BENCH_X402_AXUM; do
   if [ -n "${!v+x}" ]; then COMMAND+="$v=$(printf '%q' "${!v}") "; fi
 done
 COMMAND+="bash bench/run.sh${*:+ $*}"
@@ -37,6 +43,10 @@ if [ "$SMOKE" = 1 ]; then
   # A debug gateway pays a few hundred requests/s at most, and signing is slow in debug too.
   if [ "$BENCH_BUILD" = debug ]; then PAID_RATE_CAP=${PAID_RATE_CAP:-1000}; fi
   BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.smoke.md}
+  SLOW_CONCURRENCY=${SLOW_CONCURRENCY:-1 32 200}
+  # Compiling x402-axum and its dependencies takes many minutes: a smoke run leaves it out unless
+  # asked to (BENCH_X402_AXUM=1; it is a release build, so raise PAID_RATE_CAP too).
+  BENCH_X402_AXUM=${BENCH_X402_AXUM:-0}
 else
   DURATION=${DURATION:-10} REPS=${REPS:-3} WARMUP=${WARMUP:-1}
   BENCH_BUILD=${BENCH_BUILD:-release} IDLE_CONNS=${IDLE_CONNS:-5000} NONCES=${NONCES:-1000000}
@@ -44,11 +54,14 @@ else
   BENCH_OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 fi
 PAID_RATE_CAP=${PAID_RATE_CAP:-20000} PROFILE_WARMUP=${PROFILE_WARMUP:-20}
+SLOW_FACILITATOR_MS=${SLOW_FACILITATOR_MS:-50} SLOW_CONCURRENCY=${SLOW_CONCURRENCY:-1 32 2000}
+ROUTES_LARGE=${ROUTES_LARGE:-10000} BENCH_X402_AXUM=${BENCH_X402_AXUM:-1}
 CONCURRENCY=${CONCURRENCY:-1 32}
 WRK_THREADS=${WRK_THREADS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19400}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 mkdir -p "$BENCH_DIR/logs"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd) # nginx needs absolute paths
 RESULTS=$BENCH_DIR/results.jsonl
 : >"$RESULTS"
 export BENCH_WRK_DIR=$ROOT/bench/wrk
@@ -58,9 +71,19 @@ FACILITATOR_ADDR=127.0.0.1:$((PORT_BASE + 1))
 BASELINE_ADDR=127.0.0.1:$((PORT_BASE + 2))
 GATEWAY_ADDR=127.0.0.1:$((PORT_BASE + 3))
 EXPRESS_ADDR=127.0.0.1:$((PORT_BASE + 4))
+NGINX_ADDR=127.0.0.1:$((PORT_BASE + 5))
+AXUM_ADDR=127.0.0.1:$((PORT_BASE + 6))
+SLOW_FACILITATOR_ADDR=127.0.0.1:$((PORT_BASE + 7))
 export BENCH_GATEWAY_LISTEN=$GATEWAY_ADDR
 export BENCH_UPSTREAM_URL=http://$UPSTREAM_ADDR
 export BENCH_FACILITATOR_URL=http://$FACILITATOR_ADDR
+
+# Other work on the machine before this run started (the report says so when there was some).
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOADED=""
+if awk -v l="${LOAD_AT_START%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > 0.75 * n) }'; then
+  LOADED="load average $LOAD_AT_START before the run started, on $(nproc) CPUs"
+fi
 
 log() { printf '== [%4ss] %s\n' "$SECONDS" "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -71,6 +94,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v valgrind >/dev/null 2>&1 || [ "$PROFILE_REQUESTS" = 0 ] || missing+=(valgrind)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# nginx as a second plain-proxy baseline: what a user would put in front of an API for one hop.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq
@@ -94,6 +119,60 @@ else
 fi
 GATEWAY=$BIN/x402-gateway
 EX=$BIN/examples
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+AXUM=$ROOT/bench/x402-axum/target/release/bench-x402-axum
+if [ "$BENCH_X402_AXUM" = 1 ]; then
+  # Its own lock file and target directory: nothing of it reaches the gateway's build.
+  log "build x402-axum (bench/x402-axum, release)"
+  cargo build --release --locked --manifest-path bench/x402-axum/Cargo.toml
+else
+  log "x402-axum: skipped in this smoke run (compiling it takes minutes; bash bench/run.sh builds and measures it)"
+fi
+
+# The same gateway configuration with ROUTES_LARGE more routes, half of them priced.
+LARGE_CONFIG=$BENCH_DIR/gateway-large.toml
+{
+  cat bench/gateway.toml
+  for i in $(seq 0 $((ROUTES_LARGE - 1))); do
+    if [ $((i % 2)) = 0 ]; then kind='price = "$0.001"'; else kind='free = true'; fi
+    printf '\n[[routes]]\nmatch = "GET /api/v%d/items%d/:id"\n%s\n' $((i % 7)) "$i" "$kind"
+  done
+} >"$LARGE_CONFIG"
+
+# nginx with as many workers as the Pingora servers have threads, the same forwarding headers and a
+# kept-alive upstream pool; its files stay under BENCH_DIR.
+NGINX_DIR=$BENCH_DIR/nginx
+mkdir -p "$NGINX_DIR"
+cat >"$NGINX_DIR/nginx.conf" <<NGINX
+worker_processes $(nproc);
+worker_rlimit_nofile 65536;
+daemon off;
+pid $NGINX_DIR/nginx.pid;
+error_log $BENCH_DIR/logs/nginx-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $NGINX_DIR/body;
+  proxy_temp_path $NGINX_DIR/proxy;
+  fastcgi_temp_path $NGINX_DIR/fastcgi;
+  uwsgi_temp_path $NGINX_DIR/uwsgi;
+  scgi_temp_path $NGINX_DIR/scgi;
+  keepalive_requests 1000000;
+  upstream api { server $UPSTREAM_ADDR; keepalive 256; }
+  server {
+    listen $NGINX_ADDR;
+    location / {
+      proxy_pass http://api;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $UPSTREAM_ADDR;
+      proxy_set_header X-Forwarded-Host \$http_host;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+NGINX
 
 # ---- processes ---------------------------------------------------------------------------------
 PIDS=()
@@ -138,6 +217,10 @@ stop() {
   PIDS=("${kept[@]}")
 }
 
+# How each server is stopped: Pingora servers and nginx by SIGINT (their fast shutdown), x402-axum
+# by SIGTERM (it has no handler of its own, and background jobs ignore SIGINT).
+stop_signal() { case "$1" in axum) echo TERM ;; *) echo INT ;; esac; }
+
 # The server process under test, fresh for every run: its CPU time and peak RSS are then its own,
 # and the nonces it remembers from earlier runs cannot refuse reused header files.
 start_server() { # KIND
@@ -146,27 +229,52 @@ start_server() { # KIND
     gateway) start gateway "$GATEWAY_ADDR" "$GATEWAY" run --config bench/gateway.toml ;;
     express) start express "$EXPRESS_ADDR" node bench/express_server.mjs \
       --port "${EXPRESS_ADDR##*:}" --facilitator "$BENCH_FACILITATOR_URL" ;;
+    nginx) start nginx "$NGINX_ADDR" "$NGINX" -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" ;;
+    axum) start axum "$AXUM_ADDR" "$AXUM" "$AXUM_ADDR" "$BENCH_FACILITATOR_URL" ;;
+    gateway_slow) BENCH_FACILITATOR_URL=http://$SLOW_FACILITATOR_ADDR \
+      start gateway-slow "$GATEWAY_ADDR" "$GATEWAY" run --config bench/gateway.toml ;;
+    gateway_large) start gateway-large "$GATEWAY_ADDR" "$GATEWAY" run --config "$LARGE_CONFIG" ;;
   esac
 }
 
 server_addr() {
-  case "$1" in baseline) echo "$BASELINE_ADDR" ;; gateway) echo "$GATEWAY_ADDR" ;; express) echo "$EXPRESS_ADDR" ;; esac
+  case "$1" in
+    baseline) echo "$BASELINE_ADDR" ;; express) echo "$EXPRESS_ADDR" ;;
+    nginx) echo "$NGINX_ADDR" ;; axum) echo "$AXUM_ADDR" ;; gateway*) echo "$GATEWAY_ADDR" ;;
+  esac
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-status_kib() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
+# A server and its child processes (nginx's workers); the others have none.
+process_tree() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+cpu_ticks() {
+  local p total=0
+  for p in $(process_tree "$1"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+status_kib() {
+  local p total=0
+  for p in $(process_tree "$1"); do
+    total=$((total + $(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
 http_status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 
 start upstream "$UPSTREAM_ADDR" "$EX/bench_upstream" "$UPSTREAM_ADDR"
 start facilitator "$FACILITATOR_ADDR" "$EX/bench_facilitator" "$FACILITATOR_ADDR"
+start slow-facilitator "$SLOW_FACILITATOR_ADDR" "$EX/bench_facilitator" "$SLOW_FACILITATOR_ADDR" "$SLOW_FACILITATOR_MS"
 
 # ---- payments ----------------------------------------------------------------------------------
 # Enough pre-signed headers for the warm-up and the measured run at PAID_RATE_CAP requests/s; each
 # run restarts its server, so every run may use the same file.
 PAID_COUNT=$(((WARMUP + DURATION) * PAID_RATE_CAP))
 WARMUP_COUNT=$((WARMUP * PAID_RATE_CAP))
-log "signing $PAID_COUNT payments for the gateway and for @x402/express"
-for kind in gateway express; do
+SIGNED_KINDS="gateway express"
+[ "$BENCH_X402_AXUM" = 1 ] && SIGNED_KINDS+=" axum"
+log "signing $PAID_COUNT payments for each of: $SIGNED_KINDS"
+for kind in $SIGNED_KINDS; do
   start_server "$kind"
   pid=$STARTED
   addr=$(server_addr "$kind")
@@ -174,7 +282,7 @@ for kind in gateway express; do
   # One payment end to end before measuring anything: a 200 proves route, price and signature agree.
   check=$("$EX/bench_client" paid "$addr" /paid "$BENCH_DIR/payments-$kind.txt" 3)
   case "$check" in *'"200":3'*) ;; *) echo "$kind refused the pre-signed payments: $check" >&2; exit 1 ;; esac
-  stop "$pid" INT
+  stop "$pid" "$(stop_signal "$kind")"
 done
 
 # ---- load --------------------------------------------------------------------------------------
@@ -187,9 +295,12 @@ run_load() {
   addr=$(server_addr "$kind")
   local script=(-s "$ROOT/bench/wrk/report.lua") warm_script=() measured=()
   if [ -n "$paid" ]; then
+    # Every gateway flavour pays with the gateway's headers (each run has a fresh replay guard).
+    local signed=$kind
+    case "$kind" in gateway*) signed=gateway ;; esac
     script=(-s "$ROOT/bench/wrk/paid.lua")
-    warm_script=(-- "$BENCH_DIR/payments-$kind.txt" 0 "$WARMUP_COUNT" "$threads" "$path")
-    measured=(-- "$BENCH_DIR/payments-$kind.txt" "$WARMUP_COUNT" "$((PAID_COUNT - WARMUP_COUNT))" "$threads" "$path")
+    warm_script=(-- "$BENCH_DIR/payments-$signed.txt" 0 "$WARMUP_COUNT" "$threads" "$path")
+    measured=(-- "$BENCH_DIR/payments-$signed.txt" "$WARMUP_COUNT" "$((PAID_COUNT - WARMUP_COUNT))" "$threads" "$path")
   fi
   if [ "$WARMUP" -gt 0 ]; then
     wrk -t"$threads" -c"$conc" -d"${WARMUP}s" "${script[@]}" "http://$addr$path" "${warm_script[@]}" \
@@ -206,7 +317,7 @@ run_load() {
   printf '{"workload":"%s","concurrency":%d,"rep":%d,"cpu_ticks":%d,"clk_tck":%d,"hwm_kib":%d,"rss_kib":%d,"wrk":%s}\n' \
     "$workload" "$conc" "$rep" "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" \
     "$(status_kib "$pid" VmHWM)" "$(status_kib "$pid" VmRSS)" "$line" >>"$RESULTS"
-  stop "$pid" INT
+  stop "$pid" "$(stop_signal "$kind")"
   printf '   %-16s c=%-3s rep %s: %s\n' "$workload" "$conc" "$rep" \
     "$(printf '%s' "$line" | sed 's/.*"requests":\([0-9]*\),"duration_us":\([0-9]*\).*"status_errors":\([0-9]*\).*"p50_us":\([0-9]*\).*"p99_us":\([0-9]*\).*/\1 requests, non-2xx \3, p50 \4 us, p99 \5 us/')" >&2
 }
@@ -214,6 +325,13 @@ run_load() {
 # Status sanity before measuring: the workload must be what its name says.
 start_server baseline; pid=$STARTED
 [ "$(http_status "http://$BASELINE_ADDR/free")" = 200 ] || { echo "baseline /free is not 200" >&2; exit 1; }
+stop "$pid" INT
+start_server nginx; pid=$STARTED
+[ "$(http_status "http://$NGINX_ADDR/free")" = 200 ] || { echo "nginx /free is not 200" >&2; exit 1; }
+stop "$pid" INT
+start_server gateway_large; pid=$STARTED
+[ "$(http_status "http://$GATEWAY_ADDR/api/v2/items9998/1")" = 402 ] || [ "$ROUTES_LARGE" -le 9998 ] ||
+  { echo "gateway with $ROUTES_LARGE routes: /api/v2/items9998/1 is not 402" >&2; exit 1; }
 stop "$pid" INT
 start_server gateway; pid=$STARTED
 [ "$(http_status "http://$GATEWAY_ADDR/free")" = 200 ] || { echo "gateway /free is not 200" >&2; exit 1; }
@@ -224,12 +342,43 @@ log "load: ${DURATION}s x $REPS per workload, concurrency $CONCURRENCY, wrk -t$W
 for rep in $(seq 1 "$REPS"); do
   for conc in $CONCURRENCY; do
     run_load baseline baseline /free "$conc" "$rep"
+    run_load nginx nginx /free "$conc" "$rep"
     run_load gateway_free gateway /free "$conc" "$rep"
+    run_load gateway_free_large gateway_large /free "$conc" "$rep"
     run_load gateway_402 gateway /paid "$conc" "$rep"
     run_load gateway_paid gateway /paid "$conc" "$rep" paid
     run_load express_paid express /paid "$conc" "$rep" paid
+    if [ "$BENCH_X402_AXUM" = 1 ]; then run_load axum_paid axum /paid "$conc" "$rep" paid; fi
   done
 done
+
+log "paid route with a facilitator taking ${SLOW_FACILITATOR_MS} ms per call, concurrency $SLOW_CONCURRENCY"
+for conc in $SLOW_CONCURRENCY; do
+  run_load gateway_paid_slow gateway_slow /paid "$conc" 1 paid
+done
+
+log "route table: matching cost, load and overlap report (10 and $ROUTES_LARGE routes)"
+while read -r line; do
+  printf '{"routes_bench":%s}\n' "$line" >>"$RESULTS"
+done < <("$EX/bench_routes" bench/gateway.toml "$LARGE_CONFIG")
+# `check` and a hot reload of the large file, as an operator runs them.
+started=$(date +%s%N)
+"$GATEWAY" check "$LARGE_CONFIG" >"$BENCH_DIR/logs/check-large.out"
+check_ms=$((($(date +%s%N) - started) / 1000000))
+start_server gateway_large; pid=$STARTED
+reloads_before=$(grep -c 'configuration reloaded' "$BENCH_DIR/logs/gateway-large.err" || true)
+started=$(date +%s%N)
+kill -HUP "$pid"
+deadline=$((SECONDS + 30))
+until [ "$(grep -c 'configuration reloaded' "$BENCH_DIR/logs/gateway-large.err" || true)" -gt "$reloads_before" ]; do
+  [ $SECONDS -lt $deadline ] || { echo "no reload of $LARGE_CONFIG within 30 s" >&2; exit 1; }
+  sleep 0.01
+done
+reload_ms=$((($(date +%s%N) - started) / 1000000))
+stop "$pid" INT
+printf '{"routes_admin":{"routes":%d,"check_ms":%d,"reload_ms":%d}}\n' "$((ROUTES_LARGE + $(grep -c '^\[\[routes\]\]' bench/gateway.toml)))" \
+  "$check_ms" "$reload_ms" >>"$RESULTS"
+
 
 # ---- memory ------------------------------------------------------------------------------------
 # measure_idle KIND: RSS of a fresh KIND server before and while it holds IDLE_CONNS connections,
@@ -261,6 +410,7 @@ measure_idle() {
 
 log "memory: $IDLE_CONNS idle keep-alive connections"
 measure_idle baseline
+measure_idle nginx
 measure_idle gateway
 idle_rss=$IDLE_RSS
 
@@ -300,6 +450,7 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 node bench/report.mjs "$RESULTS" \
   --command "$COMMAND" --build "$BENCH_BUILD" --duration "$DURATION" --reps "$REPS" \
   --warmup "$WARMUP" --wrk-threads "$WRK_THREADS" --smoke "$SMOKE" \
+  --slow-ms "$SLOW_FACILITATOR_MS" ${LOADED:+--loaded "$LOADED"} --x402-axum "$BENCH_X402_AXUM" \
   --profile-self "$BENCH_DIR/callgrind.self.txt" --profile-inclusive "$BENCH_DIR/callgrind.inclusive.txt" \
   --notes bench/notes.md >"$BENCH_OUT"
 log "written $BENCH_OUT"

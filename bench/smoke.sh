@@ -14,7 +14,16 @@ BENCH_PORT_BASE=${BENCH_PORT_BASE:-$((20000 + (RANDOM % 900) * 10))} \
 
 fail() { echo "bench smoke: $*" >&2; exit 1; }
 rows=$(grep -cE '^\| .+ \| (1|32) \| [0-9,]+ \|' "$out" || true)
-[ "$rows" = 10 ] || fail "expected 10 workload rows in $out, found $rows"
+# Eight workloads at c=1 and c=32 (seven when x402-axum was not built), and the slow-facilitator
+# workload at each of its three concurrencies.
+expected=18
+grep -q '`x402-axum` was not measured' "$out" && expected=16
+[ "$rows" = "$expected" ] || fail "expected $expected workload rows at c=1/32 in $out, found $rows"
+grep -qE '^\| gateway, paid route, facilitator taking [0-9]+ ms per call \| 200 \| [0-9,]+ \|' "$out" ||
+  fail "no slow-facilitator run at c=200 in $out"
+grep -q '^## Route table' "$out" || fail "no route-table measurement in $out"
+grep -q 'x402-gateway check' "$out" || fail "no check/reload timing in $out"
+grep -q 'nginx (all its processes)' "$out" || fail "no nginx idle-connection measurement in $out"
 ! grep -q FLAGGED "$out" || fail "a run was flagged: $(grep FLAGGED "$out" | head -n 3)"
 grep -q 'idle keep-alive connections' "$out" || fail "no idle-connection measurement in $out"
 grep -q 'remembered authorizations' "$out" || fail "no replay-guard measurement in $out"

@@ -6,8 +6,10 @@
 //! `GET /supported` → exact on `eip155:84532` (v2) and `base-sepolia` (v1).
 //!
 //! ```sh
-//! cargo run --release --example bench_facilitator -- 127.0.0.1:18081
+//! cargo run --release --example bench_facilitator -- 127.0.0.1:18081 [DELAY_MS]
 //! ```
+//! With `DELAY_MS`, every answer waits that long first (a facilitator waiting on a chain), without
+//! spending CPU, to show how the gateway holds many payments in flight.
 
 #[path = "support/stub_http.rs"]
 mod stub_http;
@@ -27,8 +29,15 @@ fn string_field<'a>(body: &'a str, key: &str) -> Option<&'a str> {
 
 fn main() -> std::io::Result<()> {
     let addr = stub_http::addr_from_args("127.0.0.1:18081");
+    let delay = std::env::args()
+        .nth(2)
+        .map(|ms| {
+            ms.parse()
+                .expect("DELAY_MS must be a number of milliseconds")
+        })
+        .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis);
     let settled = AtomicU64::new(0);
-    stub_http::serve(addr, move |req| {
+    stub_http::serve_delayed(addr, delay, move |req| {
         let body = std::str::from_utf8(req.body).unwrap_or("");
         let payer =
             string_field(body, "from").unwrap_or("0x0000000000000000000000000000000000000000");

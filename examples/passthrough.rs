@@ -1,6 +1,6 @@
-//! The benchmark's baseline: a plain Pingora reverse proxy that only picks the upstream. Built with
-//! the same Pingora features and server settings as the gateway, so the gap between the two is
-//! what the paywall costs.
+//! The benchmark's baseline: a plain Pingora reverse proxy that picks the upstream and sets the same
+//! `Host` and `X-Forwarded-*` headers as the gateway. Built with the same Pingora features, server
+//! settings and allocator as the gateway, so the gap between the two is what the paywall costs.
 //!
 //! ```sh
 //! cargo run --release --example passthrough -- 127.0.0.1:18400 127.0.0.1:18080 2
@@ -9,6 +9,7 @@
 //! environment variables `PASSTHROUGH_LISTEN`, `PASSTHROUGH_UPSTREAM`, `PASSTHROUGH_THREADS`.
 
 use async_trait::async_trait;
+use pingora::http::RequestHeader;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -16,8 +17,12 @@ use pingora::server::Server;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Passthrough {
     upstream: SocketAddr,
+    host: String,
 }
 
 #[async_trait]
@@ -36,6 +41,39 @@ impl ProxyHttp for Passthrough {
             false,
             self.upstream.ip().to_string(),
         )))
+    }
+
+    /// What a reverse proxy in front of an API usually adds, as the gateway does.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        let original_host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned();
+        upstream_request.insert_header(http::header::HOST, self.host.as_str())?;
+        if let Some(host) = original_host {
+            upstream_request.insert_header("X-Forwarded-Host", host)?;
+        }
+        upstream_request.insert_header("X-Forwarded-Proto", "http")?;
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = client.ip().to_string();
+            let forwarded = match session
+                .req_header()
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(previous) => format!("{previous}, {ip}"),
+                None => ip,
+            };
+            upstream_request.insert_header("X-Forwarded-For", forwarded)?;
+        }
+        Ok(())
     }
 }
 
@@ -64,7 +102,10 @@ fn main() {
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Passthrough { upstream },
+        Passthrough {
+            upstream,
+            host: upstream.to_string(),
+        },
         "passthrough",
     );
     // The same listener buffers as the gateway, so the comparison is of the proxy logic alone.

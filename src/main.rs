@@ -105,6 +105,11 @@ fn init_logging(format: LogFormat) {
     let _ = tracing_log::LogTracer::init();
 }
 
+// Fewer instructions per allocation than glibc's malloc on the request path, and no per-thread
+// arenas growing apart under many idle connections.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);

@@ -29,6 +29,19 @@ pub fn serve<H>(addr: SocketAddr, handler: H) -> std::io::Result<()>
 where
     H: Fn(&Request<'_>) -> Response + Send + Sync + 'static,
 {
+    serve_delayed(addr, std::time::Duration::ZERO, handler)
+}
+
+/// [`serve`], answering each batch of requests only after `delay`, the way a facilitator that
+/// waits on a chain does; each connection waits on its own, so the delay costs no CPU.
+pub fn serve_delayed<H>(
+    addr: SocketAddr,
+    delay: std::time::Duration,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: Fn(&Request<'_>) -> Response + Send + Sync + 'static,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -42,7 +55,7 @@ where
             let handler = handler.clone();
             tokio::spawn(async move {
                 // A broken connection only ends that connection.
-                let _ = connection(stream, handler.as_ref()).await;
+                let _ = connection(stream, handler.as_ref(), delay).await;
             });
         }
     })
@@ -68,7 +81,11 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn connection<H>(mut stream: TcpStream, handler: &H) -> std::io::Result<()>
+async fn connection<H>(
+    mut stream: TcpStream,
+    handler: &H,
+    delay: std::time::Duration,
+) -> std::io::Result<()>
 where
     H: Fn(&Request<'_>) -> Response,
 {
@@ -110,6 +127,9 @@ where
             buf.drain(..consumed);
         }
         if !out.is_empty() {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             stream.write_all(&out).await?;
             out.clear();
         }

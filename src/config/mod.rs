@@ -1198,6 +1198,7 @@ impl Ctx<'_> {
             amount,
             asset_symbol: asset.symbol.clone(),
             decimals: asset.decimals,
+            domain_separator: Default::default(),
         })
     }
 }

@@ -11,7 +11,9 @@ mod verify;
 
 /// When a route settles is part of its price; the lifecycle reads it.
 pub use crate::pricing::{SettlementPolicy, PAYMENT_FLOW};
-pub use eip712::{authorization_signing_hash, recover_signer, SignatureError};
+pub use eip712::{
+    authorization_digest, authorization_signing_hash, recover_signer, SignatureError, TokenDomain,
+};
 pub use lifecycle::{
     is_final_status, Answer, Decision, Event, Failure, Finality, Lifecycle, Outcome, PaymentState,
     Reservation, SettleOutcome, Stage,

@@ -2,10 +2,11 @@
 //! route's configured options, and its authorization must be signed by its payer, pay the
 //! configured recipient exactly the configured amount, and be valid for long enough to settle.
 
-use super::eip712::{authorization_signing_hash, recover_signer, SignatureError};
+use super::eip712::{authorization_digest, recover_signer, SignatureError, TokenDomain};
 use super::replay::ReplayKey;
-use crate::pricing::{checksum_address, PaymentOption, PricedRoute};
+use crate::pricing::{PaymentOption, PricedRoute};
 use crate::x402::{ExactEvmPayload, PaymentPayload, PaymentRequirements};
+use alloy_primitives::Address;
 
 /// The authorization must stay valid this long after the check, so that settlement can still land.
 pub const VALID_BEFORE_MARGIN_SECS: u64 = 6;
@@ -167,15 +168,33 @@ pub fn check_payment(
     now: u64,
 ) -> Result<VerifiedPayment, PaymentRejection> {
     let (option_index, option) = find_option(route, payment)?;
-    let mut verified = check_authorization(
+    let separator = option.domain_separator.get_or_init(|| {
+        TokenDomain::for_requirements(&option.requirements, option.chain_id)
+            .ok()
+            .map(|d| d.separator())
+    });
+    let domain = separator
+        .map(TokenDomain::from_separator)
+        .ok_or_else(|| malformed(&SignatureError::Field("asset")))?;
+    let mut verified = check_authorization_in(
         payment.exact(),
         &option.requirements,
-        option.chain_id,
+        &domain,
         option.amount,
         now,
     )?;
     verified.option_index = option_index;
     Ok(verified)
+}
+
+fn malformed(error: &SignatureError) -> PaymentRejection {
+    match error {
+        SignatureError::Field(field) => reject(
+            "invalid_payload",
+            format!("authorization.{field} is malformed"),
+        ),
+        other => reject("invalid_payload", other.to_string()),
+    }
 }
 
 /// Checks an `exact` payload against one set of requirements: recipient, amount, validity window
@@ -184,6 +203,19 @@ pub fn check_authorization(
     exact: &ExactEvmPayload,
     requirements: &PaymentRequirements,
     chain_id: u64,
+    amount: u128,
+    now: u64,
+) -> Result<VerifiedPayment, PaymentRejection> {
+    let domain =
+        TokenDomain::for_requirements(requirements, chain_id).map_err(|e| malformed(&e))?;
+    check_authorization_in(exact, requirements, &domain, amount, now)
+}
+
+/// [`check_authorization`] with the token's EIP-712 domain already hashed.
+fn check_authorization_in(
+    exact: &ExactEvmPayload,
+    requirements: &PaymentRequirements,
+    domain: &TokenDomain,
     amount: u128,
     now: u64,
 ) -> Result<VerifiedPayment, PaymentRejection> {
@@ -224,29 +256,15 @@ pub fn check_authorization(
         ));
     }
 
-    let name = requirements
-        .extra
-        .get("name")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let version = requirements
-        .extra
-        .get("version")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    let digest = authorization_signing_hash(auth, name, version, chain_id, &requirements.asset)
-        .map_err(|e| match e {
-            SignatureError::Field(field) => reject(
-                "invalid_payload",
-                format!("authorization.{field} is malformed"),
-            ),
-            other => reject("invalid_payload", other.to_string()),
-        })?;
-    let payer = checksum_address(&auth.from)
-        .ok_or_else(|| reject("invalid_payload", "authorization.from is not an address"))?;
+    let digest = authorization_digest(auth, domain).map_err(|e| malformed(&e))?;
+    let from: Address = auth
+        .from
+        .parse()
+        .map_err(|_| reject("invalid_payload", "authorization.from is not an address"))?;
+    let payer = from.to_checksum(None);
     let session_key_signed = requirements.scheme == AGGR_DEFERRED;
     let signature_checked_locally = match recover_signer(&exact.signature, &digest) {
-        Ok(signer) if signer.to_checksum(None) == payer => true,
+        Ok(signer) if signer == from => true,
         // Batch payments are signed by a session key bound to `from` by the buyer's session
         // certificate, which only the facilitator can check.
         Ok(_) if session_key_signed => false,

@@ -31,6 +31,7 @@ fn route() -> PricedRoute {
             amount: 10_000,
             asset_symbol: "USDC".into(),
             decimals: 6,
+            domain_separator: Default::default(),
         }],
         description: String::new(),
         mime_type: String::new(),

@@ -141,6 +141,7 @@ mod tests {
             amount: 10_000,
             asset_symbol: "USDC".into(),
             decimals: 6,
+            domain_separator: Default::default(),
         }
     }
 

@@ -1,10 +1,14 @@
 //! The route table: `"METHOD /path/:param/*/**"` patterns, most-specific-first matching on the
 //! canonical path, and overlap reporting for `check`.
+//!
+//! Routes are held in a segment tree, so matching costs the depth of the path rather than the
+//! number of routes, and `check` finds overlapping pairs without comparing every pair.
 
 use super::path::canonical_path;
 use super::SettlementPolicy;
 use crate::x402::{PaymentRequirements, PaymentRequirementsV1};
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
@@ -95,11 +99,8 @@ impl RoutePattern {
     }
 
     pub fn matches(&self, method: &http::Method, canonical: &str) -> bool {
-        if let MethodMatch::Only(m) = &self.method {
-            // HEAD is a GET without a body: it is priced like the GET it mirrors.
-            if m != method && !(m == http::Method::GET && method == http::Method::HEAD) {
-                return false;
-            }
+        if !self.allows(method) {
+            return false;
         }
         let mut path = canonical.split('/').filter(|s| !s.is_empty());
         for segment in &self.segments {
@@ -112,6 +113,25 @@ impl RoutePattern {
             }
         }
         path.next().is_none()
+    }
+
+    /// Whether a request with `method` can match this pattern's method.
+    fn allows(&self, method: &http::Method) -> bool {
+        match &self.method {
+            MethodMatch::Any => true,
+            // HEAD is a GET without a body: it is priced like the GET it mirrors.
+            MethodMatch::Only(m) => {
+                m == method || (m == http::Method::GET && method == http::Method::HEAD)
+            }
+        }
+    }
+
+    /// Whether some method is allowed by both patterns.
+    fn methods_meet(&self, other: &Self) -> bool {
+        match (&self.method, &other.method) {
+            (MethodMatch::Only(a), MethodMatch::Only(b)) => a == b,
+            _ => true,
+        }
     }
 
     /// Ordering by specificity, position by position: a literal beats a one-segment wildcard,
@@ -137,11 +157,7 @@ impl RoutePattern {
 
     /// Whether some request could match both patterns.
     pub fn overlaps(&self, other: &Self) -> bool {
-        let methods_meet = match (&self.method, &other.method) {
-            (MethodMatch::Only(a), MethodMatch::Only(b)) => a == b,
-            _ => true,
-        };
-        methods_meet && segments_meet(&self.segments, &other.segments)
+        self.methods_meet(other) && segments_meet(&self.segments, &other.segments)
     }
 }
 
@@ -174,6 +190,9 @@ pub struct PaymentOption {
     /// Symbol of the asset, for people reading logs and `check`.
     pub asset_symbol: String,
     pub decimals: u8,
+    /// The EIP-712 domain separator of the option's token, hashed at its first payment (`None`
+    /// when the asset is no address); the payment checks fill it in.
+    pub domain_separator: std::sync::OnceLock<Option<alloy_primitives::B256>>,
 }
 
 impl PaymentOption {
@@ -252,10 +271,109 @@ impl Route {
     }
 }
 
-/// Routes in matching order (most specific first, then file order).
+/// Routes in matching order (most specific first, then file order), and the segment tree that
+/// finds the first of them a request matches.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    tree: Node,
+    /// Position in `routes` of each route, by its place in the file.
+    by_index: Vec<usize>,
+}
+
+/// One position of the segment tree. Route numbers are positions in `RouteTable::routes`, so in
+/// each list the first route whose method fits is the one the linear order would pick.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    literals: HashMap<String, Node>,
+    /// `:name` / `*` at this position.
+    one: Option<Box<Node>>,
+    /// Routes whose pattern ends at this position.
+    end: Vec<usize>,
+    /// Routes whose pattern is `**` at this position.
+    rest: Vec<usize>,
+}
+
+type Segments<'a> = std::iter::Filter<std::str::Split<'a, char>, fn(&&'a str) -> bool>;
+
+fn non_empty(segment: &&str) -> bool {
+    !segment.is_empty()
+}
+
+fn segments_of(canonical: &str) -> Segments<'_> {
+    canonical.split('/').filter(non_empty as fn(&&str) -> bool)
+}
+
+impl Node {
+    fn insert(&mut self, segments: &[Segment], position: usize) {
+        match segments.split_first() {
+            None => self.end.push(position),
+            Some((Segment::Rest, _)) => self.rest.push(position),
+            Some((Segment::Literal(text), tail)) => self
+                .literals
+                .entry(text.clone())
+                .or_default()
+                .insert(tail, position),
+            Some((Segment::One, tail)) => self.one.get_or_insert_default().insert(tail, position),
+        }
+    }
+
+    /// The first route in specificity order matching the remaining `path`: at each position a
+    /// literal beats a wildcard, which beats the end of a pattern, which beats `**` — the order
+    /// of `RoutePattern::specificity_cmp`, explored depth first.
+    fn find(&self, mut path: Segments<'_>, fits: &impl Fn(usize) -> bool) -> Option<usize> {
+        match path.next() {
+            Some(segment) => {
+                let literal = self.literals.get(segment);
+                if let Some(hit) = literal.and_then(|n| n.find(path.clone(), fits)) {
+                    return Some(hit);
+                }
+                if let Some(hit) = self.one.as_ref().and_then(|n| n.find(path, fits)) {
+                    return Some(hit);
+                }
+            }
+            None => {
+                if let Some(&hit) = self.end.iter().find(|&&p| fits(p)) {
+                    return Some(hit);
+                }
+            }
+        }
+        self.rest.iter().copied().find(|&p| fits(p))
+    }
+
+    /// Every route whose segments meet `segments` (see `segments_meet`).
+    fn meeting(&self, segments: &[Segment], out: &mut Vec<usize>) {
+        out.extend_from_slice(&self.rest);
+        match segments.split_first() {
+            None => out.extend_from_slice(&self.end),
+            Some((Segment::Rest, _)) => self.all_below(out),
+            Some((Segment::Literal(text), tail)) => {
+                if let Some(node) = self.literals.get(text) {
+                    node.meeting(tail, out);
+                }
+                if let Some(node) = &self.one {
+                    node.meeting(tail, out);
+                }
+            }
+            Some((Segment::One, tail)) => {
+                for node in self.literals.values() {
+                    node.meeting(tail, out);
+                }
+                if let Some(node) = &self.one {
+                    node.meeting(tail, out);
+                }
+            }
+        }
+    }
+
+    /// Every route at this position or deeper, except this position's `rest` (already taken).
+    fn all_below(&self, out: &mut Vec<usize>) {
+        out.extend_from_slice(&self.end);
+        for node in self.literals.values().chain(self.one.as_deref()) {
+            out.extend_from_slice(&node.rest);
+            node.all_below(out);
+        }
+    }
 }
 
 impl RouteTable {
@@ -265,38 +383,50 @@ impl RouteTable {
                 .specificity_cmp(&a.pattern)
                 .then(a.index.cmp(&b.index))
         });
-        Self { routes }
+        let mut tree = Node::default();
+        let mut by_index = vec![usize::MAX; routes.iter().map(|r| r.index + 1).max().unwrap_or(0)];
+        for (position, route) in routes.iter().enumerate() {
+            tree.insert(&route.pattern.segments, position);
+            by_index[route.index] = position;
+        }
+        Self {
+            routes,
+            tree,
+            by_index,
+        }
     }
 
     /// Routes in file order.
     pub fn in_file_order(&self) -> Vec<&Route> {
-        let mut routes: Vec<&Route> = self.routes.iter().collect();
-        routes.sort_by_key(|r| r.index);
-        routes
+        self.by_index
+            .iter()
+            .filter_map(|&position| self.routes.get(position))
+            .collect()
     }
 
     /// The route at position `index` of the file.
     pub fn get(&self, index: usize) -> Option<&Route> {
-        self.routes.iter().find(|r| r.index == index)
+        self.routes.get(*self.by_index.get(index)?)
     }
 
     /// The route serving `method` on `raw_path` (matched in canonical form), if any.
     pub fn find(&self, method: &http::Method, raw_path: &str) -> Option<&Route> {
         let canonical = canonical_path(raw_path);
-        self.routes
-            .iter()
-            .find(|r| r.pattern.matches(method, &canonical))
+        let fits = |position: usize| self.routes[position].pattern.allows(method);
+        let position = self.tree.find(segments_of(&canonical), &fits)?;
+        self.routes.get(position)
     }
 
     /// Pairs of routes some request could match both of: (winner, shadowed) in file terms.
     pub fn overlaps(&self) -> Vec<(&Route, &Route)> {
         let mut found = Vec::new();
-        for (i, a) in self.routes.iter().enumerate() {
-            for b in &self.routes[i + 1..] {
-                if a.pattern.overlaps(&b.pattern) {
-                    found.push((a, b));
-                }
-            }
+        let mut meeting = Vec::new();
+        for (position, a) in self.routes.iter().enumerate() {
+            meeting.clear();
+            self.tree.meeting(&a.pattern.segments, &mut meeting);
+            meeting.retain(|&b| b > position && a.pattern.methods_meet(&self.routes[b].pattern));
+            meeting.sort_unstable();
+            found.extend(meeting.iter().map(|&b| (a, &self.routes[b])));
         }
         found
     }
@@ -402,6 +532,129 @@ mod tests {
         assert_eq!(
             RoutePattern::parse("get /a").unwrap().method,
             MethodMatch::Only(http::Method::GET)
+        );
+    }
+
+    /// Patterns mixing every kind of segment and method, and paths that hit and miss them.
+    fn mixed_patterns() -> Vec<String> {
+        let methods = ["GET", "POST", "*"];
+        let segments = ["a", "b", ":id", "*", "**"];
+        let mut patterns = vec!["* /**".to_string(), "GET /".to_string()];
+        for (i, m) in methods.iter().enumerate() {
+            for (j, first) in segments.iter().enumerate() {
+                patterns.push(format!("{m} /{first}"));
+                if *first == "**" {
+                    continue;
+                }
+                for (k, second) in segments.iter().enumerate() {
+                    if (i + j + k) % 2 == 0 {
+                        patterns.push(format!("{m} /{first}/{second}"));
+                    }
+                    if (i + j * k) % 3 == 0 && *second != "**" {
+                        patterns.push(format!("{m} /{first}/{second}/c"));
+                    }
+                }
+            }
+        }
+        patterns
+    }
+
+    /// The table's answer the slow way: the first route in specificity order that matches.
+    fn linear_winner(t: &RouteTable, method: &http::Method, path: &str) -> Option<usize> {
+        let canonical = canonical_path(path);
+        t.routes
+            .iter()
+            .find(|r| r.pattern.matches(method, &canonical))
+            .map(|r| r.index)
+    }
+
+    #[test]
+    fn tree_matching_agrees_with_specificity_order() {
+        let patterns = mixed_patterns();
+        let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        // File order must not matter: the same patterns forwards and backwards.
+        for order in [refs.clone(), refs.iter().rev().copied().collect()] {
+            let t = table(&order);
+            let words = ["", "a", "b", "z", "A"];
+            let mut checked = 0;
+            for method in ["GET", "HEAD", "POST", "DELETE"] {
+                let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+                for x in words {
+                    for y in words {
+                        for z in ["", "c", "d"] {
+                            let path = format!("/{x}/{y}/{z}");
+                            let tree = t.find(&method, &path).map(|r| r.index);
+                            assert_eq!(tree, linear_winner(&t, &method, &path), "{method} {path}");
+                            checked += usize::from(tree.is_some());
+                        }
+                    }
+                }
+            }
+            assert!(checked > 100, "the paths must hit routes, not only miss");
+        }
+    }
+
+    #[test]
+    fn named_method_and_file_order_break_ties() {
+        let t = table(&["* /x/:a", "GET /x/:b", "GET /x/*", "* /x/**"]);
+        assert_eq!(winner(&t, "GET", "/x/1").as_deref(), Some("GET /x/:b"));
+        assert_eq!(winner(&t, "HEAD", "/x/1").as_deref(), Some("GET /x/:b"));
+        assert_eq!(winner(&t, "PUT", "/x/1").as_deref(), Some("* /x/:a"));
+        assert_eq!(winner(&t, "PUT", "/x/1/2").as_deref(), Some("* /x/**"));
+        assert_eq!(winner(&t, "PUT", "/x").as_deref(), Some("* /x/**"));
+    }
+
+    #[test]
+    fn overlaps_agree_with_comparing_every_pair() {
+        let patterns = mixed_patterns();
+        let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let t = table(&refs);
+        let mut pairwise = Vec::new();
+        for (i, a) in t.routes.iter().enumerate() {
+            for b in &t.routes[i + 1..] {
+                if a.pattern.overlaps(&b.pattern) {
+                    pairwise.push((a.index, b.index));
+                }
+            }
+        }
+        let fast: Vec<(usize, usize)> = t
+            .overlaps()
+            .iter()
+            .map(|(a, b)| (a.index, b.index))
+            .collect();
+        assert!(pairwise.len() > 50, "the patterns must overlap somewhere");
+        assert_eq!(fast, pairwise);
+    }
+
+    #[test]
+    fn ten_thousand_routes_match_and_report_overlaps() {
+        let mut patterns: Vec<String> = (0..10_000)
+            .map(|i| format!("GET /api/v{}/items{i}/:id", i % 7))
+            .collect();
+        patterns.push("GET /api/v3/items3/special".into());
+        let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let t = table(&refs);
+        assert_eq!(
+            winner(&t, "GET", "/api/v3/items9999/42").as_deref(),
+            Some("GET /api/v3/items9999/:id")
+        );
+        assert_eq!(
+            winner(&t, "GET", "/api/v3/items3/special").as_deref(),
+            Some("GET /api/v3/items3/special")
+        );
+        assert_eq!(winner(&t, "GET", "/api/v2/items9999/42"), None);
+        assert_eq!(t.get(10_000).map(|r| r.index), Some(10_000));
+        assert_eq!(t.get(10_001).map(|r| r.index), None);
+        let file_order: Vec<usize> = t.in_file_order().iter().map(|r| r.index).collect();
+        assert_eq!(file_order, (0..=10_000).collect::<Vec<_>>());
+        let pairs: Vec<(&str, &str)> = t
+            .overlaps()
+            .iter()
+            .map(|(a, b)| (a.source.as_str(), b.source.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![("GET /api/v3/items3/special", "GET /api/v3/items3/:id")]
         );
     }
 

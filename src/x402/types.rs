@@ -25,21 +25,28 @@ pub struct PaymentRequirementsV1 {
     pub network: String,
     pub max_amount_required: String,
     pub resource: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub description: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub mime_type: String,
     pub pay_to: String,
     pub max_timeout_seconds: u64,
     pub asset: String,
+    #[serde(default)]
     pub output_schema: Option<Value>,
+    #[serde(default = "empty_object")]
     pub extra: Value,
 }
 
-/// v2 `resource` object of a challenge.
+/// v2 `resource` object of a challenge. Only `url` is required on the wire; a missing or `null`
+/// description or MIME type reads as empty (and is always written, since v1-era clients need it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceInfo {
     pub url: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub description: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub mime_type: String,
 }
 
@@ -48,6 +55,7 @@ pub struct ResourceInfo {
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequired {
     pub x402_version: u8,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub error: String,
     pub resource: ResourceInfo,
     pub accepts: Vec<PaymentRequirements>,
@@ -58,6 +66,7 @@ pub struct PaymentRequired {
 #[serde(rename_all = "camelCase")]
 pub struct PaymentRequiredV1 {
     pub x402_version: u8,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub error: String,
     pub accepts: Vec<PaymentRequirementsV1>,
 }
@@ -253,6 +262,69 @@ mod tests {
         let err =
             PaymentPayload::from_json(&json!({"x402Version":2,"payload":exact()})).unwrap_err();
         assert!(err.contains("accepted"), "{err}");
+    }
+
+    #[test]
+    fn challenges_without_optional_fields_are_read() {
+        // The shape x402-axum 2.0 answers: no `error`, a `resource` without `description` or
+        // `mimeType`, unknown `extensions`.
+        let v2: PaymentRequired = serde_json::from_value(json!({"x402Version":2,
+            "resource":{"url":"http://localhost/paid"},"extensions":{},
+            "accepts":[{"scheme":"exact","network":"eip155:84532","amount":"10000",
+                "asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                "payTo":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","maxTimeoutSeconds":300,
+                "extra":{"name":"USDC","version":"2"}}]}))
+        .unwrap();
+        assert_eq!(v2.error, "");
+        assert_eq!(v2.resource.url, "http://localhost/paid");
+        assert_eq!(
+            (
+                v2.resource.description.as_str(),
+                v2.resource.mime_type.as_str()
+            ),
+            ("", "")
+        );
+        assert_eq!(v2.accepts[0].extra["name"], "USDC");
+
+        let nulls: ResourceInfo =
+            serde_json::from_value(json!({"url":"u","description":null,"mimeType":null})).unwrap();
+        assert_eq!(
+            (nulls.description, nulls.mime_type),
+            (String::new(), String::new())
+        );
+        let no_extra: PaymentRequirements = serde_json::from_value(json!({"scheme":"exact",
+            "network":"eip155:84532","amount":"1","asset":"0xa","payTo":"0xb",
+            "maxTimeoutSeconds":60}))
+        .unwrap();
+        assert_eq!(no_extra.extra, json!({}));
+
+        let v1: PaymentRequiredV1 = serde_json::from_value(json!({"x402Version":1,
+            "accepts":[{"scheme":"exact","network":"base-sepolia","maxAmountRequired":"1",
+                "resource":"http://localhost/paid","payTo":"0xb","maxTimeoutSeconds":60,
+                "asset":"0xa"}]}))
+        .unwrap();
+        let option = &v1.accepts[0];
+        assert_eq!(
+            (option.description.as_str(), option.mime_type.as_str()),
+            ("", "")
+        );
+        assert_eq!(
+            (option.output_schema.clone(), option.extra.clone()),
+            (None, json!({}))
+        );
+    }
+
+    #[test]
+    fn required_fields_stay_required() {
+        let no_url = serde_json::from_value::<ResourceInfo>(json!({"description":"d"}));
+        assert!(no_url.unwrap_err().to_string().contains("url"));
+        let no_accepts = serde_json::from_value::<PaymentRequired>(
+            json!({"x402Version":2,"resource":{"url":"u"}}),
+        );
+        assert!(no_accepts.unwrap_err().to_string().contains("accepts"));
+        let no_amount = serde_json::from_value::<PaymentRequirements>(json!({"scheme":"exact",
+            "network":"eip155:84532","asset":"0xa","payTo":"0xb","maxTimeoutSeconds":60}));
+        assert!(no_amount.unwrap_err().to_string().contains("amount"));
     }
 
     #[test]
