@@ -404,6 +404,28 @@ fn check(path: PathBuf) -> Result<()> {
                         }
                     }
                 }
+                for rule in &priced.price_rules {
+                    let prices: Vec<String> = rule
+                        .priced
+                        .options
+                        .iter()
+                        .map(|o| {
+                            format!(
+                                "{} {} ({}) on {}",
+                                o.requirements.amount,
+                                o.asset_symbol,
+                                format_units(o.amount, o.decimals),
+                                o.requirements.network
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "{:<32} when {}: {}",
+                        "",
+                        rule.condition.describe(),
+                        prices.join(", ")
+                    );
+                }
             }
         }
     }

@@ -10,8 +10,8 @@ pub use duration::parse_duration;
 
 use crate::payment::{SettlementPolicy, PAYMENT_FLOW};
 use crate::pricing::{
-    checksum_address, parse_price, Asset, AssetRegistry, PaymentOption, PricedRoute, Route,
-    RouteKind, RoutePattern, RouteTable,
+    canonical_path, checksum_address, parse_price, Asset, AssetRegistry, PaymentOption,
+    PriceCondition, PriceRule, PricedRoute, Route, RouteKind, RoutePattern, RouteTable,
 };
 use crate::x402::{chain_id_of, v1_name_of, PaymentRequirements};
 use std::fmt;
@@ -1131,18 +1131,42 @@ impl Ctx<'_> {
                 Some(s) => self.settle_policy(s)?,
                 None => default_settle,
             };
-            let mut options = Vec::with_capacity(terms.len());
-            for (t, span) in &terms {
-                let mut option = self.option(&source, t, span.clone(), defaults, assets)?;
-                if let (Some(flow), Some(extra)) = (
-                    settle.payment_flow(),
-                    option.requirements.extra.as_object_mut(),
-                ) {
-                    extra.insert(PAYMENT_FLOW.into(), flow.into());
+            let build_options = |price: Option<&Text>, amount: Option<&Text>| {
+                let mut options = Vec::with_capacity(terms.len());
+                for (t, span) in &terms {
+                    let mut t = t.clone();
+                    if price.is_some() || amount.is_some() {
+                        t.price = price.cloned();
+                        t.amount = amount.cloned();
+                    }
+                    let mut option = self.option(&source, &t, span.clone(), defaults, assets)?;
+                    if let (Some(flow), Some(extra)) = (
+                        settle.payment_flow(),
+                        option.requirements.extra.as_object_mut(),
+                    ) {
+                        extra.insert(PAYMENT_FLOW.into(), flow.into());
+                    }
+                    options.push(option);
                 }
-                options.push(option);
+                Ok::<_, ConfigError>(options)
+            };
+            let options = build_options(None, None)?;
+            let mut rules = Vec::new();
+            for rule in route.price_rules.iter().flatten() {
+                let condition = self.price_condition(&source, &pattern, rule)?;
+                let r = rule.get_ref();
+                if r.price.is_none() && r.amount.is_none() {
+                    return Err(self.err(
+                        rule,
+                        format!("a price rule of route `{source}` sets no `price` or `amount`"),
+                    ));
+                }
+                rules.push((
+                    condition,
+                    build_options(r.price.as_ref(), r.amount.as_ref())?,
+                ));
             }
-            RouteKind::Priced(PricedRoute {
+            let mut priced = PricedRoute {
                 options,
                 description: self.opt(&route.description)?.unwrap_or_default(),
                 mime_type: self
@@ -1155,7 +1179,20 @@ impl Ctx<'_> {
                     .or(defaults.sync_settle.as_ref())
                     .is_some_and(|s| *s.get_ref()),
                 challenge: Default::default(),
-            })
+                price_rules: Vec::new(),
+            };
+            priced.price_rules = rules
+                .into_iter()
+                .map(|(condition, options)| PriceRule {
+                    condition,
+                    priced: PricedRoute {
+                        options,
+                        challenge: Default::default(),
+                        ..priced.clone()
+                    },
+                })
+                .collect();
+            RouteKind::Priced(priced)
         };
         Ok(Route {
             index,
@@ -1163,6 +1200,80 @@ impl Ctx<'_> {
             pattern,
             kind,
         })
+    }
+
+    fn price_condition(
+        &self,
+        source: &str,
+        pattern: &RoutePattern,
+        rule: &Spanned<surface::PriceRule>,
+    ) -> Result<PriceCondition, ConfigError> {
+        let r = rule.get_ref();
+        let values = r
+            .equals
+            .clone()
+            .map(surface::OneOrMany::into_vec)
+            .unwrap_or_default();
+        if r.equals.is_some() && values.is_empty() {
+            return Err(self.err(
+                rule,
+                format!("a price rule of route `{source}` has an empty `equals` list"),
+            ));
+        }
+        let kinds = [
+            r.query.is_some(),
+            r.header.is_some(),
+            r.path_param.is_some(),
+            r.body_over.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(self.err(
+                rule,
+                format!("a price rule of route `{source}` needs exactly one of `query`, `header`, `path_param` or `body_over`"),
+            ));
+        }
+        if let Some(name) = &r.query {
+            return Ok(PriceCondition::Query {
+                name: self.expand(name)?,
+                values,
+            });
+        }
+        if let Some(name) = &r.header {
+            let text = self.expand(name)?;
+            let name = http::HeaderName::from_bytes(text.as_bytes())
+                .map_err(|_| self.err(name, format!("`{text}` is not a header name")))?;
+            return Ok(PriceCondition::Header { name, values });
+        }
+        if let Some(name) = &r.path_param {
+            let text = self.expand(name)?;
+            let text = text.trim_start_matches(':').to_string();
+            let position = pattern.param_position(&text).ok_or_else(|| {
+                self.err(name, format!("route `{source}` has no `:{text}` segment"))
+            })?;
+            // Paths are matched in canonical (lower-case) form, so are the values.
+            let values = values
+                .iter()
+                .map(|v| {
+                    canonical_path(&format!("/{v}"))
+                        .trim_start_matches('/')
+                        .to_string()
+                })
+                .collect();
+            return Ok(PriceCondition::PathParam {
+                name: text,
+                position,
+                values,
+            });
+        }
+        if r.equals.is_some() {
+            return Err(self.err(
+                rule,
+                format!("a `body_over` price rule of route `{source}` takes no `equals`"),
+            ));
+        }
+        Ok(PriceCondition::BodyOver(
+            r.body_over.as_ref().map_or(0, |b| *b.get_ref()),
+        ))
     }
 
     fn option(

@@ -172,6 +172,40 @@ pub struct Route {
     pub pay_to: Option<Text>,
     pub scheme: Option<Text>,
     pub max_timeout_seconds: Option<Spanned<u64>>,
+    /// Other prices for some requests (`[[routes.price_rules]]`).
+    pub price_rules: Option<Vec<Spanned<PriceRule>>>,
+}
+
+/// One value or a list of values: `equals = "pro"` or `equals = ["pro", "max"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(v) => vec![v],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// `[[routes.price_rules]]`: what to look at (one of `query`, `header`, `path_param`,
+/// `body_over`), which values (`equals`, absent for "present at all"), and the price.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceRule {
+    pub query: Option<Text>,
+    pub header: Option<Text>,
+    pub path_param: Option<Text>,
+    pub equals: Option<OneOrMany>,
+    /// Bytes of request body (from `Content-Length`).
+    pub body_over: Option<Spanned<u64>>,
+    pub price: Option<Text>,
+    pub amount: Option<Text>,
 }
 
 impl Route {
@@ -204,6 +238,7 @@ impl Route {
             ("sync_settle", self.sync_settle.is_some()),
             ("description", self.description.is_some()),
             ("mime_type", self.mime_type.is_some()),
+            ("price_rules", self.price_rules.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))

@@ -642,3 +642,213 @@ fn request_normalisation_settings_are_read_from_server() {
     assert_eq!(err.location.map(|l| l.0), Some(2), "{err}");
     assert!(err.message.contains("\"strip\" or \"forward\""), "{err}");
 }
+
+mod price_rules {
+    use super::*;
+    use crate::pricing::{PricedRoute, RequestFacts};
+
+    const RULES: &str = r#"
+[[routes]]
+match = "POST /v1/:model/complete"
+price = "$0.01"
+[[routes.price_rules]]
+query = "quality"
+equals = ["high", "max"]
+price = "$0.05"
+[[routes.price_rules]]
+header = "X-Priority"
+price = "$0.02"
+[[routes.price_rules]]
+path_param = "model"
+equals = "Large"
+price = "$0.03"
+[[routes.price_rules]]
+body_over = 1000
+amount = "40000"
+[[routes.price_rules]]
+body_over = 100000
+price = "$0.25"
+"#;
+
+    fn route(config: &GatewayConfig) -> &PricedRoute {
+        match &config.routes.in_file_order()[0].kind {
+            RouteKind::Priced(p) => p,
+            RouteKind::Free => panic!("route is free"),
+        }
+    }
+
+    /// The amount `path?query` with `headers` is charged, and the one its challenge asks for.
+    fn charged(config: &GatewayConfig, target: &str, headers: &[(&str, &str)]) -> String {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            );
+        }
+        let canonical = crate::pricing::canonical_path(path);
+        let priced = route(config).for_request(&RequestFacts {
+            canonical_path: &canonical,
+            query,
+            headers: &map,
+        });
+        let challenge: serde_json::Value =
+            serde_json::from_str(&priced.challenge().v2_json("http://x/y", "e")).unwrap();
+        let advertised = challenge["accepts"][0]["amount"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            advertised, priced.options[0].requirements.amount,
+            "the challenge asks for the price the payment is checked against"
+        );
+        assert_eq!(priced.options[0].amount.to_string(), advertised);
+        advertised
+    }
+
+    #[test]
+    fn each_rule_kind_changes_the_price_of_the_request() {
+        let config = parse(RULES).unwrap();
+        let c = &config;
+        assert_eq!(charged(c, "/v1/small/complete", &[]), "10000");
+        assert_eq!(charged(c, "/v1/small/complete?quality=high", &[]), "50000");
+        assert_eq!(charged(c, "/v1/small/complete?quality=max", &[]), "50000");
+        assert_eq!(charged(c, "/v1/small/complete?quality=low", &[]), "10000");
+        assert_eq!(
+            charged(c, "/v1/small/complete?quality=h%69gh", &[]),
+            "50000",
+            "query values are compared decoded"
+        );
+        assert_eq!(
+            charged(c, "/v1/small/complete", &[("x-priority", "1")]),
+            "20000"
+        );
+        assert_eq!(charged(c, "/v1/large/complete", &[]), "30000");
+        assert_eq!(
+            charged(c, "/v1/LARGE/complete", &[]),
+            "30000",
+            "path parameters are compared in canonical form"
+        );
+        assert_eq!(
+            charged(c, "/v1/small/complete", &[("content-length", "1000")]),
+            "10000"
+        );
+        assert_eq!(
+            charged(c, "/v1/small/complete", &[("content-length", "1001")]),
+            "40000"
+        );
+        assert_eq!(
+            charged(c, "/v1/small/complete", &[("content-length", "200000")]),
+            "250000",
+            "the highest matching tier wins, whatever the file order"
+        );
+        assert_eq!(
+            charged(c, "/v1/large/complete?quality=high", &[("x-priority", "1")]),
+            "50000",
+            "several rules match: the highest price"
+        );
+    }
+
+    #[test]
+    fn an_ambiguous_request_pays_the_highest_price_of_the_route() {
+        let config = parse(RULES).unwrap();
+        let c = &config;
+        assert_eq!(
+            charged(c, "/v1/small/complete?quality=low&quality=high", &[]),
+            "250000",
+            "a repeated parameter the upstream may read either way"
+        );
+        assert_eq!(
+            charged(c, "/v1/small/complete?quality=low&quality=low", &[]),
+            "10000",
+            "repeats of one value are not ambiguous"
+        );
+        assert_eq!(
+            charged(c, "/v1/small/complete", &[("transfer-encoding", "chunked")]),
+            "250000",
+            "a body of unannounced size"
+        );
+        assert_eq!(
+            charged(
+                c,
+                "/v1/small/complete",
+                &[("content-length", "5"), ("content-length", "5000")]
+            ),
+            "250000"
+        );
+        assert_eq!(
+            charged(c, "/v1/small/complete", &[("x-priority", "\u{e9}")]),
+            "250000",
+            "a header that is not text"
+        );
+    }
+
+    #[test]
+    fn rules_keep_every_option_and_its_terms() {
+        let config = parse(
+            "[[routes]]\nmatch = \"GET /a\"\nsettle = \"before\"\n\
+             [[routes.accepts]]\nprice = \"$0.01\"\n\
+             [[routes.accepts]]\nprice = \"$0.01\"\nnetwork = \"eip155:8453\"\n\
+             [[routes.price_rules]]\nheader = \"x-tier\"\nequals = \"pro\"\nprice = \"$1\"\n",
+        )
+        .unwrap();
+        let base = route(&config);
+        let rule = &base.price_rules[0].priced;
+        assert!(rule.price_rules.is_empty());
+        assert_eq!(rule.options.len(), 2);
+        assert_eq!(rule.settle, base.settle);
+        for (r, b) in rule.options.iter().zip(&base.options) {
+            assert_eq!(r.requirements.amount, "1000000");
+            assert_eq!(r.requirements.network, b.requirements.network);
+            assert_eq!(r.requirements.pay_to, b.requirements.pay_to);
+            assert_eq!(r.requirements.extra, b.requirements.extra);
+        }
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_a_clear_error() {
+        let cases = [
+            (
+                "query = \"a\"\nheader = \"b\"\nprice = \"$1\"",
+                "exactly one of",
+            ),
+            ("price = \"$1\"", "exactly one of"),
+            (
+                "path_param = \"nope\"\nprice = \"$1\"",
+                "has no `:nope` segment",
+            ),
+            ("query = \"a\"", "sets no `price` or `amount`"),
+            (
+                "body_over = 10\nequals = \"x\"\nprice = \"$1\"",
+                "takes no `equals`",
+            ),
+            (
+                "query = \"a\"\nequals = []\nprice = \"$1\"",
+                "empty `equals`",
+            ),
+            (
+                "header = \"bad header\"\nprice = \"$1\"",
+                "is not a header name",
+            ),
+            ("query = \"a\"\nprice = \"$0\"", ""),
+            ("query = \"a\"\nprice = \"$1\"\ncost = 3", "unknown field"),
+        ];
+        for (rule, expected) in cases {
+            let text = format!(
+                "[[routes]]\nmatch = \"GET /a/:id\"\nprice = \"$0.01\"\n[[routes.price_rules]]\n{rule}\n"
+            );
+            let err = parse(&text).expect_err(rule).to_string();
+            assert!(err.contains(expected), "{rule}: {err}");
+        }
+        let err = parse(
+            "[[routes]]\nmatch = \"GET /a\"\nfree = true\n[[routes.price_rules]]\nquery = \"a\"\nprice = \"$1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("price_rules"), "{err}");
+    }
+}

@@ -38,6 +38,7 @@ fn route() -> PricedRoute {
         settle: crate::payment::SettlementPolicy::AfterSuccess,
         sync_settle: false,
         challenge: Default::default(),
+        price_rules: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ mod money;
 mod path;
 mod request;
 mod routes;
+mod rules;
 mod settlement;
 
 pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
@@ -21,4 +22,5 @@ pub use request::{headers_to_drop, normalise, MethodOverride, PricedAs, Refusal,
 pub use routes::{
     MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,
 };
+pub use rules::{PriceCondition, PriceRule, RequestFacts, RuleMatch};
 pub use settlement::{SettlementPolicy, PAYMENT_FLOW};

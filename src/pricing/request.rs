@@ -315,6 +315,7 @@ mod tests {
                 settle: crate::payment::SettlementPolicy::AfterSuccess,
                 sync_settle: false,
                 challenge: std::sync::OnceLock::new(),
+                price_rules: Vec::new(),
             })
         };
         let route = |index, source: &str, kind| Route {
@@ -616,6 +617,7 @@ mod tests {
                     settle: crate::payment::SettlementPolicy::AfterSuccess,
                     sync_settle: false,
                     challenge: std::sync::OnceLock::new(),
+                    price_rules: Vec::new(),
                 }),
             }]);
             let mut spelling = String::new();

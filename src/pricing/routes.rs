@@ -30,6 +30,8 @@ pub enum MethodMatch {
 pub struct RoutePattern {
     pub method: MethodMatch,
     pub segments: Vec<Segment>,
+    /// The `:name` segments: name and position.
+    pub params: Vec<(String, usize)>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,12 +65,16 @@ impl RoutePattern {
         };
         let raw_segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let mut segments = Vec::with_capacity(raw_segments.len());
+        let mut params = Vec::new();
         for (i, raw) in raw_segments.iter().enumerate() {
             let segment = match *raw {
                 "**" if i + 1 == raw_segments.len() => Segment::Rest,
                 "**" => return Err(PatternError::RestNotLast(text.to_string())),
                 "*" => Segment::One,
-                s if s.starts_with(':') && s.len() > 1 => Segment::One,
+                s if s.starts_with(':') && s.len() > 1 => {
+                    params.push((s[1..].to_string(), i));
+                    Segment::One
+                }
                 s => {
                     // Literal segments go through the same canonicalisation as request paths.
                     let slashed = format!("/{s}");
@@ -78,11 +84,20 @@ impl RoutePattern {
             };
             segments.push(segment);
         }
-        Ok(Self { method, segments })
+        Ok(Self {
+            method,
+            segments,
+            params,
+        })
     }
 
     /// Whether the canonical `path` (split in segments) and `method` match this pattern.
     /// Whether `method` on the canonical path `canonical` matches this pattern.
+    /// The position of the `:name` segment.
+    pub fn param_position(&self, name: &str) -> Option<usize> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, i)| *i)
+    }
+
     pub fn matches(&self, method: &http::Method, canonical: &str) -> bool {
         if !self.allows(method) {
             return false;
@@ -235,6 +250,8 @@ pub struct PricedRoute {
     pub sync_settle: bool,
     /// The route's challenge documents, prepared at its first 402.
     pub challenge: std::sync::OnceLock<super::ChallengeTemplate>,
+    /// Other prices for some requests, in file order (empty for a rule's own terms).
+    pub price_rules: Vec<super::PriceRule>,
 }
 
 impl PricedRoute {
@@ -682,6 +699,7 @@ mod tests {
                 settle: SettlementPolicy::AfterSuccess,
                 sync_settle: false,
                 challenge: std::sync::OnceLock::new(),
+                price_rules: Vec::new(),
             })
         };
         let patterns = [

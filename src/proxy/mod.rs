@@ -34,7 +34,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::{Health, InFlight};
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{is_final_status, Answer, Event, Outcome, PaymentState, ReplayGuard};
-use crate::pricing::RouteKind;
+use crate::pricing::{RequestFacts, RouteKind};
 use crate::store::{LocalRateCounter, RateCounter};
 use crate::x402::{PAYMENT_SIGNATURE, X_PAYMENT};
 use arc_swap::ArcSwap;
@@ -203,6 +203,14 @@ impl ProxyHttp for Gateway {
                 match &route.kind {
                     RouteKind::Free => None,
                     RouteKind::Priced(priced) => {
+                        // The path the request is priced as, so that a rule sees the same
+                        // spelling the route matched (case folding, overrides, alias forms).
+                        let facts = RequestFacts {
+                            canonical_path: &priced_as.path,
+                            query: req.uri.query(),
+                            headers: &req.headers,
+                        };
+                        let priced = priced.for_request(&facts);
                         self.admit_paid_request(session, ctx, priced).await
                     }
                 }

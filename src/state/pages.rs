@@ -163,6 +163,23 @@ pub struct Pages {
     pub discovery: Option<Bytes>,
 }
 
+/// The discovery document's human-readable prices of a route's options.
+fn prices(priced: &PricedRoute) -> Vec<serde_json::Value> {
+    priced
+        .options
+        .iter()
+        .map(|o| {
+            json!({
+                "network": o.requirements.network,
+                "asset": o.asset_symbol,
+                "amount": o.requirements.amount,
+                "decimals": o.decimals,
+                "price": format_units(o.amount, o.decimals),
+            })
+        })
+        .collect()
+}
+
 impl Pages {
     pub fn new(config: &GatewayConfig) -> Self {
         let routes = config.routes.in_file_order();
@@ -182,14 +199,22 @@ impl Pages {
                 "mimeType": priced.mime_type,
                 "settle": priced.settle.as_str(),
                 "accepts": priced.options.iter().map(|o| &o.requirements).collect::<Vec<_>>(),
-                "prices": priced.options.iter().map(|o| json!({
-                    "network": o.requirements.network,
-                    "asset": o.asset_symbol,
-                    "amount": o.requirements.amount,
-                    "decimals": o.decimals,
-                    "price": format_units(o.amount, o.decimals),
-                })).collect::<Vec<_>>(),
+                "prices": prices(priced),
             });
+            if let (false, Some(obj)) = (priced.price_rules.is_empty(), resource.as_object_mut()) {
+                let rules: Vec<_> = priced
+                    .price_rules
+                    .iter()
+                    .map(|rule| {
+                        json!({
+                            "when": rule.condition.to_json(),
+                            "accepts": rule.priced.options.iter().map(|o| &o.requirements).collect::<Vec<_>>(),
+                            "prices": prices(&rule.priced),
+                        })
+                    })
+                    .collect();
+                obj.insert("priceRules".into(), rules.into());
+            }
             let literal = !path.contains(['*', ':']);
             if let (Some(base), true, Some(obj)) =
                 (&config.server.public_url, literal, resource.as_object_mut())
