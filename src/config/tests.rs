@@ -1,5 +1,9 @@
 use super::*;
+use crate::payment::SettlementPolicy;
 use crate::pricing::RouteKind;
+use crate::x402::PaymentRequirements;
+use std::path::Path;
+use std::time::Duration;
 
 const BASE: &str = r#"
 [upstream]
