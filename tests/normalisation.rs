@@ -266,6 +266,25 @@ fn method_overrides_are_priced_as_the_overriding_method_and_stripped() {
 }
 
 #[test]
+fn the_challenge_of_an_override_names_the_method_it_is_priced_as() {
+    let stand = Stand::start("");
+    for head in [
+        "POST /paid HTTP/1.1\r\nX-HTTP-Method-Override: GET",
+        "POST /paid?_method=GET HTTP/1.1",
+    ] {
+        let (status, _, body) = stand.send(head);
+        assert_eq!(status, 402, "{head:?}: {body}");
+        assert_eq!(
+            body["accepts"][0]["outputSchema"]["input"]["method"], "GET",
+            "{head:?}: {body}"
+        );
+    }
+    let (status, _, body) = stand.send("GET /paid HTTP/1.1");
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["accepts"][0]["outputSchema"]["input"]["method"], "GET");
+}
+
+#[test]
 fn forwarded_overrides_reach_the_upstream_and_still_price_the_request() {
     let stand = Stand::start(r#"method_override = "forward""#);
     stand.refused(

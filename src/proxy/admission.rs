@@ -48,16 +48,19 @@ fn payment_id(replay_key: &str) -> String {
 
 impl Gateway {
     /// Decides a priced request: `None` lets it through to the upstream (the payment travels in
-    /// `ctx`), `Some(reply)` answers it here.
+    /// `ctx`), `Some(reply)` answers it here. `priced_method` is the method the request is priced
+    /// as (an override's, when that is priced): challenges and requirements name it, so that the
+    /// buyer is asked for the resource it will actually be served.
     pub(super) async fn admit_paid_request(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
         route: &PricedRoute,
+        priced_method: &http::Method,
     ) -> Option<Reply> {
         let req = session.req_header();
         let url = resource_url(&ctx.state, req);
-        let method = req.method.as_str().to_string();
+        let method = priced_method.as_str();
         let header = req
             .headers
             .get(PAYMENT_SIGNATURE)

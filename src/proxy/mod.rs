@@ -211,7 +211,8 @@ impl ProxyHttp for Gateway {
                             headers: &req.headers,
                         };
                         let priced = priced.for_request(&facts);
-                        self.admit_paid_request(session, ctx, priced).await
+                        self.admit_paid_request(session, ctx, priced, &priced_as.method)
+                            .await
                     }
                 }
             }
