@@ -152,14 +152,16 @@ LARGE_CONFIG=$BENCH_DIR/gateway-large.toml
   done
 } >"$LARGE_CONFIG"
 
-# The benchmark configuration with shared state in Redis, under a key prefix no other run uses.
+# The benchmark configuration with shared state in Redis, written afresh for every server start
+# under a key prefix no other start uses: the runs reuse one file of pre-signed payments, which a
+# replay guard kept in Redis would otherwise refuse from the second run on.
 REDIS_CONFIG=$BENCH_DIR/gateway-redis.toml
-if [ "$BENCH_REDIS_URL" != none ]; then
+write_redis_config() {
   {
     cat bench/gateway.toml
     printf '\n[redis]\nurl = "%s"\nkey_prefix = "x402-bench-%s-%s:"\n' "$BENCH_REDIS_URL" "$$" "$(date +%s%N)"
   } >"$REDIS_CONFIG"
-fi
+}
 
 # nginx with as many workers as the Pingora servers have threads, the same forwarding headers and a
 # kept-alive upstream pool; its files stay under BENCH_DIR.
@@ -256,7 +258,8 @@ start_server() { # KIND
     gateway_slow) BENCH_FACILITATOR_URL=http://$SLOW_FACILITATOR_ADDR \
       start gateway-slow "$GATEWAY_ADDR" "$GATEWAY" run --config bench/gateway.toml ;;
     gateway_large) start gateway-large "$GATEWAY_ADDR" "$GATEWAY" run --config "$LARGE_CONFIG" ;;
-    gateway_redis) start gateway-redis "$GATEWAY_ADDR" "$GATEWAY" run --config "$REDIS_CONFIG" ;;
+    gateway_redis) write_redis_config
+      start gateway-redis "$GATEWAY_ADDR" "$GATEWAY" run --config "$REDIS_CONFIG" ;;
   esac
 }
 

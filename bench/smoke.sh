@@ -16,8 +16,8 @@ fail() { echo "bench smoke: $*" >&2; exit 1; }
 rows=$(grep -cE '^\| .+ \| (1|32) \| [0-9,]+ \|' "$out" || true)
 # Nine workloads at c=1 and c=32 (eight when x402-axum was not built), and the slow-facilitator
 # workload at each of its three concurrencies.
-expected=21
-grep -q '`x402-axum` was not measured' "$out" && expected=19
+expected=20
+grep -q '`x402-axum` was not measured' "$out" && expected=18
 [ "$rows" = "$expected" ] || fail "expected $expected workload rows at c=1/32 in $out, found $rows"
 grep -qE '^\| gateway, paid route, facilitator taking [0-9]+ ms per call \| 200 \| [0-9,]+ \|' "$out" ||
   fail "no slow-facilitator run at c=200 in $out"
