@@ -183,7 +183,7 @@ impl Gateway {
                     fmetrics.failed("payment_in_progress");
                     Reply::error(409, "payment_in_progress", &e.to_string())
                 }
-                ReplayError::AlreadySettled => {
+                ReplayError::AlreadySettled | ReplayError::OutcomeUnknown => {
                     fmetrics.failed("payment_already_used");
                     Reply::challenge(
                         402,

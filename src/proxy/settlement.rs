@@ -59,6 +59,9 @@ impl Gateway {
                 Reservation::Keep => {}
                 Reservation::Release => self.replay.release(&payment.verified.replay_key).await,
                 Reservation::Burn => self.replay.mark_settled(&payment.verified.replay_key).await,
+                Reservation::Tombstone => {
+                    self.replay.keep_unknown(&payment.verified.replay_key).await
+                }
             }
             if let Some(outcome) = decision.outcome {
                 payment.outcome = Some(outcome);

@@ -91,6 +91,16 @@ impl RedisReplayGuard {
     }
 }
 
+/// Why an authorization whose key holds `held` cannot be reserved.
+fn held_error(held: &str) -> ReplayError {
+    match held {
+        UNKNOWN => ReplayError::OutcomeUnknown,
+        held if held.starts_with(RESERVED_PREFIX) => ReplayError::InFlight,
+        // `settled`, or anything this version does not know: refused, never read as free.
+        _ => ReplayError::AlreadySettled,
+    }
+}
+
 fn ttl_ms(expires_at: u64, now: u64) -> u64 {
     (expires_at.saturating_sub(now) + EXPIRY_MARGIN_SECS) * 1000
 }
@@ -113,8 +123,7 @@ impl ReplayGuard for RedisReplayGuard {
                 self.held.insert(*key, Held { token, expires_at });
                 Ok(())
             }
-            held if held.starts_with(RESERVED_PREFIX) => Err(ReplayError::InFlight),
-            _ => Err(ReplayError::AlreadySettled),
+            held => Err(held_error(held)),
         }
     }
 
