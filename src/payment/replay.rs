@@ -43,7 +43,9 @@ pub enum ReplayError {
     #[error("this payment authorization has already been used")]
     AlreadySettled,
     /// A tombstone: its settlement may have moved money; refused like a settled one.
-    #[error("this payment authorization has already been used; its settlement is not confirmed yet")]
+    #[error(
+        "this payment authorization has already been used; its settlement is not confirmed yet"
+    )]
     OutcomeUnknown,
     /// A shared store did not answer: nobody can tell whether the authorization is free.
     #[error("the replay store cannot be reached; nothing was charged")]

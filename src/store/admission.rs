@@ -1,0 +1,181 @@
+//! The admission claims of a paid request, in this process or in Redis in one round trip.
+
+use super::idempotency::{idempotency_key, in_flight, read_claim};
+use super::rate::RateCounter;
+use super::redis::{arg, RedisStore};
+use super::replay::{held_error, RedisReplayGuard};
+use crate::payment::claims::{Admission, AdmissionStore, AdmissionUnavailable, Claims};
+use crate::payment::idempotency::{Claim, IdempotencyStore};
+use crate::payment::{ReplayError, ReplayGuard};
+use async_trait::async_trait;
+use redis::Script;
+use std::sync::{Arc, LazyLock};
+
+/// The stores of one process asked in turn, undoing the identifier's claim when a later step
+/// refuses: the same answers as [`RedisAdmission`] without a shared store.
+pub struct LocalAdmission {
+    replay: Arc<dyn ReplayGuard>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    rates: Arc<dyn RateCounter>,
+}
+
+impl LocalAdmission {
+    pub fn new(
+        replay: Arc<dyn ReplayGuard>,
+        idempotency: Arc<dyn IdempotencyStore>,
+        rates: Arc<dyn RateCounter>,
+    ) -> Self {
+        Self {
+            replay,
+            idempotency,
+            rates,
+        }
+    }
+}
+
+#[async_trait]
+impl AdmissionStore for LocalAdmission {
+    async fn admit(&self, claims: &Claims<'_>) -> Result<Admission, AdmissionUnavailable> {
+        if let Some(identifier) = claims.identifier {
+            let claim = self
+                .idempotency
+                .claim(&identifier.id, &identifier.fingerprint, identifier.ttl)
+                .await
+                .map_err(|_| AdmissionUnavailable)?;
+            if claim != Claim::New {
+                return Ok(Admission::Identifier(claim));
+            }
+        }
+        let give_up_identifier = || async {
+            if let Some(identifier) = claims.identifier {
+                self.idempotency
+                    .abandon(&identifier.id, &identifier.fingerprint)
+                    .await;
+            }
+        };
+        if !claims.rates.is_empty() {
+            let keys: Vec<_> = claims
+                .rates
+                .iter()
+                .map(|rate| (rate.key.clone(), rate.window))
+                .collect();
+            // A counter that does not answer lets the request through to the replay guard,
+            // which fails closed.
+            if let Ok(counts) = self.rates.hit_all(&keys).await {
+                if let Some(index) = Admission::exceeded(claims.rates, &counts) {
+                    give_up_identifier().await;
+                    return Ok(Admission::RateLimited { index });
+                }
+            }
+        }
+        match self
+            .replay
+            .reserve(claims.replay, claims.expires_at, claims.now)
+            .await
+        {
+            Ok(()) => Ok(Admission::Claimed),
+            Err(e) => {
+                give_up_identifier().await;
+                match e {
+                    ReplayError::Unavailable => Err(AdmissionUnavailable),
+                    refused => Ok(Admission::Replay(refused)),
+                }
+            }
+        }
+    }
+}
+
+/// All claims in one script: `{kind, detail}` with kind `ok`, `idem` (the value holding the
+/// identifier), `rate` (the 1-based index of the exceeded limit) or `replay` (the value holding
+/// the authorization).
+///
+/// KEYS: the replay key, then the identifier's key when ARGV[3] is not empty, then one key per
+/// limit. ARGV: replay token, replay ttl ms, identifier value, identifier ttl ms, then a window
+/// (ms) and a limit per counter.
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local with_id = ARGV[3] ~= ''
+          local first_rate = with_id and 3 or 2
+          if with_id then
+            local held = redis.call('GET', KEYS[2])
+            if held then return {'idem', held} end
+          end
+          local exceeded = nil
+          for i = first_rate, #KEYS do
+            local n = redis.call('INCR', KEYS[i])
+            local at = 5 + (i - first_rate) * 2
+            if n == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[at]) end
+            if not exceeded and n > tonumber(ARGV[at + 1]) then exceeded = i - first_rate + 1 end
+          end
+          if exceeded then return {'rate', tostring(exceeded)} end
+          if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+            return {'replay', redis.call('GET', KEYS[1]) or 'reserved:'}
+          end
+          if with_id then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
+          return {'ok', ''}",
+    )
+});
+
+/// Every replica's claims in one Redis round trip.
+pub struct RedisAdmission {
+    store: Arc<RedisStore>,
+    replay: Arc<RedisReplayGuard>,
+}
+
+impl RedisAdmission {
+    pub fn new(store: Arc<RedisStore>, replay: Arc<RedisReplayGuard>) -> Self {
+        Self { store, replay }
+    }
+}
+
+#[async_trait]
+impl AdmissionStore for RedisAdmission {
+    async fn admit(&self, claims: &Claims<'_>) -> Result<Admission, AdmissionUnavailable> {
+        let (token, replay_ttl_ms) = self.replay.new_reservation(claims.expires_at, claims.now);
+        let mut keys = vec![self.replay.redis_key(claims.replay)];
+        let mut args = vec![arg(token.as_str()), arg(replay_ttl_ms)];
+        match claims.identifier {
+            Some(identifier) => {
+                keys.push(idempotency_key(&self.store, &identifier.id));
+                args.push(arg(in_flight(&identifier.fingerprint)));
+                args.push(arg(identifier.ttl.as_millis() as u64));
+            }
+            None => args.extend([arg(""), arg(0u64)]),
+        }
+        for rate in claims.rates {
+            keys.push(self.store.key("rate", &rate.key));
+            args.push(arg(rate.window.as_millis() as u64));
+            args.push(arg(rate.limit));
+        }
+        let answer: Vec<String> = self
+            .store
+            // Named for what fails closed, as when the reservation was a call of its own.
+            .eval("replay_reserve", &ADMIT, keys, args)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "admission claims failed");
+                AdmissionUnavailable
+            })?;
+        let (kind, detail) = match answer.as_slice() {
+            [kind, detail] => (kind.as_str(), detail.as_str()),
+            // Not ours to interpret: refuse rather than let the payment through.
+            _ => return Err(AdmissionUnavailable),
+        };
+        Ok(match kind {
+            "ok" => {
+                self.replay.hold(claims.replay, token, claims.expires_at);
+                Admission::Claimed
+            }
+            "idem" => {
+                let fingerprint = claims.identifier.map_or("", |i| i.fingerprint.as_str());
+                Admission::Identifier(read_claim(detail, fingerprint))
+            }
+            "rate" => match detail.parse::<usize>() {
+                Ok(index) if index >= 1 => Admission::RateLimited { index: index - 1 },
+                _ => return Err(AdmissionUnavailable),
+            },
+            "replay" => Admission::Replay(held_error(detail)),
+            _ => return Err(AdmissionUnavailable),
+        })
+    }
+}
