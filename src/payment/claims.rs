@@ -7,7 +7,7 @@
 //! limit claims nothing else; then the authorization is reserved, and a refused one claims no
 //! identifier. Only when all of them pass is anything kept.
 
-use super::idempotency::Claim;
+use super::idempotency::{Claim, Completed};
 use super::replay::{ReplayError, ReplayKey};
 use async_trait::async_trait;
 use std::time::Duration;
@@ -63,6 +63,15 @@ impl Admission {
     }
 }
 
+/// The response of a settled payment, kept under its identifier for resends.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered<'a> {
+    pub id: &'a str,
+    pub fingerprint: &'a str,
+    pub completed: &'a Completed,
+    pub ttl: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the replay store cannot be reached; nothing was charged")]
 pub struct AdmissionUnavailable;
@@ -71,6 +80,17 @@ pub struct AdmissionUnavailable;
 pub trait AdmissionStore: Send + Sync {
     /// Claims everything `claims` names, all or nothing.
     async fn admit(&self, claims: &Claims<'_>) -> Result<Admission, AdmissionUnavailable>;
+    /// Once a payment with an identifier settled and its request ended: the authorization kept
+    /// as settled and, when it was delivered whole, the response kept, in one exchange. A write
+    /// that fails leaves the reservation and the in-flight claim until they expire: resends and
+    /// replays are refused, never charged twice.
+    /// `expires_at` is the authorization's `validBefore`.
+    async fn finish_settled(
+        &self,
+        replay: &ReplayKey,
+        expires_at: u64,
+        delivered: Option<Delivered<'_>>,
+    );
 }
 
 #[cfg(test)]

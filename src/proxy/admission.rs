@@ -254,6 +254,7 @@ impl Gateway {
             settle_request: String::new(),
         });
         let state = ctx.state.clone();
+        let settles_with_identifier = ctx.idempotent.is_some();
         let payment = ctx.payment.insert(PaidRequest {
             version: payment.version(),
             verified,
@@ -266,6 +267,7 @@ impl Gateway {
             entry,
             route_index: ctx.route_index,
             outcome: None,
+            settles_with_identifier,
         });
 
         let event = if route.settle == SettlementPolicy::Before {

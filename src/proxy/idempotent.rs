@@ -3,7 +3,7 @@
 
 use super::{Gateway, Reply, RequestCtx};
 use crate::config::IdempotencyConfig;
-use crate::payment::claims::IdentifierClaim;
+use crate::payment::claims::{Delivered, IdentifierClaim};
 use crate::payment::idempotency::{
     fingerprint, payment_identifier, Claim, Completed, StoredResponse,
 };
@@ -173,16 +173,24 @@ pub(super) fn capture_body(ctx: &mut RequestCtx, chunk: Option<&bytes::Bytes>, e
 }
 
 impl Gateway {
-    /// At the end of the request: keep the delivered response, or give the claim up when nothing
-    /// was charged. An unknown outcome keeps the claim in flight until it expires.
+    /// At the end of the request: record a settled payment as settled, with its delivered
+    /// response (one exchange), or give the claim up when nothing was charged. An unknown
+    /// outcome keeps the claim in flight until it expires.
     pub(super) async fn finish_identifier(&self, ctx: &mut RequestCtx) {
         let Some(request) = ctx.idempotent.take() else {
             return;
         };
         let settings = ctx.state.config.idempotency;
-        let stage = ctx.payment.as_ref().map(|p| p.life.stage().clone());
-        match (stage, request.capture) {
-            (Some(Stage::Settled(_)), Some(capture)) if capture.complete => {
+        let Some(payment) = ctx.payment.as_ref() else {
+            self.idempotency
+                .abandon(&request.id, &request.fingerprint)
+                .await;
+            return;
+        };
+        let key = payment.verified.replay_key;
+        let expires_at = payment.verified.valid_before;
+        match (payment.life.stage(), request.capture) {
+            (Stage::Settled(_), Some(capture)) if capture.complete => {
                 let completed = if capture.too_large {
                     Completed::TooLarge {
                         limit: settings.max_body_bytes,
@@ -194,11 +202,19 @@ impl Gateway {
                         &capture.body,
                     ))
                 };
-                self.idempotency
-                    .complete(&request.id, &request.fingerprint, &completed, settings.ttl)
+                let delivered = Delivered {
+                    id: &request.id,
+                    fingerprint: &request.fingerprint,
+                    completed: &completed,
+                    ttl: settings.ttl,
+                };
+                self.admission
+                    .finish_settled(&key, expires_at, Some(delivered))
                     .await;
             }
-            (Some(Stage::Settled(_) | Stage::Unknown | Stage::Settling), _) => {}
+            // Not delivered whole: resends stay refused (in flight) until the claim expires.
+            (Stage::Settled(_), _) => self.admission.finish_settled(&key, expires_at, None).await,
+            (Stage::Unknown | Stage::Settling, _) => {}
             _ => {
                 self.idempotency
                     .abandon(&request.id, &request.fingerprint)

@@ -1,12 +1,12 @@
 //! The admission claims of a paid request, in this process or in Redis in one round trip.
 
-use super::idempotency::{idempotency_key, in_flight, read_claim};
+use super::idempotency::{completed_value, idempotency_key, in_flight, read_claim};
 use super::rate::RateCounter;
 use super::redis::{arg, RedisStore};
 use super::replay::{held_error, RedisReplayGuard};
-use crate::payment::claims::{Admission, AdmissionStore, AdmissionUnavailable, Claims};
+use crate::payment::claims::{Admission, AdmissionStore, AdmissionUnavailable, Claims, Delivered};
 use crate::payment::idempotency::{Claim, IdempotencyStore};
-use crate::payment::{ReplayError, ReplayGuard};
+use crate::payment::{ReplayError, ReplayGuard, ReplayKey};
 use async_trait::async_trait;
 use redis::Script;
 use std::sync::{Arc, LazyLock};
@@ -83,6 +83,21 @@ impl AdmissionStore for LocalAdmission {
             }
         }
     }
+
+    async fn finish_settled(
+        &self,
+        replay: &ReplayKey,
+        expires_at: u64,
+        delivered: Option<Delivered<'_>>,
+    ) {
+        let _ = expires_at;
+        self.replay.mark_settled(replay).await;
+        if let Some(d) = delivered {
+            self.idempotency
+                .complete(d.id, d.fingerprint, d.completed, d.ttl)
+                .await;
+        }
+    }
 }
 
 /// All claims in one script: `{kind, detail}` with kind `ok`, `idem` (the value holding the
@@ -113,6 +128,21 @@ static ADMIT: LazyLock<Script> = LazyLock::new(|| {
           end
           if with_id then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
           return {'ok', ''}",
+    )
+});
+
+/// The reservation owned by ARGV[1] (or vanished) becomes `settled` for ARGV[2] ms; the
+/// identifier's in-flight value ARGV[3], when KEYS[2] is given, becomes ARGV[4] for ARGV[5] ms.
+static FINISH_SETTLED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local held = redis.call('GET', KEYS[1])
+          if held == ARGV[1] or not held then
+            redis.call('SET', KEYS[1], 'settled', 'PX', ARGV[2])
+          end
+          if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[3] then
+            redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+          end
+          return 1",
     )
 });
 
@@ -177,5 +207,34 @@ impl AdmissionStore for RedisAdmission {
             "replay" => Admission::Replay(held_error(detail)),
             _ => return Err(AdmissionUnavailable),
         })
+    }
+
+    async fn finish_settled(
+        &self,
+        replay: &ReplayKey,
+        expires_at: u64,
+        delivered: Option<Delivered<'_>>,
+    ) {
+        let (token, ttl_ms) = self.replay.take_held(replay, expires_at);
+        let mut keys = vec![self.replay.redis_key(replay)];
+        let mut args = vec![arg(token.as_str()), arg(ttl_ms)];
+        if let Some(d) = delivered {
+            if let Some(done) = completed_value(d.fingerprint, d.completed) {
+                keys.push(idempotency_key(&self.store, d.id));
+                args.extend([
+                    arg(in_flight(d.fingerprint)),
+                    arg(done),
+                    arg(d.ttl.as_millis() as u64),
+                ]);
+            }
+        }
+        let result: Result<i64, _> = self
+            .store
+            .eval("replay_finish", &FINISH_SETTLED, keys, args)
+            .await;
+        if let Err(e) = result {
+            // The reservation and the in-flight claim stay until they expire: refused, not free.
+            tracing::warn!(error = %e, key = %replay.to_hex(), "could not record a settled payment in redis");
+        }
     }
 }

@@ -61,6 +61,15 @@ impl RedisIdempotency {
     }
 }
 
+/// The value kept under an identifier once its payment completed.
+pub(super) fn completed_value(fingerprint: &str, completed: &Completed) -> Option<String> {
+    let done = Held {
+        f: fingerprint.to_string(),
+        done: Some(completed.clone()),
+    };
+    serde_json::to_string(&done).ok()
+}
+
 pub(super) fn idempotency_key(store: &RedisStore, id: &str) -> String {
     store.key("idem", id)
 }
@@ -103,11 +112,7 @@ impl IdempotencyStore for RedisIdempotency {
     }
 
     async fn complete(&self, id: &str, fingerprint: &str, completed: &Completed, ttl: Duration) {
-        let done = Held {
-            f: fingerprint.to_string(),
-            done: Some(completed.clone()),
-        };
-        let Ok(done) = serde_json::to_string(&done) else {
+        let Some(done) = completed_value(fingerprint, completed) else {
             return;
         };
         let args = vec![

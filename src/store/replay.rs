@@ -74,6 +74,16 @@ impl RedisReplayGuard {
         (token, ttl_ms(expires_at, now))
     }
 
+    /// Gives up this process's hold of `key` to a write made elsewhere: the owner token (empty
+    /// if none is held) and how long a final state lasts.
+    pub(super) fn take_held(&self, key: &ReplayKey, expires_at: u64) -> (String, u64) {
+        let now = crate::ops::journal::unix_now();
+        match self.held.remove(key) {
+            Some((_, held)) => (held.token, ttl_ms(held.expires_at, now)),
+            None => (String::new(), ttl_ms(expires_at, now)),
+        }
+    }
+
     /// Remembers a reservation made elsewhere (in one round trip with other claims) as this
     /// process's, so that it releases or finishes it like its own.
     pub(super) fn hold(&self, key: &ReplayKey, token: String, expires_at: u64) {
