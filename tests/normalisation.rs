@@ -167,32 +167,15 @@ free = true
     /// Sends `head` (request line and headers, without the blank line) and returns the status,
     /// the response head and the JSON body (`Null` when there is none).
     fn send(&self, head: &str) -> (u16, String, Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.gateway.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let request = format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (response_head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = response_head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status for {head:?}: {text:?}"));
-        let body = serde_json::from_str(body).unwrap_or(Value::Null);
-        (status, response_head.to_string(), body)
+        self.exchange(
+            head,
+            format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").into_bytes(),
+        )
     }
 
     /// Sends `head` with `body` (framed by `Content-Length`, or chunked in two chunks when
     /// `chunked`) and returns the status and the JSON body.
     fn send_body(&self, head: &str, body: &[u8], chunked: bool) -> (u16, Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.gateway.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
         let mut request =
             format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n").into_bytes();
         if chunked {
@@ -208,17 +191,30 @@ free = true
             request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
             request.extend_from_slice(body);
         }
+        let (status, _, reply) = self.exchange(head, request);
+        (status, reply)
+    }
+
+    /// Writes `request` on a new connection and reads the whole response: status, head and JSON
+    /// body (`Null` when there is none). `head` names the request in a failure.
+    fn exchange(&self, head: &str, request: Vec<u8>) -> (u16, String, Value) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.gateway.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // A refused body may be cut off mid-write; the response is what counts.
         let _ = stream.write_all(&request);
         let mut response = Vec::new();
         let _ = stream.read_to_end(&mut response);
         let text = String::from_utf8_lossy(&response).into_owned();
-        let (response_head, reply) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let (response_head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let status = response_head
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status for {head:?}: {text:?}"));
-        (status, serde_json::from_str(reply).unwrap_or(Value::Null))
+        let body = serde_json::from_str(body).unwrap_or(Value::Null);
+        (status, response_head.to_string(), body)
     }
 
     /// Asserts that `head` gets `status` with error code `code` (unchecked when empty, as for a
