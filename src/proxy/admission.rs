@@ -78,7 +78,7 @@ impl Gateway {
             }
             ctx.outcome = Some(Outcome::Challenged);
             let error = "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
-            let reply = Reply::challenge(402, route, &url, &method, error, None);
+            let reply = Reply::challenge(402, route, &url, method, error, None);
             let wants_html = req
                 .headers
                 .get(http::header::ACCEPT)
@@ -117,7 +117,7 @@ impl Gateway {
                     400,
                     route,
                     &url,
-                    &method,
+                    method,
                     "invalid_payment_header",
                     Some(&message),
                 );
@@ -162,7 +162,7 @@ impl Gateway {
                     402,
                     route,
                     &url,
-                    &method,
+                    method,
                     rejection.reason,
                     Some(&rejection.message),
                 ));
@@ -205,7 +205,7 @@ impl Gateway {
                         402,
                         route,
                         &url,
-                        &method,
+                        method,
                         "payment_already_used",
                         Some(&e.to_string()),
                     )
@@ -219,7 +219,7 @@ impl Gateway {
                 &url,
                 &route.description,
                 &route.mime_type,
-                &method,
+                method,
             )),
             _ => serde_json::to_value(&option.requirements),
         }
@@ -322,7 +322,7 @@ impl Gateway {
                 402,
                 route,
                 &url,
-                &method,
+                method,
                 "payment_already_used",
                 Some("this payment authorization was already used"),
             )),
@@ -330,7 +330,7 @@ impl Gateway {
                 402,
                 route,
                 &url,
-                &method,
+                method,
                 &reason,
                 Some(&format!("the facilitator refused the payment: {reason}")),
             )),
