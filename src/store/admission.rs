@@ -238,3 +238,80 @@ impl AdmissionStore for RedisAdmission {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payment::claims::{IdentifierClaim, RateClaim};
+    use crate::payment::idempotency::InMemoryIdempotency;
+    use crate::payment::InMemoryReplayGuard;
+    use crate::store::LocalRateCounter;
+    use std::time::Duration;
+
+    fn local() -> LocalAdmission {
+        LocalAdmission::new(
+            Arc::new(InMemoryReplayGuard::new()),
+            Arc::new(InMemoryIdempotency::new()),
+            Arc::new(LocalRateCounter::new()),
+        )
+    }
+
+    #[tokio::test]
+    async fn claims_are_all_or_nothing_in_order() {
+        let admission = local();
+        let rates = [RateClaim {
+            key: "payer".into(),
+            window: Duration::from_secs(60),
+            limit: 2,
+        }];
+        let identifier = |id: &str| IdentifierClaim {
+            id: id.into(),
+            fingerprint: "f".into(),
+            ttl: Duration::from_secs(60),
+        };
+        let key = |n: &str| ReplayKey::new("eip155:1", "0xa", "0xf", n);
+        let (a, b, c) = (key("a"), key("b"), key("c"));
+        let first = identifier("id-first");
+        let claims = |replay, identifier| Claims {
+            rates: &rates,
+            identifier,
+            replay,
+            expires_at: 100,
+            now: 10,
+        };
+
+        let admitted = admission.admit(&claims(&a, Some(&first))).await;
+        assert_eq!(admitted, Ok(Admission::Claimed));
+        // A held identifier answers first and is not counted.
+        assert_eq!(
+            admission.admit(&claims(&b, Some(&first))).await,
+            Ok(Admission::Identifier(Claim::InFlight))
+        );
+        // A held authorization claims no identifier.
+        let second = identifier("id-second");
+        assert_eq!(
+            admission.admit(&claims(&a, Some(&second))).await,
+            Ok(Admission::Replay(ReplayError::InFlight))
+        );
+        // The third counted request exceeds the limit and claims nothing.
+        let third = identifier("id-third");
+        assert_eq!(
+            admission.admit(&claims(&c, Some(&third))).await,
+            Ok(Admission::RateLimited { index: 0 })
+        );
+        let unlimited = Claims {
+            rates: &[],
+            ..claims(&c, Some(&third))
+        };
+        assert_eq!(admission.admit(&unlimited).await, Ok(Admission::Claimed));
+        let unlimited = Claims {
+            rates: &[],
+            ..claims(&b, Some(&second))
+        };
+        assert_eq!(
+            admission.admit(&unlimited).await,
+            Ok(Admission::Claimed),
+            "the refused claims left the identifier and authorization free"
+        );
+    }
+}
