@@ -87,10 +87,10 @@ impl AdmissionStore for LocalAdmission {
     async fn finish_settled(
         &self,
         replay: &ReplayKey,
-        expires_at: u64,
+        // The in-memory guard keeps the expiry it was reserved with.
+        _expires_at: u64,
         delivered: Option<Delivered<'_>>,
     ) {
-        let _ = expires_at;
         self.replay.mark_settled(replay).await;
         if let Some(d) = delivered {
             self.idempotency
