@@ -845,7 +845,8 @@ async fn a_paid_request_costs_one_redis_round_trip_before_the_upstream_and_one_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unknown_outcome_leaves_a_tombstone_every_replica_refuses() {
-    let rig = Replicas::start(3, "");
+    // Each replica's journal next to its configuration.
+    let rig = Replicas::start(3, "[journal]\npath = \"journal.jsonl\"\n");
     for replica in 0..3 {
         rig.wait_ready(replica).await;
     }
@@ -857,6 +858,17 @@ async fn an_unknown_outcome_leaves_a_tombstone_every_replica_refuses() {
     assert!(settlement.is_some(), "the unconfirmed receipt goes with it");
     assert_eq!(rig.settles().await, 1);
     set_mode(&rig.okx, json!({"settle": "normal"})).await;
+    let journal = rig.gateways[0]
+        .0
+        .config_path()
+        .with_file_name("journal.jsonl");
+    let last: Value = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("a journal line");
+    assert_eq!(last["state"], "pending", "{last}");
 
     // The tombstone is written off the response path; until then the reservation refuses.
     for replica in 0..3 {
