@@ -754,13 +754,20 @@ impl Monitor {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let text = std::fs::read_to_string(&self.out).unwrap();
-        let _ = std::fs::remove_file(&self.out);
         text.lines()
             .filter(|line| line.contains(" ["))
             .filter(|line| !line.contains(" lua] "))
             .filter(|line| !line.contains("\"PING\"") && !line.contains("\"ECHO\""))
             .map(str::to_string)
             .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
     }
 }
 
