@@ -197,8 +197,12 @@ pub enum Reservation {
     Keep,
     /// Nothing moved: the same authorization may buy a later request.
     Release,
-    /// Money moved or may have: the authorization is never accepted again.
+    /// Money moved: the authorization is never accepted again.
     Burn,
+    /// Money may have moved (the settlement's outcome is unknown): a tombstone, refused like a
+    /// settled authorization until it expires, but told apart from one so that nobody reads it as
+    /// paid. Reconciliation settles the question from the journal's `pending` line.
+    Tombstone,
 }
 
 /// What the client gets next.
@@ -251,6 +255,10 @@ impl Decision {
     }
     fn burn(mut self) -> Self {
         self.reservation = Reservation::Burn;
+        self
+    }
+    fn tombstone(mut self) -> Self {
+        self.reservation = Reservation::Tombstone;
         self
     }
     fn journal(mut self, state: PaymentState, reason: &str) -> Self {
@@ -500,7 +508,7 @@ impl Lifecycle {
                     failure: Failure::SettlementUnconfirmed,
                     receipt: true,
                 })
-                .burn()
+                .tombstone()
                 .journal(PaymentState::Pending, &detail)
                 .count(Outcome::SettleFailed),
             ),
@@ -509,7 +517,7 @@ impl Lifecycle {
             (S::Settling, _) => (
                 S::Unknown,
                 Decision::new(A::Nothing)
-                    .burn()
+                    .tombstone()
                     .journal(PaymentState::Pending, "settlement_interrupted")
                     .count(Outcome::SettleFailed),
             ),

@@ -152,7 +152,7 @@ fn pending_and_batched_settlements_are_served_and_journaled_pending() {
 }
 
 #[test]
-fn an_unknown_outcome_burns_the_authorization_and_answers_504_with_the_receipt() {
+fn an_unknown_outcome_keeps_a_tombstone_and_answers_504_with_the_receipt() {
     for policy in [AfterSuccess, Before] {
         let mut events = vec![Event::Accepted];
         if policy == AfterSuccess {
@@ -161,7 +161,7 @@ fn an_unknown_outcome_burns_the_authorization_and_answers_504_with_the_receipt()
         events.push(unknown());
         let (life, d) = run(policy, events);
         let last = d.last().unwrap();
-        assert_eq!(last.reservation, Reservation::Burn);
+        assert_eq!(last.reservation, Reservation::Tombstone);
         assert_eq!(
             last.journal,
             Some((PaymentState::Pending, "facilitator_timeout".into()))
@@ -300,9 +300,9 @@ fn an_authorization_another_replica_recorded_is_refused_and_only_our_reservation
 }
 
 #[test]
-fn a_request_ending_mid_settlement_keeps_the_authorization_burned() {
+fn a_request_ending_mid_settlement_keeps_a_tombstone() {
     let (_, d) = run(Before, vec![Event::Accepted, Event::Ended]);
-    assert_eq!(d[1].reservation, Reservation::Burn);
+    assert_eq!(d[1].reservation, Reservation::Tombstone);
     assert_eq!(
         d[1].journal.as_ref().map(|j| j.0),
         Some(PaymentState::Pending)
@@ -336,13 +336,17 @@ fn the_whole_table_keeps_the_money_rules() {
                 if matches!(from.stage(), Stage::Settled(_) | Stage::Unknown) {
                     assert_ne!(d.reservation, Reservation::Release, "{case}");
                 }
-                // Burning happens exactly where money moved or may have.
+                // Burning happens exactly where money moved, a tombstone where it may have.
                 if d.reservation == Reservation::Burn {
-                    assert!(
-                        matches!(life.stage(), Stage::Settled(_) | Stage::Unknown),
-                        "{case}"
-                    );
+                    assert!(matches!(life.stage(), Stage::Settled(_)), "{case}");
                     assert_eq!(from.stage(), &Stage::Settling, "{case}");
+                }
+                if d.reservation == Reservation::Tombstone {
+                    assert_eq!(life.stage(), &Stage::Unknown, "{case}");
+                    assert_eq!(from.stage(), &Stage::Settling, "{case}");
+                }
+                if life.stage() == &Stage::Unknown && from.stage() != &Stage::Unknown {
+                    assert_eq!(d.reservation, Reservation::Tombstone, "{case}");
                 }
                 // An unknown outcome is never answered 402 and always names its transaction.
                 if life.stage() == &Stage::Unknown && from.stage() != &Stage::Unknown {

@@ -4,6 +4,7 @@
 //! Nothing here talks to the network or knows about Pingora: every decision is a pure function of
 //! the configuration, the payment and the clock, so each rule is unit-tested on its own.
 
+pub mod claims;
 mod eip712;
 pub mod idempotency;
 pub mod lifecycle;
