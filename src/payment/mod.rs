@@ -7,6 +7,7 @@
 mod eip712;
 pub mod idempotency;
 pub mod lifecycle;
+mod permit2;
 mod replay;
 mod verify;
 
@@ -18,6 +19,10 @@ pub use eip712::{
 pub use lifecycle::{
     is_final_status, Answer, Decision, Event, Failure, Finality, Lifecycle, Outcome, PaymentState,
     Reservation, SettleOutcome, Stage,
+};
+pub use permit2::{
+    check_upto_authorization, VerifiedUpto, ASSET_TRANSFER_METHOD_KEY, FACILITATOR_ADDRESS_KEY,
+    PERMIT2_ADDRESS, PERMIT2_TRANSFER_METHOD, UPTO_PERMIT2_PROXY_ADDRESS,
 };
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
 pub use verify::{

@@ -97,6 +97,47 @@ pub struct ExactEvmPayload {
     pub authorization: Authorization,
 }
 
+/// The token and maximum amount an `upto` buyer lets Permit2 move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permit2TokenPermissions {
+    pub token: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub amount: String,
+}
+
+/// The witness the `upto` proxy contract binds into the Permit2 signature: who is paid, which
+/// facilitator may settle, and from when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptoWitness {
+    pub to: String,
+    pub facilitator: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub valid_after: String,
+}
+
+/// A Permit2 `PermitWitnessTransferFrom` as an `upto` client sends it. Numbers are decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permit2Authorization {
+    pub from: String,
+    pub permitted: Permit2TokenPermissions,
+    pub spender: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub nonce: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub deadline: String,
+    pub witness: UptoWitness,
+}
+
+/// The `upto` EVM payload: a signature over a Permit2 witness transfer of at most the maximum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptoEvmPayload {
+    pub signature: String,
+    pub permit2_authorization: Permit2Authorization,
+}
+
 /// v2 payment (`PAYMENT-SIGNATURE`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
