@@ -17,8 +17,9 @@ pub use eip712::{
     authorization_digest, authorization_signing_hash, recover_signer, SignatureError, TokenDomain,
 };
 pub use lifecycle::{
-    is_final_status, Answer, Decision, Event, Failure, Finality, Lifecycle, Outcome, PaymentState,
-    Reservation, SettleOutcome, Stage,
+    is_final_status, metered_charge, Answer, ChargeBasis, Decision, Event, Failure, Finality,
+    Lifecycle, Meter, MeteredCharge, Outcome, PaymentState, Reservation, SettleOutcome, Stage,
+    UsageFallback,
 };
 pub use permit2::{
     check_upto_authorization, VerifiedUpto, ASSET_TRANSFER_METHOD_KEY, FACILITATOR_ADDRESS_KEY,
