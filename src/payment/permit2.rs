@@ -205,6 +205,29 @@ pub fn check_upto_authorization(
     })
 }
 
+/// The `extra` of an `upto` challenge, as the official server scheme builds it: the route's own
+/// keys, `assetTransferMethod = "permit2"`, and the settling facilitator's address (EIP-55) when
+/// its `/supported` names one. A malformed address is refused rather than passed to buyers.
+pub fn upto_challenge_extra(
+    extra: &serde_json::Value,
+    facilitator: Option<&str>,
+) -> Result<serde_json::Value, SignatureError> {
+    let mut object = extra.as_object().cloned().unwrap_or_default();
+    object.insert(
+        ASSET_TRANSFER_METHOD_KEY.into(),
+        PERMIT2_TRANSFER_METHOD.into(),
+    );
+    if let Some(text) = facilitator {
+        let address = address_field(text, "facilitatorAddress")
+            .map_err(|_| SignatureError::Field("facilitatorAddress"))?;
+        object.insert(
+            FACILITATOR_ADDRESS_KEY.into(),
+            address.to_checksum(None).into(),
+        );
+    }
+    Ok(serde_json::Value::Object(object))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +376,46 @@ mod tests {
         let mut broken = payload();
         broken.signature = "0xzz".into();
         assert_eq!(reason(&broken, &requirements()), "invalid_payload");
+    }
+
+    #[test]
+    fn the_challenge_extra_is_the_official_servers() {
+        // `UptoEvmScheme.enhancePaymentRequirements` of `@x402/evm/upto/server` 2.27.0 on this input.
+        let extra = upto_challenge_extra(
+            &json!({"name": "USDC", "version": "2"}),
+            Some("0x90f79bf6eb2c4f870365e785982e1f101e93b906"),
+        )
+        .expect("a valid address");
+        assert_eq!(
+            extra,
+            json!({"name": "USDC", "version": "2", "assetTransferMethod": "permit2",
+                   "facilitatorAddress": FACILITATOR})
+        );
+        let without = upto_challenge_extra(&json!({"name": "USDC"}), None).expect("no address");
+        assert_eq!(
+            without,
+            json!({"name": "USDC", "assetTransferMethod": "permit2"})
+        );
+        assert!(upto_challenge_extra(&json!({}), Some("0x1234")).is_err());
+    }
+
+    #[test]
+    fn the_facilitator_address_comes_from_supported() {
+        let supported: crate::x402::SupportedResponse = serde_json::from_value(json!({
+            "kinds": [
+                {"x402Version": 2, "scheme": "exact", "network": "eip155:84532"},
+                {"x402Version": 2, "scheme": "upto", "network": "eip155:8453",
+                 "extra": {"facilitatorAddress": PAY_TO}},
+                {"x402Version": 2, "scheme": "upto", "network": "eip155:84532",
+                 "extra": {"facilitatorAddress": FACILITATOR}}
+            ]
+        }))
+        .expect("a /supported answer");
+        assert_eq!(
+            supported.upto_facilitator_address("eip155:84532"),
+            Some(FACILITATOR)
+        );
+        assert_eq!(supported.upto_facilitator_address("eip155:1"), None);
     }
 
     #[test]

@@ -243,12 +243,27 @@ pub struct SupportedKind {
     pub x402_version: u8,
     pub scheme: String,
     pub network: String,
+    /// Scheme-specific facts, such as the address an `upto` facilitator settles from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
 }
 
 /// Facilitator `/supported` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SupportedResponse {
     pub kinds: Vec<SupportedKind>,
+}
+
+impl SupportedResponse {
+    /// The address a facilitator settles `upto` payments of `network` from (v2
+    /// `extra.facilitatorAddress`): buyers bind it into their signature, so without it no `upto`
+    /// challenge can be answered.
+    pub fn upto_facilitator_address(&self, network: &str) -> Option<&str> {
+        self.kinds
+            .iter()
+            .filter(|k| k.x402_version == 2 && k.scheme == "upto" && k.network == network)
+            .find_map(|k| k.extra.as_ref()?.get("facilitatorAddress")?.as_str())
+    }
 }
 
 fn empty_object() -> Value {
