@@ -22,8 +22,9 @@ pub use lifecycle::{
     UsageFallback,
 };
 pub use permit2::{
-    check_upto_authorization, upto_challenge_extra, VerifiedUpto, ASSET_TRANSFER_METHOD_KEY,
-    FACILITATOR_ADDRESS_KEY, PERMIT2_ADDRESS, PERMIT2_TRANSFER_METHOD, UPTO_PERMIT2_PROXY_ADDRESS,
+    check_upto_authorization, upto_challenge_extra, upto_settle_requirements, VerifiedUpto,
+    ASSET_TRANSFER_METHOD_KEY, FACILITATOR_ADDRESS_KEY, PERMIT2_ADDRESS, PERMIT2_TRANSFER_METHOD,
+    UPTO_PERMIT2_PROXY_ADDRESS,
 };
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
 pub use verify::{

@@ -228,6 +228,19 @@ pub fn upto_challenge_extra(
     Ok(serde_json::Value::Object(object))
 }
 
+/// The requirements an `upto` `/settle` carries: the official facilitator reads the amount to move
+/// from `amount` (and checks the signature against the authorization's own maximum), so the
+/// charge replaces the maximum. `None` for a zero charge, which is not sent at all.
+pub fn upto_settle_requirements(
+    requirements: &PaymentRequirements,
+    charge: &super::lifecycle::MeteredCharge,
+) -> Option<PaymentRequirements> {
+    charge.settles().then(|| PaymentRequirements {
+        amount: charge.amount.to_string(),
+        ..requirements.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +429,18 @@ mod tests {
             Some(FACILITATOR)
         );
         assert_eq!(supported.upto_facilitator_address("eip155:1"), None);
+    }
+
+    #[test]
+    fn the_settle_request_names_the_charge_not_the_maximum() {
+        use crate::payment::{metered_charge, Meter, UsageFallback};
+        let per_token = Meter::PerUnit { unit_amount: 20 };
+        let charge = metered_charge(per_token, 100_000, UsageFallback::Maximum, Some("1500"));
+        let settled = upto_settle_requirements(&requirements(), &charge).expect("a charge");
+        assert_eq!(settled.amount, "30000");
+        assert_eq!(settled.pay_to, PAY_TO);
+        let nothing = metered_charge(per_token, 100_000, UsageFallback::Maximum, Some("0"));
+        assert!(upto_settle_requirements(&requirements(), &nothing).is_none());
     }
 
     #[test]
