@@ -76,7 +76,7 @@ impl Gateway {
             }
             ctx.outcome = Some(Outcome::Challenged);
             let error = "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
-            let reply = Reply::challenge(402, route, &url, &method, error, None);
+            let reply = Reply::challenge(402, route, &url, method, error, None);
             let wants_html = req
                 .headers
                 .get(http::header::ACCEPT)
@@ -115,7 +115,7 @@ impl Gateway {
                     400,
                     route,
                     &url,
-                    &method,
+                    method,
                     "invalid_payment_header",
                     Some(&message),
                 );
@@ -131,7 +131,7 @@ impl Gateway {
         let settings = ctx.state.config.idempotency;
         // Bound to the path, not the host: replicas behind one name see different hosts.
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        match self.claim_identifier(settings, &raw, &method, target).await {
+        match self.claim_identifier(settings, &raw, method, target).await {
             Ok(claimed) => ctx.idempotent = claimed,
             Err((outcome, reply)) => {
                 ctx.outcome = Some(outcome);
@@ -149,7 +149,7 @@ impl Gateway {
                     402,
                     route,
                     &url,
-                    &method,
+                    method,
                     rejection.reason,
                     Some(&rejection.message),
                 ));
@@ -189,7 +189,7 @@ impl Gateway {
                         402,
                         route,
                         &url,
-                        &method,
+                        method,
                         "payment_already_used",
                         Some(&e.to_string()),
                     )
@@ -203,7 +203,7 @@ impl Gateway {
                 &url,
                 &route.description,
                 &route.mime_type,
-                &method,
+                method,
             )),
             _ => serde_json::to_value(&option.requirements),
         }
@@ -304,7 +304,7 @@ impl Gateway {
                 402,
                 route,
                 &url,
-                &method,
+                method,
                 "payment_already_used",
                 Some("this payment authorization was already used"),
             )),
@@ -312,7 +312,7 @@ impl Gateway {
                 402,
                 route,
                 &url,
-                &method,
+                method,
                 &reason,
                 Some(&format!("the facilitator refused the payment: {reason}")),
             )),

@@ -164,6 +164,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<bool> {
         let priced_as = match normalise::priced_as(session.req_header(), &ctx.state) {
+            Ok(priced_as) => normalise::priced_by_body(session, priced_as, &ctx.state).await,
+            Err(refusal) => Err(refusal),
+        };
+        let priced_as = match priced_as {
             Ok(priced_as) => priced_as,
             Err(refusal) => {
                 ctx.outcome = Some(Outcome::Refused);
