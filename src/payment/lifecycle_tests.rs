@@ -423,3 +423,86 @@ fn failures_have_fixed_client_texts_and_codes() {
         assert_ne!(f.status(), 402, "{f:?}");
     }
 }
+
+mod metered {
+    use super::super::*;
+
+    const MAX: u128 = 100_000; // 0.10 of a 6-decimal token
+    const PER_TOKEN: Meter = Meter::PerUnit { unit_amount: 20 }; // $0.00002
+
+    fn charge(meter: Meter, fallback: UsageFallback, reported: Option<&str>) -> MeteredCharge {
+        metered_charge(meter, MAX, fallback, reported)
+    }
+
+    #[test]
+    fn usage_within_the_maximum_is_charged_as_reported() {
+        let charged = charge(PER_TOKEN, UsageFallback::Maximum, Some("1500"));
+        assert_eq!(charged.amount, 30_000);
+        assert_eq!(charged.basis, ChargeBasis::Reported);
+        assert!(charged.settles());
+        let absolute = charge(Meter::Absolute, UsageFallback::Maximum, Some(" 30000 "));
+        assert_eq!(absolute.amount, 30_000);
+    }
+
+    #[test]
+    fn usage_above_the_maximum_is_capped() {
+        let charged = charge(PER_TOKEN, UsageFallback::Nothing, Some("5001"));
+        assert_eq!((charged.amount, charged.basis), (MAX, ChargeBasis::Capped));
+        let overflow = charge(
+            PER_TOKEN,
+            UsageFallback::Nothing,
+            Some(&u128::MAX.to_string()),
+        );
+        assert_eq!(
+            (overflow.amount, overflow.basis),
+            (MAX, ChargeBasis::Capped)
+        );
+        let exactly = charge(Meter::Absolute, UsageFallback::Nothing, Some("100000"));
+        assert_eq!(
+            (exactly.amount, exactly.basis),
+            (MAX, ChargeBasis::Reported)
+        );
+    }
+
+    #[test]
+    fn zero_usage_settles_nothing() {
+        let charged = charge(PER_TOKEN, UsageFallback::Maximum, Some("0"));
+        assert_eq!(charged.amount, 0);
+        assert_eq!(charged.basis, ChargeBasis::Reported);
+        assert!(!charged.settles());
+    }
+
+    #[test]
+    fn missing_or_malformed_usage_follows_the_fallback() {
+        for reported in [
+            None,
+            Some(""),
+            Some("-3"),
+            Some("1.5"),
+            Some("12abc"),
+            Some("9".repeat(60).as_str()),
+        ] {
+            let maximum = charge(PER_TOKEN, UsageFallback::Maximum, reported);
+            assert_eq!(maximum.amount, MAX, "{reported:?}");
+            assert!(matches!(
+                maximum.basis,
+                ChargeBasis::Fallback {
+                    fallback: UsageFallback::Maximum,
+                    ..
+                }
+            ));
+            let nothing = charge(PER_TOKEN, UsageFallback::Nothing, reported);
+            assert_eq!(nothing.amount, 0, "{reported:?}");
+            assert!(!nothing.settles());
+        }
+    }
+
+    #[test]
+    fn the_fallback_names_the_problem() {
+        let charged = charge(Meter::Absolute, UsageFallback::Nothing, Some("lots"));
+        match charged.basis {
+            ChargeBasis::Fallback { problem, .. } => assert!(problem.contains("lots"), "{problem}"),
+            other => panic!("expected a fallback, got {other:?}"),
+        }
+    }
+}
