@@ -16,6 +16,7 @@ const WORKLOADS = [
   ['gateway_free_large', 'gateway, free route `GET /free`, 10,010 routes'],
   ['gateway_402', 'gateway, unpaid priced route → 402'],
   ['gateway_paid', 'gateway, paid route (fresh payment per request; verify → proxy → settle)'],
+  ['gateway_paid_redis', 'gateway, paid route with `[redis]` (replay guard and idempotency in Redis)'],
   ['express_paid', '`@x402/express` 2.27.0, same paid route and stub facilitator'],
   ['axum_paid', '`x402-axum` 2.0 (in process, no proxy hop), same paid route and stub facilitator'],
   ['gateway_paid_slow', 'gateway, paid route, facilitator taking {SLOW} ms per call'],
@@ -160,6 +161,14 @@ for (const c of concurrencies) {
 }
 if (opt['x402-axum'] === '0') {
   p('', '`x402-axum` was not measured in this run (a smoke run leaves it out: compiling it takes minutes; the full run builds and measures it).');
+}
+const redisCost = concurrencies
+  .map((c) => [c, get('gateway_paid', c), get('gateway_paid_redis', c)])
+  .filter(([, plain, redis]) => plain && redis)
+  .map(([c, plain, redis]) => `c=${c}: ${ms(redis.cpu - plain.cpu)} CPU and ${ms(redis.p50 - plain.p50)} p50 per request, ` +
+    `${fmt(ratio(redis, plain), 2)}× the requests/s`);
+if (redisCost.length) {
+  p('', `What \`[redis]\` adds to a paid request (against the same route without it): ${redisCost.join('; ')}.`);
 }
 p(
   '',

@@ -15,6 +15,9 @@
 # PAID_RATE_CAP (most paid requests/s a run may need: headers are pre-signed for it),
 # SLOW_FACILITATOR_MS (50), SLOW_CONCURRENCY ("1 32 2000"), ROUTES_LARGE (10000),
 # BENCH_X402_AXUM (1 builds and measures x402-axum, 0 skips it; smoke runs default to 0),
+# BENCH_REDIS_URL (redis://127.0.0.1:6379: the paid route with [redis], a key prefix of its own per
+# run; "none" skips that workload), BENCH_ONLY ("profile": only the callgrind profile of the paid
+# route, e.g. `BENCH_ONLY=profile bash bench/run.sh`; the report then holds the profile alone),
 # BENCH_PORT_BASE (19400), BENCH_OUT (the Markdown file), BENCH_DIR (work files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +27,7 @@ ROOT=$PWD
 COMMAND=""
 for v in BENCH_SMOKE DURATION REPS WARMUP CONCURRENCY WRK_THREADS BENCH_BUILD IDLE_CONNS NONCES \
   PROFILE_REQUESTS PROFILE_WARMUP PAID_RATE_CAP SLOW_FACILITATOR_MS SLOW_CONCURRENCY ROUTES_LARGE \
-  BENCH_X402_AXUM; do
+  BENCH_X402_AXUM BENCH_REDIS_URL BENCH_ONLY; do
   if [ -n "${!v+x}" ]; then COMMAND+="$v=$(printf '%q' "${!v}") "; fi
 done
 COMMAND+="bash bench/run.sh${*:+ $*}"
@@ -51,12 +54,22 @@ else
   DURATION=${DURATION:-10} REPS=${REPS:-3} WARMUP=${WARMUP:-1}
   BENCH_BUILD=${BENCH_BUILD:-release} IDLE_CONNS=${IDLE_CONNS:-5000} NONCES=${NONCES:-1000000}
   PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
+  # A profile-only run never replaces the full table.
+  if [ "${BENCH_ONLY:-all}" = profile ]; then BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.profile.md}; fi
   BENCH_OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 fi
 PAID_RATE_CAP=${PAID_RATE_CAP:-20000} PROFILE_WARMUP=${PROFILE_WARMUP:-20}
 SLOW_FACILITATOR_MS=${SLOW_FACILITATOR_MS:-50} SLOW_CONCURRENCY=${SLOW_CONCURRENCY:-1 32 2000}
 ROUTES_LARGE=${ROUTES_LARGE:-10000} BENCH_X402_AXUM=${BENCH_X402_AXUM:-1}
 CONCURRENCY=${CONCURRENCY:-1 32}
+BENCH_REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+BENCH_ONLY=${BENCH_ONLY:-all}
+case "$BENCH_ONLY" in
+  all) ;;
+  profile) BENCH_X402_AXUM=0 PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
+    [ "$PROFILE_REQUESTS" -gt 0 ] || { echo "BENCH_ONLY=profile needs PROFILE_REQUESTS > 0" >&2; exit 2; } ;;
+  *) echo "BENCH_ONLY must be all or profile" >&2; exit 2 ;;
+esac
 WRK_THREADS=${WRK_THREADS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19400}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
@@ -138,6 +151,17 @@ LARGE_CONFIG=$BENCH_DIR/gateway-large.toml
     printf '\n[[routes]]\nmatch = "GET /api/v%d/items%d/:id"\n%s\n' $((i % 7)) "$i" "$kind"
   done
 } >"$LARGE_CONFIG"
+
+# The benchmark configuration with shared state in Redis, written afresh for every server start
+# under a key prefix no other start uses: the runs reuse one file of pre-signed payments, which a
+# replay guard kept in Redis would otherwise refuse from the second run on.
+REDIS_CONFIG=$BENCH_DIR/gateway-redis.toml
+write_redis_config() {
+  {
+    cat bench/gateway.toml
+    printf '\n[redis]\nurl = "%s"\nkey_prefix = "x402-bench-%s-%s:"\n' "$BENCH_REDIS_URL" "$$" "$(date +%s%N)"
+  } >"$REDIS_CONFIG"
+}
 
 # nginx with as many workers as the Pingora servers have threads, the same forwarding headers and a
 # kept-alive upstream pool; its files stay under BENCH_DIR.
@@ -234,6 +258,8 @@ start_server() { # KIND
     gateway_slow) BENCH_FACILITATOR_URL=http://$SLOW_FACILITATOR_ADDR \
       start gateway-slow "$GATEWAY_ADDR" "$GATEWAY" run --config bench/gateway.toml ;;
     gateway_large) start gateway-large "$GATEWAY_ADDR" "$GATEWAY" run --config "$LARGE_CONFIG" ;;
+    gateway_redis) write_redis_config
+      start gateway-redis "$GATEWAY_ADDR" "$GATEWAY" run --config "$REDIS_CONFIG" ;;
   esac
 }
 
@@ -272,6 +298,10 @@ start slow-facilitator "$SLOW_FACILITATOR_ADDR" "$EX/bench_facilitator" "$SLOW_F
 PAID_COUNT=$(((WARMUP + DURATION) * PAID_RATE_CAP))
 WARMUP_COUNT=$((WARMUP * PAID_RATE_CAP))
 SIGNED_KINDS="gateway express"
+# The profile alone needs only its own warm-up and measured payments.
+if [ "$BENCH_ONLY" = profile ]; then
+  PAID_COUNT=$((PROFILE_WARMUP + PROFILE_REQUESTS + 3)) SIGNED_KINDS=gateway
+fi
 [ "$BENCH_X402_AXUM" = 1 ] && SIGNED_KINDS+=" axum"
 log "signing $PAID_COUNT payments for each of: $SIGNED_KINDS"
 for kind in $SIGNED_KINDS; do
@@ -322,6 +352,8 @@ run_load() {
     "$(printf '%s' "$line" | sed 's/.*"requests":\([0-9]*\),"duration_us":\([0-9]*\).*"status_errors":\([0-9]*\).*"p50_us":\([0-9]*\).*"p99_us":\([0-9]*\).*/\1 requests, non-2xx \3, p50 \4 us, p99 \5 us/')" >&2
 }
 
+# Everything but the profile (BENCH_ONLY=profile skips it; kept unindented so its history reads).
+if [ "$BENCH_ONLY" = all ]; then
 # Status sanity before measuring: the workload must be what its name says.
 start_server baseline; pid=$STARTED
 [ "$(http_status "http://$BASELINE_ADDR/free")" = 200 ] || { echo "baseline /free is not 200" >&2; exit 1; }
@@ -347,6 +379,7 @@ for rep in $(seq 1 "$REPS"); do
     run_load gateway_free_large gateway_large /free "$conc" "$rep"
     run_load gateway_402 gateway /paid "$conc" "$rep"
     run_load gateway_paid gateway /paid "$conc" "$rep" paid
+    if [ "$BENCH_REDIS_URL" != none ]; then run_load gateway_paid_redis gateway_redis /paid "$conc" "$rep" paid; fi
     run_load express_paid express /paid "$conc" "$rep" paid
     if [ "$BENCH_X402_AXUM" = 1 ]; then run_load axum_paid axum /paid "$conc" "$rep" paid; fi
   done
@@ -418,6 +451,8 @@ log "memory: $NONCES remembered nonces"
 replay=$("$EX/bench_replay" "$NONCES")
 printf '{"memory":"replay_guard","nonces":%d,"gateway_idle_rss_kib":%d,"result":%s}\n' \
   "$NONCES" "$idle_rss" "$replay" >>"$RESULTS"
+
+fi # BENCH_ONLY = all
 
 # ---- profile -----------------------------------------------------------------------------------
 # callgrind rather than perf: virtual machines often expose no hardware counters (`perf stat -e

@@ -14,10 +14,10 @@ BENCH_PORT_BASE=${BENCH_PORT_BASE:-$((20000 + (RANDOM % 900) * 10))} \
 
 fail() { echo "bench smoke: $*" >&2; exit 1; }
 rows=$(grep -cE '^\| .+ \| (1|32) \| [0-9,]+ \|' "$out" || true)
-# Eight workloads at c=1 and c=32 (seven when x402-axum was not built), and the slow-facilitator
+# Nine workloads at c=1 and c=32 (eight when x402-axum was not built), and the slow-facilitator
 # workload at each of its three concurrencies.
-expected=18
-grep -q '`x402-axum` was not measured' "$out" && expected=16
+expected=20
+grep -q '`x402-axum` was not measured' "$out" && expected=18
 [ "$rows" = "$expected" ] || fail "expected $expected workload rows at c=1/32 in $out, found $rows"
 grep -qE '^\| gateway, paid route, facilitator taking [0-9]+ ms per call \| 200 \| [0-9,]+ \|' "$out" ||
   fail "no slow-facilitator run at c=200 in $out"
@@ -28,5 +28,6 @@ grep -q 'nginx (all its processes)' "$out" || fail "no nginx idle-connection mea
 grep -q 'idle keep-alive connections' "$out" || fail "no idle-connection measurement in $out"
 grep -q 'remembered authorizations' "$out" || fail "no replay-guard measurement in $out"
 grep -q 'instructions per paid request' "$out" || fail "no profile in $out"
+grep -qE '^\| gateway, paid route with `\[redis\]`.* \| 1 \| [0-9,]+ \|' "$out" || fail "no paid run with [redis] in $out"
 grep -q '"200":3' "$out" || fail "the profiled payments were not all answered 200"
 echo "bench smoke: ok ($out)"

@@ -21,6 +21,8 @@
 //!
 //! Nothing here performs I/O or knows the proxy: it is data in, decision out.
 
+use std::borrow::Cow;
+
 use super::path::canonical_path;
 use super::routes::{RouteKind, RouteTable};
 
@@ -141,11 +143,17 @@ pub fn normalise<'a>(
     let method = request_method(method)?;
     let target = std::str::from_utf8(target).map_err(|_| Refusal::TargetEncoding)?;
     let (path, query) = split_target(&method, target)?;
-    let path = canonical_path(path).into_owned();
-    // More layers of percent-encoding than are decoded leave a path other readers decode further.
-    if canonical_path(&path) != path.as_str() {
-        return Err(Refusal::AmbiguousPath);
-    }
+    let path = match canonical_path(path) {
+        // Already canonical (the common case): nothing to decode, so nothing ambiguous.
+        Cow::Borrowed(path) => path.to_owned(),
+        // More layers of percent-encoding than are decoded leave a path other readers decode further.
+        Cow::Owned(path) => {
+            if canonical_path(&path) != path.as_str() {
+                return Err(Refusal::AmbiguousPath);
+            }
+            path
+        }
+    };
 
     let mut overrides: Vec<String> = Vec::new();
     let mut drop_headers = Vec::new();

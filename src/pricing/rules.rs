@@ -52,16 +52,12 @@ impl RequestFacts<'_> {
     /// The announced body size: `Some(0)` without a body, `None` when it is not announced
     /// (chunked) or cannot be read.
     fn body_len(&self) -> Option<u64> {
-        let lengths: Vec<_> = self
-            .headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .collect();
-        match lengths.as_slice() {
-            [] if self.headers.contains_key(http::header::TRANSFER_ENCODING) => None,
-            [] => Some(0),
-            [one] => one.to_str().ok()?.trim().parse().ok(),
-            _ => None,
+        let mut lengths = self.headers.get_all(http::header::CONTENT_LENGTH).iter();
+        match (lengths.next(), lengths.next()) {
+            (None, _) if self.headers.contains_key(http::header::TRANSFER_ENCODING) => None,
+            (None, _) => Some(0),
+            (Some(one), None) => one.to_str().ok()?.trim().parse().ok(),
+            (Some(_), Some(_)) => None,
         }
     }
 }
@@ -176,6 +172,10 @@ impl PricedRoute {
     /// The terms this request pays: the highest-priced matching rule, the route's own price when
     /// none matches, the highest price of all when the request is ambiguous.
     pub fn for_request(&self, request: &RequestFacts<'_>) -> &PricedRoute {
+        // Most routes have no rules: nothing of the request needs reading.
+        if self.price_rules.is_empty() {
+            return self;
+        }
         let mut chosen: Option<&PricedRoute> = None;
         for rule in &self.price_rules {
             match rule.condition.test(request) {
