@@ -6,6 +6,7 @@
 mod assets;
 mod challenge;
 mod fees;
+pub mod mcp;
 mod money;
 mod path;
 mod request;
