@@ -12,7 +12,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// An upstream that records the head of every request it is sent, byte for byte, and answers 200.
+/// An upstream that records every request it is sent (head and `Content-Length` body), byte for
+/// byte, and answers 200.
 struct RawUpstream {
     port: u16,
     seen: Arc<Mutex<Vec<String>>>,
@@ -47,7 +48,8 @@ impl RawUpstream {
     }
 }
 
-/// Reads request heads (and `Content-Length` bodies) off one connection until it closes.
+/// Reads requests off one connection until it closes: the head, then a `Content-Length` or
+/// chunked body. A request is recorded as its head, a blank line and the body (de-chunked).
 fn serve(mut stream: TcpStream, record: &Mutex<Vec<String>>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut buffer = Vec::new();
@@ -55,19 +57,28 @@ fn serve(mut stream: TcpStream, record: &Mutex<Vec<String>>) {
     loop {
         while let Some(end) = find(&buffer, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-            let body = head
-                .lines()
-                .find_map(|l| {
+            let header = |wanted: &str| {
+                head.lines().find_map(|l| {
                     let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())?
+                    name.eq_ignore_ascii_case(wanted)
+                        .then(|| value.trim().to_ascii_lowercase())
                 })
-                .unwrap_or(0);
-            if buffer.len() < end + 4 + body {
+            };
+            let framed = if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+                dechunk(&buffer[end + 4..])
+            } else {
+                let length = header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let rest = &buffer[end + 4..];
+                (rest.len() >= length).then(|| (rest[..length].to_vec(), length))
+            };
+            let Some((body, consumed)) = framed else {
                 break;
-            }
-            buffer.drain(..end + 4 + body);
-            record.lock().unwrap().push(head);
+            };
+            let received = format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body));
+            buffer.drain(..end + 4 + consumed);
+            record.lock().unwrap().push(received);
             let reply =
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
             if stream.write_all(reply).is_err() {
@@ -78,6 +89,28 @@ fn serve(mut stream: TcpStream, record: &Mutex<Vec<String>>) {
             Ok(0) | Err(_) => return,
             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+/// A complete chunked body at the start of `bytes`: its data and the bytes it took, or `None`
+/// while it is incomplete.
+fn dechunk(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut data = Vec::new();
+    let mut at = 0;
+    loop {
+        let line_end = at + find(&bytes[at..], b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&bytes[at..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        at = line_end + 2;
+        if size == 0 {
+            let trailer_end = at + find(&bytes[at..], b"\r\n")?;
+            return Some((data, trailer_end + 2));
+        }
+        if bytes.len() < at + size + 2 {
+            return None;
+        }
+        data.extend_from_slice(&bytes[at..at + size]);
+        at += size + 2;
     }
 }
 
@@ -134,12 +167,43 @@ free = true
     /// Sends `head` (request line and headers, without the blank line) and returns the status,
     /// the response head and the JSON body (`Null` when there is none).
     fn send(&self, head: &str) -> (u16, String, Value) {
+        self.exchange(
+            head,
+            format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").into_bytes(),
+        )
+    }
+
+    /// Sends `head` with `body` (framed by `Content-Length`, or chunked in two chunks when
+    /// `chunked`) and returns the status and the JSON body.
+    fn send_body(&self, head: &str, body: &[u8], chunked: bool) -> (u16, Value) {
+        let mut request =
+            format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n").into_bytes();
+        if chunked {
+            let (first, second) = body.split_at(body.len() / 2);
+            request.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            for chunk in [first, second] {
+                request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                request.extend_from_slice(chunk);
+                request.extend_from_slice(b"\r\n");
+            }
+            request.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            request.extend_from_slice(body);
+        }
+        let (status, _, reply) = self.exchange(head, request);
+        (status, reply)
+    }
+
+    /// Writes `request` on a new connection and reads the whole response: status, head and JSON
+    /// body (`Null` when there is none). `head` names the request in a failure.
+    fn exchange(&self, head: &str, request: Vec<u8>) -> (u16, String, Value) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.gateway.port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let request = format!("{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).unwrap();
+        // A refused body may be cut off mid-write; the response is what counts.
+        let _ = stream.write_all(&request);
         let mut response = Vec::new();
         let _ = stream.read_to_end(&mut response);
         let text = String::from_utf8_lossy(&response).into_owned();
@@ -282,6 +346,111 @@ fn the_challenge_of_an_override_names_the_method_it_is_priced_as() {
     let (status, _, body) = stand.send("GET /paid HTTP/1.1");
     assert_eq!(status, 402, "{body}");
     assert_eq!(body["accepts"][0]["outputSchema"]["input"]["method"], "GET");
+}
+
+#[test]
+fn a_method_field_in_a_post_body_prices_the_request_as_that_method() {
+    let stand = Stand::start("");
+    let multipart =
+        "--B0und\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nget\r\n--B0und--\r\n";
+    let overriding: [(&str, &str); 5] = [
+        (
+            "Content-Type: application/x-www-form-urlencoded",
+            "q=1&_method=GET",
+        ),
+        (
+            "Content-Type: application/x-www-form-urlencoded; charset=UTF-8",
+            "_method=get",
+        ),
+        // Rack reads a POST without a content type as a form.
+        ("X-Nothing: 1", "_method=GET"),
+        (
+            "Content-Type: multipart/form-data; boundary=B0und",
+            multipart,
+        ),
+        (
+            "Content-Type: application/json",
+            r#"{"_method":"GET","q":1}"#,
+        ),
+    ];
+    for (header, body) in overriding {
+        for chunked in [false, true] {
+            let before = stand.upstream.hits();
+            let head = format!("POST /paid HTTP/1.1\r\n{header}");
+            let (status, reply) = stand.send_body(&head, body.as_bytes(), chunked);
+            assert_eq!(status, 402, "{header} {body:?} chunked={chunked}: {reply}");
+            assert_eq!(
+                reply["accepts"][0]["outputSchema"]["input"]["method"],
+                "GET"
+            );
+            assert_eq!(
+                stand.upstream.hits(),
+                before,
+                "{body:?} reached the upstream"
+            );
+        }
+    }
+    let before = stand.upstream.hits();
+    let (status, _) = stand.send_body(
+        "POST /items/7 HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
+        b"_method=delete",
+        false,
+    );
+    assert_eq!(status, 402);
+    let (status, reply) = stand.send_body(
+        "POST /paid HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
+        b"_method=GET&_method=PUT",
+        false,
+    );
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"], "conflicting_method_override");
+    assert_eq!(stand.upstream.hits(), before);
+}
+
+#[test]
+fn a_post_body_read_for_pricing_reaches_the_upstream_unchanged() {
+    let stand = Stand::start("");
+    let body = format!("note={}&_method=PATCH", "x".repeat(20_000));
+    for chunked in [false, true] {
+        let before = stand.upstream.hits();
+        let (status, _) = stand.send_body(
+            "POST /paid HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
+            body.as_bytes(),
+            chunked,
+        );
+        assert_eq!(
+            status, 200,
+            "an unpriced override passes (chunked={chunked})"
+        );
+        assert_eq!(stand.upstream.hits(), before + 1);
+        let seen = stand.upstream.last();
+        let (_, received) = seen.split_once("\r\n\r\n").unwrap();
+        assert_eq!(
+            received, body,
+            "the upstream got the body as sent (chunked={chunked})"
+        );
+    }
+    // A body too large to read before pricing is refused, not passed on unread.
+    let before = stand.upstream.hits();
+    let large = format!("_method=GET&pad={}", "y".repeat(70_000));
+    for chunked in [false, true] {
+        let (status, reply) = stand.send_body(
+            "POST /paid HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
+            large.as_bytes(),
+            chunked,
+        );
+        assert_eq!(status, 413, "chunked={chunked}: {reply}");
+        assert_eq!(reply["error"], "body_too_large_to_price");
+    }
+    assert_eq!(stand.upstream.hits(), before);
+    // A path no other method is priced on is not read, whatever its size.
+    let (status, _) = stand.send_body(
+        "POST /free/upload HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded",
+        large.as_bytes(),
+        false,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(stand.upstream.hits(), before + 1);
 }
 
 #[test]

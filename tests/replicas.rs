@@ -617,7 +617,8 @@ async fn a_reservation_is_released_by_its_owner_only_and_kept_once_settled_or_un
     loop {
         let a = first.reserve(&key("a"), valid_before, now).await;
         let b = second.reserve(&key("b"), valid_before, now).await;
-        if a == Err(ReplayError::AlreadySettled) && b == Err(ReplayError::AlreadySettled) {
+        // A tombstone stays apart from a settlement.
+        if a == Err(ReplayError::AlreadySettled) && b == Err(ReplayError::OutcomeUnknown) {
             break;
         }
         assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
@@ -630,6 +631,11 @@ async fn a_reservation_is_released_by_its_owner_only_and_kept_once_settled_or_un
         first.reserve(&key("a"), valid_before, now).await,
         Err(ReplayError::AlreadySettled),
         "a settled authorization is never released"
+    );
+    assert_eq!(
+        second.reserve(&key("b"), valid_before, now).await,
+        Err(ReplayError::OutcomeUnknown),
+        "nor a tombstone"
     );
 
     // Kept until validBefore plus a margin, not forever.
@@ -710,4 +716,207 @@ async fn the_redis_password_authenticates_and_is_never_printed() {
         !everything.contains(PASSWORD),
         "the password leaked: {everything}"
     );
+}
+
+/// `redis-cli MONITOR` on the test's Redis: every command as the server received it.
+struct Monitor {
+    child: Child,
+    out: std::path::PathBuf,
+}
+
+impl Monitor {
+    fn start(redis: &Redis) -> Self {
+        let out = std::env::temp_dir().join(format!("x402-monitor-{}.log", free_port()));
+        let file = std::fs::File::create(&out).unwrap();
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "MONITOR"])
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli is installed");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&out).unwrap_or_default().is_empty() {
+            assert!(Instant::now() < deadline, "MONITOR did not start");
+            let _ = Command::new("redis-cli")
+                .args(["-p", &redis.port.to_string(), "ECHO", "monitor-started"])
+                .output();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            panic!("MONITOR ended early");
+        }
+        Self { child, out }
+    }
+
+    /// The commands clients sent (one round trip each), without those scripts ran inside, the
+    /// health probe's PINGs and this monitor's own ECHOs.
+    fn round_trips(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.out).unwrap();
+        text.lines()
+            .filter(|line| line.contains(" ["))
+            .filter(|line| !line.contains(" lua] "))
+            .filter(|line| !line.contains("\"PING\"") && !line.contains("\"ECHO\""))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
+const LIMITED: &str = r#"
+[[rate_limits]]
+per = "payer"
+requests = 100
+window = "1h"
+applies_to = "paid"
+[[rate_limits]]
+per = "ip"
+requests = 100
+window = "1h"
+applies_to = "paid"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_request_costs_one_redis_round_trip_before_the_upstream_and_one_after() {
+    let rig = Replicas::start(1, LIMITED);
+    rig.wait_ready(0).await;
+    let url = rig.url(0, "/api/data");
+    // Scripts are loaded once per server (NOSCRIPT, SCRIPT LOAD): not part of a request's cost.
+    let (status, _, _) = paid_raw(
+        &url,
+        &with_identifier(
+            &pay_exact(&accepted(&url).await),
+            "pay_warm_0123456789abcdef",
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let payment = with_identifier(
+        &pay_exact(&accepted(&url).await),
+        "pay_count_0123456789abcdef",
+    );
+    let hits = upstream_hits(&rig.upstream).await;
+    let monitor = Monitor::start(&rig.redis);
+    let (status, settlement, _) = paid_raw(&url, &payment).await;
+    // The settle-time writes go out as the response ends; let them land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let trips = monitor.round_trips();
+    assert_eq!(status, 200);
+    assert!(settlement.is_some());
+    assert_eq!(upstream_hits(&rig.upstream).await, hits + 1);
+
+    let claims: Vec<_> = trips
+        .iter()
+        .filter(|t| t.contains(":rate:") || t.contains(":idem:") || t.contains(":replay:"))
+        .collect();
+    assert!(
+        trips.iter().all(|t| t.contains("\"EVALSHA\"")),
+        "only scripts, each one round trip: {trips:#?}"
+    );
+    let admission: Vec<_> = claims
+        .iter()
+        .filter(|t| t.contains(":rate:") && t.contains(":idem:") && t.contains(":replay:"))
+        .collect();
+    assert_eq!(
+        admission.len(),
+        1,
+        "rate limits, identifier and reservation in one round trip: {trips:#?}"
+    );
+    assert!(
+        !trips
+            .iter()
+            .any(|t| t.contains(":rate:") && !t.contains(":replay:")),
+        "no separate rate-limit round trip: {trips:#?}"
+    );
+    // After the response: the settled reservation and the kept response, together.
+    assert_eq!(
+        trips.len(),
+        2,
+        "one before the upstream, one after: {trips:#?}"
+    );
+    assert!(
+        trips[1].contains(":replay:") && trips[1].contains(":idem:"),
+        "{trips:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_outcome_leaves_a_tombstone_every_replica_refuses() {
+    // Each replica's journal next to its configuration.
+    let rig = Replicas::start(3, "[journal]\npath = \"journal.jsonl\"\n");
+    for replica in 0..3 {
+        rig.wait_ready(replica).await;
+    }
+    set_mode(&rig.okx, json!({"settle": "http500"})).await;
+    let payment = pay_exact(&accepted(&rig.url(0, "/api/data")).await);
+    let (status, settlement, body) = paid_get(&rig.url(0, "/api/data"), &payment).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"], "settlement_unconfirmed", "{body}");
+    assert!(settlement.is_some(), "the unconfirmed receipt goes with it");
+    assert_eq!(rig.settles().await, 1);
+    set_mode(&rig.okx, json!({"settle": "normal"})).await;
+    let journal = rig.gateways[0]
+        .0
+        .config_path()
+        .with_file_name("journal.jsonl");
+    let last: Value = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("a journal line");
+    assert_eq!(last["state"], "pending", "{last}");
+
+    // The tombstone is written off the response path; until then the reservation refuses.
+    for replica in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let (status, _, body) = paid_get(&rig.url(replica, "/api/data"), &payment).await;
+            if status == 402 {
+                assert_eq!(body["error"], "payment_already_used", "{body}");
+                assert!(
+                    body["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("not confirmed"),
+                    "{body}"
+                );
+                break;
+            }
+            assert_eq!(status, 409, "{body}");
+            assert!(Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        rig.settles().await,
+        1,
+        "nothing released, nothing settled twice"
+    );
+    assert_eq!(upstream_hits(&rig.upstream).await, 1);
+
+    // Kept apart from `settled`, until validBefore plus the margin.
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &rig.redis.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let keys = cli(&["--scan", "--pattern", "test*:replay:*"]);
+    let key = keys.lines().next().expect("one replay key");
+    assert_eq!(cli(&["GET", key]), "unknown");
+    let pttl: u64 = cli(&["PTTL", key]).parse().unwrap();
+    assert!((60_000..=181_000).contains(&pttl), "{pttl} ms");
 }

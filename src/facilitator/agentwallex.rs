@@ -319,6 +319,7 @@ impl Facilitator for AgentWallexFacilitator {
                 x402_version: 2,
                 scheme: "exact".into(),
                 network: network.to_string(),
+                extra: None,
             })
             .collect();
         Ok(SupportedResponse { kinds })

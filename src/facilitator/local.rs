@@ -164,6 +164,7 @@ impl Facilitator for LocalFacilitator {
                 x402_version: 2,
                 scheme: "exact".into(),
                 network: n.to_string(),
+                extra: None,
             })
             .collect();
         Ok(SupportedResponse { kinds })

@@ -620,6 +620,7 @@ fn legacy_supported(data: &Value) -> Result<SupportedResponse, FacilitatorError>
                 x402_version: k.get("x402Version").and_then(Value::as_u64).unwrap_or(1) as u8,
                 scheme: k.get("scheme").and_then(Value::as_str)?.to_string(),
                 network: format!("eip155:{chain}"),
+                extra: None,
             })
         })
         .collect::<Vec<_>>();

@@ -197,8 +197,12 @@ pub enum Reservation {
     Keep,
     /// Nothing moved: the same authorization may buy a later request.
     Release,
-    /// Money moved or may have: the authorization is never accepted again.
+    /// Money moved: the authorization is never accepted again.
     Burn,
+    /// Money may have moved (the settlement's outcome is unknown): a tombstone, refused like a
+    /// settled authorization until it expires, but told apart from one so that nobody reads it as
+    /// paid. Reconciliation settles the question from the journal's `pending` line.
+    Tombstone,
 }
 
 /// What the client gets next.
@@ -251,6 +255,10 @@ impl Decision {
     }
     fn burn(mut self) -> Self {
         self.reservation = Reservation::Burn;
+        self
+    }
+    fn tombstone(mut self) -> Self {
+        self.reservation = Reservation::Tombstone;
         self
     }
     fn journal(mut self, state: PaymentState, reason: &str) -> Self {
@@ -500,7 +508,7 @@ impl Lifecycle {
                     failure: Failure::SettlementUnconfirmed,
                     receipt: true,
                 })
-                .burn()
+                .tombstone()
                 .journal(PaymentState::Pending, &detail)
                 .count(Outcome::SettleFailed),
             ),
@@ -509,7 +517,7 @@ impl Lifecycle {
             (S::Settling, _) => (
                 S::Unknown,
                 Decision::new(A::Nothing)
-                    .burn()
+                    .tombstone()
                     .journal(PaymentState::Pending, "settlement_interrupted")
                     .count(Outcome::SettleFailed),
             ),
@@ -557,6 +565,119 @@ fn settled_state(finality: Finality) -> PaymentState {
     match finality {
         Finality::Confirmed => PaymentState::Settled,
         Finality::Pending | Finality::Batched => PaymentState::Pending,
+    }
+}
+
+/// How a metered (`upto`) route turns what the upstream reports into an amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meter {
+    /// The upstream reports units used; each costs `unit_amount` atomic units.
+    PerUnit { unit_amount: u128 },
+    /// The upstream reports the amount itself, in atomic units.
+    Absolute,
+}
+
+/// What a metered route charges when the upstream's report is missing or unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageFallback {
+    /// The buyer pays the maximum they authorized (the seller is never short-changed).
+    #[default]
+    Maximum,
+    /// The buyer pays nothing.
+    Nothing,
+}
+
+impl UsageFallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maximum => "maximum",
+            Self::Nothing => "nothing",
+        }
+    }
+}
+
+/// Why a metered charge is what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeBasis {
+    /// What the upstream reported, within the maximum.
+    Reported,
+    /// The upstream reported more than the maximum: the maximum is charged.
+    Capped,
+    /// The report was missing or unreadable (`problem` says which); the route's fallback applies.
+    Fallback {
+        fallback: UsageFallback,
+        problem: String,
+    },
+}
+
+/// The amount a metered request settles: never more than the buyer's maximum; `0` settles nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteredCharge {
+    pub amount: u128,
+    pub basis: ChargeBasis,
+}
+
+impl MeteredCharge {
+    /// Whether a settlement is to be sent at all (a zero charge moves nothing on chain).
+    pub fn settles(&self) -> bool {
+        self.amount > 0
+    }
+}
+
+/// A report is a plain non-negative decimal integer (surrounding spaces allowed).
+fn parse_report(text: &str) -> Result<u128, String> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "usage `{}` is not a non-negative integer",
+            digits.escape_debug()
+        ));
+    }
+    digits
+        .parse()
+        .map_err(|_| format!("usage `{digits}` is out of range"))
+}
+
+/// What a metered request is charged: `min(reported × unit, maximum)`, or the fallback when
+/// `reported` (the upstream's header or trailer value) is absent or malformed.
+pub fn metered_charge(
+    meter: Meter,
+    maximum: u128,
+    fallback: UsageFallback,
+    reported: Option<&str>,
+) -> MeteredCharge {
+    let parsed = match reported {
+        None => Err("the upstream reported no usage".to_string()),
+        Some(text) => parse_report(text),
+    };
+    let used = match parsed {
+        Ok(used) => used,
+        Err(problem) => {
+            let amount = match fallback {
+                UsageFallback::Maximum => maximum,
+                UsageFallback::Nothing => 0,
+            };
+            return MeteredCharge {
+                amount,
+                basis: ChargeBasis::Fallback { fallback, problem },
+            };
+        }
+    };
+    // An overflowing product is certainly above any maximum.
+    let owed = match meter {
+        Meter::PerUnit { unit_amount } => used.checked_mul(unit_amount),
+        Meter::Absolute => Some(used),
+    };
+    match owed {
+        Some(amount) if amount <= maximum => MeteredCharge {
+            amount,
+            basis: ChargeBasis::Reported,
+        },
+        _ => MeteredCharge {
+            amount: maximum,
+            basis: ChargeBasis::Capped,
+        },
     }
 }
 

@@ -152,7 +152,7 @@ fn pending_and_batched_settlements_are_served_and_journaled_pending() {
 }
 
 #[test]
-fn an_unknown_outcome_burns_the_authorization_and_answers_504_with_the_receipt() {
+fn an_unknown_outcome_keeps_a_tombstone_and_answers_504_with_the_receipt() {
     for policy in [AfterSuccess, Before] {
         let mut events = vec![Event::Accepted];
         if policy == AfterSuccess {
@@ -161,7 +161,7 @@ fn an_unknown_outcome_burns_the_authorization_and_answers_504_with_the_receipt()
         events.push(unknown());
         let (life, d) = run(policy, events);
         let last = d.last().unwrap();
-        assert_eq!(last.reservation, Reservation::Burn);
+        assert_eq!(last.reservation, Reservation::Tombstone);
         assert_eq!(
             last.journal,
             Some((PaymentState::Pending, "facilitator_timeout".into()))
@@ -300,9 +300,9 @@ fn an_authorization_another_replica_recorded_is_refused_and_only_our_reservation
 }
 
 #[test]
-fn a_request_ending_mid_settlement_keeps_the_authorization_burned() {
+fn a_request_ending_mid_settlement_keeps_a_tombstone() {
     let (_, d) = run(Before, vec![Event::Accepted, Event::Ended]);
-    assert_eq!(d[1].reservation, Reservation::Burn);
+    assert_eq!(d[1].reservation, Reservation::Tombstone);
     assert_eq!(
         d[1].journal.as_ref().map(|j| j.0),
         Some(PaymentState::Pending)
@@ -336,13 +336,17 @@ fn the_whole_table_keeps_the_money_rules() {
                 if matches!(from.stage(), Stage::Settled(_) | Stage::Unknown) {
                     assert_ne!(d.reservation, Reservation::Release, "{case}");
                 }
-                // Burning happens exactly where money moved or may have.
+                // Burning happens exactly where money moved, a tombstone where it may have.
                 if d.reservation == Reservation::Burn {
-                    assert!(
-                        matches!(life.stage(), Stage::Settled(_) | Stage::Unknown),
-                        "{case}"
-                    );
+                    assert!(matches!(life.stage(), Stage::Settled(_)), "{case}");
                     assert_eq!(from.stage(), &Stage::Settling, "{case}");
+                }
+                if d.reservation == Reservation::Tombstone {
+                    assert_eq!(life.stage(), &Stage::Unknown, "{case}");
+                    assert_eq!(from.stage(), &Stage::Settling, "{case}");
+                }
+                if life.stage() == &Stage::Unknown && from.stage() != &Stage::Unknown {
+                    assert_eq!(d.reservation, Reservation::Tombstone, "{case}");
                 }
                 // An unknown outcome is never answered 402 and always names its transaction.
                 if life.stage() == &Stage::Unknown && from.stage() != &Stage::Unknown {
@@ -417,5 +421,88 @@ fn failures_have_fixed_client_texts_and_codes() {
             .all(|b| b.is_ascii_lowercase() || b == b'_'));
         assert!(!f.message().is_empty());
         assert_ne!(f.status(), 402, "{f:?}");
+    }
+}
+
+mod metered {
+    use super::super::*;
+
+    const MAX: u128 = 100_000; // 0.10 of a 6-decimal token
+    const PER_TOKEN: Meter = Meter::PerUnit { unit_amount: 20 }; // $0.00002
+
+    fn charge(meter: Meter, fallback: UsageFallback, reported: Option<&str>) -> MeteredCharge {
+        metered_charge(meter, MAX, fallback, reported)
+    }
+
+    #[test]
+    fn usage_within_the_maximum_is_charged_as_reported() {
+        let charged = charge(PER_TOKEN, UsageFallback::Maximum, Some("1500"));
+        assert_eq!(charged.amount, 30_000);
+        assert_eq!(charged.basis, ChargeBasis::Reported);
+        assert!(charged.settles());
+        let absolute = charge(Meter::Absolute, UsageFallback::Maximum, Some(" 30000 "));
+        assert_eq!(absolute.amount, 30_000);
+    }
+
+    #[test]
+    fn usage_above_the_maximum_is_capped() {
+        let charged = charge(PER_TOKEN, UsageFallback::Nothing, Some("5001"));
+        assert_eq!((charged.amount, charged.basis), (MAX, ChargeBasis::Capped));
+        let overflow = charge(
+            PER_TOKEN,
+            UsageFallback::Nothing,
+            Some(&u128::MAX.to_string()),
+        );
+        assert_eq!(
+            (overflow.amount, overflow.basis),
+            (MAX, ChargeBasis::Capped)
+        );
+        let exactly = charge(Meter::Absolute, UsageFallback::Nothing, Some("100000"));
+        assert_eq!(
+            (exactly.amount, exactly.basis),
+            (MAX, ChargeBasis::Reported)
+        );
+    }
+
+    #[test]
+    fn zero_usage_settles_nothing() {
+        let charged = charge(PER_TOKEN, UsageFallback::Maximum, Some("0"));
+        assert_eq!(charged.amount, 0);
+        assert_eq!(charged.basis, ChargeBasis::Reported);
+        assert!(!charged.settles());
+    }
+
+    #[test]
+    fn missing_or_malformed_usage_follows_the_fallback() {
+        for reported in [
+            None,
+            Some(""),
+            Some("-3"),
+            Some("1.5"),
+            Some("12abc"),
+            Some("9".repeat(60).as_str()),
+        ] {
+            let maximum = charge(PER_TOKEN, UsageFallback::Maximum, reported);
+            assert_eq!(maximum.amount, MAX, "{reported:?}");
+            assert!(matches!(
+                maximum.basis,
+                ChargeBasis::Fallback {
+                    fallback: UsageFallback::Maximum,
+                    ..
+                }
+            ));
+            let nothing = charge(PER_TOKEN, UsageFallback::Nothing, reported);
+            assert_eq!(nothing.amount, 0, "{reported:?}");
+            assert!(!nothing.settles());
+        }
+    }
+
+    #[test]
+    fn the_fallback_names_the_problem() {
+        let charged = charge(Meter::Absolute, UsageFallback::Nothing, Some("lots"));
+        match charged.basis {
+            ChargeBasis::Fallback { problem, .. } => assert!(problem.contains("lots"), "{problem}"),
+            other => panic!("expected a fallback, got {other:?}"),
+        }
     }
 }

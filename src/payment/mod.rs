@@ -4,9 +4,11 @@
 //! Nothing here talks to the network or knows about Pingora: every decision is a pure function of
 //! the configuration, the payment and the clock, so each rule is unit-tested on its own.
 
+pub mod claims;
 mod eip712;
 pub mod idempotency;
 pub mod lifecycle;
+mod permit2;
 mod replay;
 mod verify;
 
@@ -16,8 +18,14 @@ pub use eip712::{
     authorization_digest, authorization_signing_hash, recover_signer, SignatureError, TokenDomain,
 };
 pub use lifecycle::{
-    is_final_status, Answer, Decision, Event, Failure, Finality, Lifecycle, Outcome, PaymentState,
-    Reservation, SettleOutcome, Stage,
+    is_final_status, metered_charge, Answer, ChargeBasis, Decision, Event, Failure, Finality,
+    Lifecycle, Meter, MeteredCharge, Outcome, PaymentState, Reservation, SettleOutcome, Stage,
+    UsageFallback,
+};
+pub use permit2::{
+    check_upto_authorization, upto_challenge_extra, upto_settle_requirements, VerifiedUpto,
+    ASSET_TRANSFER_METHOD_KEY, FACILITATOR_ADDRESS_KEY, PERMIT2_ADDRESS, PERMIT2_TRANSFER_METHOD,
+    UPTO_PERMIT2_PROXY_ADDRESS,
 };
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
 pub use verify::{

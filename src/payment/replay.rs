@@ -2,8 +2,8 @@
 //!
 //! A key is reserved before the facilitator is asked to verify, so concurrent copies of a payment
 //! cannot all pass; it is released when the request ends unsettled (the buyer may retry with the same
-//! authorization), kept once settled, and forgotten after `validBefore`, when no chain would accept
-//! the authorization any more. The trait is async so a shared store can stand in for the in-memory one.
+//! authorization), kept once settled, kept as a tombstone when the settlement's outcome is unknown,
+//! and forgotten after `validBefore`, when no chain would accept the authorization any more. The trait is async so a shared store can stand in for the in-memory one.
 
 use async_trait::async_trait;
 use dashmap::mapref::entry::Entry;
@@ -42,6 +42,11 @@ pub enum ReplayError {
     InFlight,
     #[error("this payment authorization has already been used")]
     AlreadySettled,
+    /// A tombstone: its settlement may have moved money; refused like a settled one.
+    #[error(
+        "this payment authorization has already been used; its settlement is not confirmed yet"
+    )]
+    OutcomeUnknown,
     /// A shared store did not answer: nobody can tell whether the authorization is free.
     #[error("the replay store cannot be reached; nothing was charged")]
     Unavailable,
@@ -56,10 +61,8 @@ pub trait ReplayGuard: Send + Sync {
     /// Records that `key` was settled: it stays refused until it expires.
     async fn mark_settled(&self, key: &ReplayKey);
     /// Records that `key` may have been settled (the outcome is unknown): a tombstone that
-    /// stays refused until it expires, like a settlement.
-    async fn keep_unknown(&self, key: &ReplayKey) {
-        self.mark_settled(key).await;
-    }
+    /// stays refused until it expires, like a settlement, and is never released.
+    async fn keep_unknown(&self, key: &ReplayKey);
     /// Drops entries whose authorization expired; returns how many were dropped.
     async fn forget_expired(&self, now: u64) -> usize;
     /// Number of remembered authorizations.
@@ -73,6 +76,7 @@ pub trait ReplayGuard: Send + Sync {
 enum State {
     Reserved,
     Settled,
+    Unknown,
 }
 
 #[derive(Debug)]
@@ -103,6 +107,7 @@ impl ReplayGuard for InMemoryReplayGuard {
                     return Err(match existing.state {
                         State::Reserved => ReplayError::InFlight,
                         State::Settled => ReplayError::AlreadySettled,
+                        State::Unknown => ReplayError::OutcomeUnknown,
                     });
                 }
                 occupied.insert(Remembered {
@@ -129,6 +134,12 @@ impl ReplayGuard for InMemoryReplayGuard {
     async fn mark_settled(&self, key: &ReplayKey) {
         if let Some(mut entry) = self.entries.get_mut(key) {
             entry.state = State::Settled;
+        }
+    }
+
+    async fn keep_unknown(&self, key: &ReplayKey) {
+        if let Some(mut entry) = self.entries.get_mut(key) {
+            entry.state = State::Unknown;
         }
     }
 
@@ -177,6 +188,27 @@ mod tests {
         assert_eq!(guard.forget_expired(100).await, 1);
         assert!(guard.is_empty());
         guard.reserve(&key(2), 200, 150).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unknown_outcome_keeps_a_tombstone_until_it_expires() {
+        let guard = InMemoryReplayGuard::new();
+        guard.reserve(&key(5), 100, 10).await.unwrap();
+        guard.keep_unknown(&key(5)).await;
+        guard.release(&key(5)).await;
+        assert_eq!(
+            guard.reserve(&key(5), 100, 50).await,
+            Err(ReplayError::OutcomeUnknown),
+            "a tombstone is neither released nor read as free"
+        );
+        guard.mark_settled(&key(5)).await;
+        assert_eq!(
+            guard.reserve(&key(5), 100, 50).await,
+            Err(ReplayError::AlreadySettled),
+            "reconciliation may turn it into a settlement"
+        );
+        assert_eq!(guard.forget_expired(100).await, 1);
+        guard.reserve(&key(5), 200, 150).await.unwrap();
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct PaymentRejection {
     pub message: String,
 }
 
-fn reject(reason: &'static str, message: impl Into<String>) -> PaymentRejection {
+pub(super) fn reject(reason: &'static str, message: impl Into<String>) -> PaymentRejection {
     PaymentRejection {
         reason,
         message: message.into(),
@@ -187,7 +187,7 @@ pub fn check_payment(
     Ok(verified)
 }
 
-fn malformed(error: &SignatureError) -> PaymentRejection {
+pub(super) fn malformed(error: &SignatureError) -> PaymentRejection {
     match error {
         SignatureError::Field(field) => reject(
             "invalid_payload",

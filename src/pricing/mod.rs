@@ -4,6 +4,7 @@
 //! types are immutable and cheap to share. This module never performs I/O.
 
 mod assets;
+mod body_override;
 mod challenge;
 mod fees;
 pub mod mcp;
@@ -15,11 +16,15 @@ mod rules;
 mod settlement;
 
 pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
+pub use body_override::{body_encoding, body_method_override, BodyEncoding, MAX_BODY_BYTES};
 pub use challenge::ChallengeTemplate;
 pub use fees::{quote_fee, FeeQuote, FeeTier};
 pub use money::{format_units, parse_price, MoneyError};
 pub use path::canonical_path;
-pub use request::{headers_to_drop, normalise, MethodOverride, PricedAs, Refusal, RequestRules};
+pub use request::{
+    body_could_reprice, headers_to_drop, normalise, reprice_by_body, MethodOverride, PricedAs,
+    Refusal, RequestRules,
+};
 pub use routes::{
     MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,
 };

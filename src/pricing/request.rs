@@ -11,7 +11,8 @@
 //! - a method override (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`, or a
 //!   `_method` query parameter on POST) prices the request as the overriding method when that
 //!   method is priced on the path; the override headers are removed before the upstream unless
-//!   `method_override = "forward"`;
+//!   `method_override = "forward"`; a `_method` field in a POST body does the same, read by
+//!   [`super::body_override`] when [`body_could_reprice`] says it matters;
 //! - headers that name another URL (`X-Original-URL`, `X-Rewrite-URL`, …) are removed on every
 //!   route, since IIS URL Rewrite and Symfony route by them;
 //! - a header whose name, with `_` read as `-`, is one the gateway sets, strips or frames the
@@ -170,18 +171,47 @@ pub fn normalise<'a>(
         }
     }
     let priced_method = chosen
-        .and_then(|o| http::Method::from_bytes(o.as_bytes()).ok())
-        .filter(|o| {
-            routes
-                .find(o, &path)
-                .is_some_and(|r| matches!(r.kind, RouteKind::Priced(_)))
-        })
+        .and_then(|o| priced_override(o, &path, routes))
         .unwrap_or(method);
     Ok(PricedAs {
         method: priced_method,
         path,
         drop_headers,
     })
+}
+
+/// The override as a method, when a priced route serves it on `path`.
+fn priced_override(name: &str, path: &str, routes: &RouteTable) -> Option<http::Method> {
+    http::Method::from_bytes(name.as_bytes()).ok().filter(|m| {
+        routes
+            .find(m, path)
+            .is_some_and(|r| matches!(r.kind, RouteKind::Priced(_)))
+    })
+}
+
+/// Whether the body of a request priced as `priced` must be read for a `_method` field before
+/// the price is final: a POST that no override reprices yet, on a path another method is priced
+/// on (see [`super::body_override`]).
+pub fn body_could_reprice(
+    request_method: &http::Method,
+    priced: &PricedAs,
+    routes: &RouteTable,
+) -> bool {
+    *request_method == http::Method::POST
+        && priced.method == http::Method::POST
+        && routes.priced_for_another_method(&http::Method::POST, &priced.path)
+}
+
+/// `priced`, repriced by the `_method` a body names when that method is priced on the path.
+pub fn reprice_by_body(
+    mut priced: PricedAs,
+    body_method: Option<&str>,
+    routes: &RouteTable,
+) -> PricedAs {
+    if let Some(method) = body_method.and_then(|m| priced_override(m, &priced.path, routes)) {
+        priced.method = method;
+    }
+    priced
 }
 
 /// The names (lower-case) of the headers to remove before the upstream; the same decision as in
@@ -243,7 +273,7 @@ fn request_method(method: &str) -> Result<http::Method, Refusal> {
 }
 
 /// An override's method, upper-cased as Rails, Symfony and Express do before using it.
-fn override_method(value: &[u8]) -> Result<String, Refusal> {
+pub(super) fn override_method(value: &[u8]) -> Result<String, Refusal> {
     let upper = value.trim_ascii().to_ascii_uppercase();
     if !is_upper_case_method(&upper) {
         return Err(Refusal::OverrideMethod(printable(value)));

@@ -432,6 +432,18 @@ impl RouteTable {
         self.routes.get(position)
     }
 
+    /// Whether a priced route for some method other than `method` could serve `raw_path`: then a
+    /// request of `method` that an upstream reroutes by a method override may owe another price.
+    pub fn priced_for_another_method(&self, method: &http::Method, raw_path: &str) -> bool {
+        let canonical = canonical_path(raw_path);
+        let fits = |position: usize| {
+            let route = &self.routes[position];
+            matches!(route.kind, RouteKind::Priced(_))
+                && matches!(&route.pattern.method, MethodMatch::Only(m) if m != method)
+        };
+        self.tree.find(segments_of(&canonical), &fits).is_some()
+    }
+
     /// Priced routes naming a method whose paths no `*` route covers: other methods on those
     /// paths are not priced by any route (in file order).
     pub fn priced_for_some_methods(&self) -> Vec<&Route> {

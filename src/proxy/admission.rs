@@ -1,6 +1,8 @@
 //! Admission of a priced request: the challenge when no payment is sent, the local checks, the
 //! reservation, and the facilitator's verdict fed to the payment's lifecycle.
 
+use super::claims::Refused;
+use super::idempotent::read_identifier;
 use super::reply::Reply;
 use super::settlement::{payment_reply, PaidRequest};
 use super::{Gateway, GatewayState, RequestCtx};
@@ -76,7 +78,7 @@ impl Gateway {
             }
             ctx.outcome = Some(Outcome::Challenged);
             let error = "Payment required: send PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (x402 v1)";
-            let reply = Reply::challenge(402, route, &url, &method, error, None);
+            let reply = Reply::challenge(402, route, &url, method, error, None);
             let wants_html = req
                 .headers
                 .get(http::header::ACCEPT)
@@ -115,7 +117,7 @@ impl Gateway {
                     400,
                     route,
                     &url,
-                    &method,
+                    method,
                     "invalid_payment_header",
                     Some(&message),
                 );
@@ -131,44 +133,58 @@ impl Gateway {
         let settings = ctx.state.config.idempotency;
         // Bound to the path, not the host: replicas behind one name see different hosts.
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        match self.claim_identifier(settings, &raw, &method, target).await {
-            Ok(claimed) => ctx.idempotent = claimed,
+        let identifier = match read_identifier(settings, &raw, method, target) {
+            Ok(identifier) => identifier,
             Err((outcome, reply)) => {
                 ctx.outcome = Some(outcome);
                 return Some(reply);
             }
-        }
+        };
 
         let now = unix_now();
         let verified = match check_payment(route, &payment, now) {
             Ok(v) => v,
             Err(rejection) => {
+                // Off the hot path: its identifier alone, so that a resend of a delivered
+                // payment (now expired, say) still gets its response.
+                if let Some(identifier) = identifier {
+                    match self.claim_identifier(identifier).await {
+                        Ok(claimed) => ctx.idempotent = Some(claimed),
+                        Err((outcome, reply)) => {
+                            ctx.outcome = Some(outcome);
+                            return Some(reply);
+                        }
+                    }
+                }
                 ctx.outcome = Some(Outcome::Refused);
                 fmetrics.failed(rejection.reason);
                 return Some(Reply::challenge(
                     402,
                     route,
                     &url,
-                    &method,
+                    method,
                     rejection.reason,
                     Some(&rejection.message),
                 ));
             }
         };
 
-        if let Some(reply) = self
-            .rate_limited(ctx, client_ip, Some(&verified.payer))
-            .await
-        {
-            ctx.outcome = Some(Outcome::Refused);
-            return Some(reply);
-        }
-
-        if let Err(e) = self
-            .replay
-            .reserve(&verified.replay_key, verified.valid_before, now)
-            .await
-        {
+        // Rate limits, identifier and reservation: one exchange with the store.
+        let claimed = self
+            .claim_admission(ctx, client_ip, identifier, &verified, now)
+            .await;
+        let refused = match claimed {
+            Ok(claimed) => {
+                ctx.idempotent = claimed;
+                None
+            }
+            Err(Refused::Reply(outcome, reply)) => {
+                ctx.outcome = Some(outcome);
+                return Some(reply);
+            }
+            Err(Refused::Replay(e)) => Some(e),
+        };
+        if let Some(e) = refused {
             ctx.outcome = Some(Outcome::Refused);
             if e != ReplayError::Unavailable {
                 Metrics::global().replays_refused.inc();
@@ -183,13 +199,13 @@ impl Gateway {
                     fmetrics.failed("payment_in_progress");
                     Reply::error(409, "payment_in_progress", &e.to_string())
                 }
-                ReplayError::AlreadySettled => {
+                ReplayError::AlreadySettled | ReplayError::OutcomeUnknown => {
                     fmetrics.failed("payment_already_used");
                     Reply::challenge(
                         402,
                         route,
                         &url,
-                        &method,
+                        method,
                         "payment_already_used",
                         Some(&e.to_string()),
                     )
@@ -203,7 +219,7 @@ impl Gateway {
                 &url,
                 &route.description,
                 &route.mime_type,
-                &method,
+                method,
             )),
             _ => serde_json::to_value(&option.requirements),
         }
@@ -238,6 +254,7 @@ impl Gateway {
             settle_request: String::new(),
         });
         let state = ctx.state.clone();
+        let settles_with_identifier = ctx.idempotent.is_some();
         let payment = ctx.payment.insert(PaidRequest {
             version: payment.version(),
             verified,
@@ -250,6 +267,7 @@ impl Gateway {
             entry,
             route_index: ctx.route_index,
             outcome: None,
+            settles_with_identifier,
         });
 
         let event = if route.settle == SettlementPolicy::Before {
@@ -304,7 +322,7 @@ impl Gateway {
                 402,
                 route,
                 &url,
-                &method,
+                method,
                 "payment_already_used",
                 Some("this payment authorization was already used"),
             )),
@@ -312,7 +330,7 @@ impl Gateway {
                 402,
                 route,
                 &url,
-                &method,
+                method,
                 &reason,
                 Some(&format!("the facilitator refused the payment: {reason}")),
             )),

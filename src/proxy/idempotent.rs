@@ -3,6 +3,7 @@
 
 use super::{Gateway, Reply, RequestCtx};
 use crate::config::IdempotencyConfig;
+use crate::payment::claims::{Delivered, IdentifierClaim};
 use crate::payment::idempotency::{
     fingerprint, payment_identifier, Claim, Completed, StoredResponse,
 };
@@ -35,62 +36,97 @@ const NOT_KEPT: &[&str] = &[
     "date",
 ];
 
+/// The identifier `payload` carries, if any, bound to this exact payload and request. `Err` is
+/// the refusal of a malformed identifier.
+pub(super) fn read_identifier(
+    settings: IdempotencyConfig,
+    payload: &Value,
+    method: &str,
+    target: &str,
+) -> Result<Option<IdentifierClaim>, (RequestOutcome, Reply)> {
+    match payment_identifier(payload) {
+        Ok(None) => Ok(None),
+        Ok(Some(id)) => Ok(Some(IdentifierClaim {
+            id,
+            fingerprint: fingerprint(method, target, payload),
+            ttl: settings.ttl,
+        })),
+        Err(message) => Err((
+            RequestOutcome::Refused,
+            Reply::error(400, "invalid_payment_identifier", &message),
+        )),
+    }
+}
+
+impl IdempotentRequest {
+    /// The request that claimed `claim` and finishes it.
+    pub(super) fn new(claim: IdentifierClaim) -> Self {
+        Self {
+            id: claim.id,
+            fingerprint: claim.fingerprint,
+            capture: None,
+        }
+    }
+}
+
+/// The reply to a payment whose identifier is held: a refusal, or the response kept from the
+/// first delivery, with the request's outcome. `None` for a fresh claim.
+pub(super) fn held_identifier_reply(claim: Claim) -> Option<(RequestOutcome, Reply)> {
+    let refuse = |status, code: &str, message: &str| {
+        Some((RequestOutcome::Refused, Reply::error(status, code, message)))
+    };
+    match claim {
+        Claim::New => None,
+        Claim::InFlight => refuse(
+            409,
+            "payment_in_progress",
+            "a request with this payment identifier is still being processed; retry later",
+        ),
+        Claim::Mismatch => refuse(
+            409,
+            "payment_identifier_mismatch",
+            "this payment identifier was used with a different payment or request",
+        ),
+        Claim::Completed(Completed::TooLarge { limit }) => refuse(
+            409,
+            "response_not_kept",
+            &format!(
+                "this payment was delivered once; its response was larger than {limit} bytes, so it was not kept for retries"
+            ),
+        ),
+        Claim::Completed(Completed::Response(stored)) => {
+            let body = stored.body();
+            Some((
+                RequestOutcome::Replayed,
+                Reply::stored(stored.status, stored.headers, body),
+            ))
+        }
+    }
+}
+
 impl Gateway {
-    /// Claims the identifier `payload` carries, if any. `Err` is the reply to send instead (a
-    /// refusal, or the response kept from the first delivery) with the request's outcome.
+    /// Claims `identifier` on its own (for a payment refused before its other claims, so that a
+    /// resend of a delivered payment still gets its response back). `Err` is the reply to send.
     pub(super) async fn claim_identifier(
         &self,
-        settings: IdempotencyConfig,
-        payload: &Value,
-        method: &str,
-        target: &str,
-    ) -> Result<Option<IdempotentRequest>, (RequestOutcome, Reply)> {
-        let refuse = |status, code: &str, message: &str| {
-            Err((RequestOutcome::Refused, Reply::error(status, code, message)))
-        };
-        let id = match payment_identifier(payload) {
-            Ok(None) => return Ok(None),
-            Ok(Some(id)) => id,
-            Err(message) => return refuse(400, "invalid_payment_identifier", &message),
-        };
-        let fingerprint = fingerprint(method, target, payload);
-        match self.idempotency.claim(&id, &fingerprint, settings.ttl).await {
-            Err(e) => Err((
-                RequestOutcome::Error,
-                Reply::unavailable(
-                    "replay_store_unavailable",
-                    &format!("{e}; nothing was charged"),
-                ),
-            )),
-            Ok(Claim::New) => Ok(Some(IdempotentRequest {
-                id,
-                fingerprint,
-                capture: None,
-            })),
-            Ok(Claim::InFlight) => refuse(
-                409,
-                "payment_in_progress",
-                "a request with this payment identifier is still being processed; retry later",
-            ),
-            Ok(Claim::Mismatch) => refuse(
-                409,
-                "payment_identifier_mismatch",
-                "this payment identifier was used with a different payment or request",
-            ),
-            Ok(Claim::Completed(Completed::TooLarge { limit })) => refuse(
-                409,
-                "response_not_kept",
-                &format!(
-                    "this payment was delivered once; its response was larger than {limit} bytes, so it was not kept for retries"
-                ),
-            ),
-            Ok(Claim::Completed(Completed::Response(stored))) => {
-                let body = stored.body();
-                Err((
-                    RequestOutcome::Replayed,
-                    Reply::stored(stored.status, stored.headers, body),
-                ))
-            }
+        identifier: IdentifierClaim,
+    ) -> Result<IdempotentRequest, (RequestOutcome, Reply)> {
+        let claim = self
+            .idempotency
+            .claim(&identifier.id, &identifier.fingerprint, identifier.ttl)
+            .await
+            .map_err(|e| {
+                (
+                    RequestOutcome::Error,
+                    Reply::unavailable(
+                        "replay_store_unavailable",
+                        &format!("{e}; nothing was charged"),
+                    ),
+                )
+            })?;
+        match held_identifier_reply(claim) {
+            Some(refused) => Err(refused),
+            None => Ok(IdempotentRequest::new(identifier)),
         }
     }
 }
@@ -137,16 +173,24 @@ pub(super) fn capture_body(ctx: &mut RequestCtx, chunk: Option<&bytes::Bytes>, e
 }
 
 impl Gateway {
-    /// At the end of the request: keep the delivered response, or give the claim up when nothing
-    /// was charged. An unknown outcome keeps the claim in flight until it expires.
+    /// At the end of the request: record a settled payment as settled, with its delivered
+    /// response (one exchange), or give the claim up when nothing was charged. An unknown
+    /// outcome keeps the claim in flight until it expires.
     pub(super) async fn finish_identifier(&self, ctx: &mut RequestCtx) {
         let Some(request) = ctx.idempotent.take() else {
             return;
         };
         let settings = ctx.state.config.idempotency;
-        let stage = ctx.payment.as_ref().map(|p| p.life.stage().clone());
-        match (stage, request.capture) {
-            (Some(Stage::Settled(_)), Some(capture)) if capture.complete => {
+        let Some(payment) = ctx.payment.as_ref() else {
+            self.idempotency
+                .abandon(&request.id, &request.fingerprint)
+                .await;
+            return;
+        };
+        let key = payment.verified.replay_key;
+        let expires_at = payment.verified.valid_before;
+        match (payment.life.stage(), request.capture) {
+            (Stage::Settled(_), Some(capture)) if capture.complete => {
                 let completed = if capture.too_large {
                     Completed::TooLarge {
                         limit: settings.max_body_bytes,
@@ -158,11 +202,19 @@ impl Gateway {
                         &capture.body,
                     ))
                 };
-                self.idempotency
-                    .complete(&request.id, &request.fingerprint, &completed, settings.ttl)
+                let delivered = Delivered {
+                    id: &request.id,
+                    fingerprint: &request.fingerprint,
+                    completed: &completed,
+                    ttl: settings.ttl,
+                };
+                self.admission
+                    .finish_settled(&key, expires_at, Some(delivered))
                     .await;
             }
-            (Some(Stage::Settled(_) | Stage::Unknown | Stage::Settling), _) => {}
+            // Not delivered whole: resends stay refused (in flight) until the claim expires.
+            (Stage::Settled(_), _) => self.admission.finish_settled(&key, expires_at, None).await,
+            (Stage::Unknown | Stage::Settling, _) => {}
             _ => {
                 self.idempotency
                     .abandon(&request.id, &request.fingerprint)

@@ -17,6 +17,7 @@
 //! once per request (retries after a settlement attempt are disabled).
 
 mod admission;
+mod claims;
 mod idempotent;
 mod limits;
 mod normalise;
@@ -32,10 +33,11 @@ use crate::config::UnmatchedPolicy;
 use crate::ops::journal::{Journal, JournalEntry, JournalError};
 use crate::ops::metrics::Metrics;
 use crate::ops::{Health, InFlight};
+use crate::payment::claims::AdmissionStore;
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{is_final_status, Answer, Event, Outcome, PaymentState, ReplayGuard};
 use crate::pricing::{RequestFacts, RouteKind};
-use crate::store::{LocalRateCounter, RateCounter};
+use crate::store::{LocalAdmission, LocalRateCounter, RateCounter};
 use crate::x402::{PAYMENT_SIGNATURE, X_PAYMENT};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -55,6 +57,8 @@ pub struct Gateway {
     health: Arc<Health>,
     idempotency: Arc<dyn IdempotencyStore>,
     rates: Arc<dyn RateCounter>,
+    /// The claims of a paid request (counters, identifier, reservation) in one exchange.
+    admission: Arc<dyn AdmissionStore>,
 }
 
 impl Gateway {
@@ -64,25 +68,50 @@ impl Gateway {
         journal: Option<Arc<dyn Journal>>,
         health: Arc<Health>,
     ) -> Self {
+        let idempotency: Arc<dyn IdempotencyStore> = Arc::new(InMemoryIdempotency::new());
+        let rates: Arc<dyn RateCounter> = Arc::new(LocalRateCounter::new());
+        let admission = Arc::new(LocalAdmission::new(
+            replay.clone(),
+            idempotency.clone(),
+            rates.clone(),
+        ));
         Self {
             state,
             replay,
             journal,
             health,
-            idempotency: Arc::new(InMemoryIdempotency::new()),
-            rates: Arc::new(LocalRateCounter::new()),
+            idempotency,
+            rates,
+            admission,
         }
     }
 
     /// Keeps idempotent replies in `store` instead of this process's memory.
     pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
         self.idempotency = store;
-        self
+        self.compose_admission()
     }
 
     /// Counts rate limits in `counter` instead of this process's memory.
     pub fn with_rate_counter(mut self, counter: Arc<dyn RateCounter>) -> Self {
         self.rates = counter;
+        self.compose_admission()
+    }
+
+    /// Claims paid requests' counters, identifiers and reservations in `store`, which holds
+    /// the same state as the replay guard, idempotency store and rate counter (a shared store
+    /// doing all of it in one round trip).
+    pub fn with_admission(mut self, store: Arc<dyn AdmissionStore>) -> Self {
+        self.admission = store;
+        self
+    }
+
+    fn compose_admission(mut self) -> Self {
+        self.admission = Arc::new(LocalAdmission::new(
+            self.replay.clone(),
+            self.idempotency.clone(),
+            self.rates.clone(),
+        ));
         self
     }
 
@@ -164,6 +193,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<bool> {
         let priced_as = match normalise::priced_as(session.req_header(), &ctx.state) {
+            Ok(priced_as) => normalise::priced_by_body(session, priced_as, &ctx.state).await,
+            Err(refusal) => Err(refusal),
+        };
+        let priced_as = match priced_as {
             Ok(priced_as) => priced_as,
             Err(refusal) => {
                 ctx.outcome = Some(Outcome::Refused);

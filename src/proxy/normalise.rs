@@ -1,8 +1,16 @@
 //! Pingora glue of request normalisation; the decision itself is [`crate::pricing::normalise`].
 
 use super::{GatewayState, Reply};
-use crate::pricing::{headers_to_drop, normalise, PricedAs};
+use crate::pricing::{
+    body_could_reprice, body_encoding, body_method_override, headers_to_drop, normalise,
+    reprice_by_body, PricedAs, MAX_BODY_BYTES,
+};
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use std::time::Duration;
+
+/// How long the gateway waits for a body it must read before pricing the request.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How `req` is priced, or the `400` that refuses it.
 pub(super) fn priced_as(req: &RequestHeader, state: &GatewayState) -> Result<PricedAs, Reply> {
@@ -16,6 +24,73 @@ pub(super) fn priced_as(req: &RequestHeader, state: &GatewayState) -> Result<Pri
         &config.server.requests,
     )
     .map_err(|refusal| Reply::error(400, refusal.code(), &refusal.to_string()))
+}
+
+/// `priced`, or the price a `_method` field in the body gives it: upstreams such as Rails and
+/// Laravel route a POST by that field. The body is read (bounded) only when that could change the
+/// price, and Pingora's retry buffer hands it on to the upstream unchanged.
+pub(super) async fn priced_by_body(
+    session: &mut Session,
+    priced: PricedAs,
+    state: &GatewayState,
+) -> Result<PricedAs, Reply> {
+    let routes = &state.config.routes;
+    if !body_could_reprice(&session.req_header().method, &priced, routes) {
+        return Ok(priced);
+    }
+    let content_type = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes());
+    let Some(encoding) = body_encoding(content_type) else {
+        return Ok(priced);
+    };
+    let too_large = || {
+        Reply::error(
+            413,
+            "body_too_large_to_price",
+            &format!(
+                "a POST body on this path can change its price (a `_method` field) and is read \
+                 before the request is priced: at most {MAX_BODY_BYTES} bytes"
+            ),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    session.enable_retry_buffering();
+    let mut body = Vec::new();
+    let read_all = async {
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY_BYTES {
+                return Ok(false);
+            }
+        }
+        Ok::<bool, Box<pingora::Error>>(true)
+    };
+    let unreadable = || {
+        Reply::error(
+            400,
+            "unreadable_body",
+            "the request body could not be read before pricing the request",
+        )
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read_all).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Err(too_large()),
+        Ok(Err(_)) | Err(_) => return Err(unreadable()),
+    }
+    let method = body_method_override(&encoding, &body)
+        .map_err(|refusal| Reply::error(400, refusal.code(), &refusal.to_string()))?;
+    Ok(reprice_by_body(priced, method.as_deref(), routes))
 }
 
 /// Removes the headers the upstream must not see (overrides, URL rewrites, underscore aliases).

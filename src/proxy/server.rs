@@ -11,7 +11,8 @@ use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
 use crate::payment::{InMemoryReplayGuard, ReplayGuard};
 pub use crate::state::{GatewayState, StartError, UNMATCHED_LABEL};
 use crate::store::{
-    LocalRateCounter, RateCounter, RedisIdempotency, RedisRateCounter, RedisReplayGuard, RedisStore,
+    LocalRateCounter, RateCounter, RedisAdmission, RedisIdempotency, RedisRateCounter,
+    RedisReplayGuard, RedisStore,
 };
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -215,8 +216,11 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
             Some(store)
         }
     };
-    let replay: Arc<dyn ReplayGuard> = match &shared {
-        Some(store) => Arc::new(RedisReplayGuard::new(store.clone())),
+    let shared_replay = shared
+        .as_ref()
+        .map(|store| Arc::new(RedisReplayGuard::new(store.clone())));
+    let replay: Arc<dyn ReplayGuard> = match &shared_replay {
+        Some(guard) => guard.clone(),
         None => Arc::new(InMemoryReplayGuard::new()),
     };
     let journal = match &journal_config {
@@ -240,9 +244,12 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
         Some(store) => Arc::new(RedisRateCounter::new(store.clone())),
         None => Arc::new(LocalRateCounter::new()),
     };
-    let gateway = gateway
+    let mut gateway = gateway
         .with_idempotency(idempotency.clone())
         .with_rate_counter(rates.clone());
+    if let (Some(store), Some(guard)) = (&shared, shared_replay) {
+        gateway = gateway.with_admission(Arc::new(RedisAdmission::new(store.clone(), guard)));
+    }
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,

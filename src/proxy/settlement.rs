@@ -36,6 +36,9 @@ pub(super) struct PaidRequest {
     pub route_index: Option<usize>,
     /// The outcome the lifecycle decided, counted when the request ends.
     pub outcome: Option<Outcome>,
+    /// A payment with an identifier is recorded settled when its request ends, together with
+    /// its kept response (one exchange with a shared store); until then its reservation refuses.
+    pub settles_with_identifier: bool,
 }
 
 impl PaidRequest {
@@ -58,7 +61,11 @@ impl Gateway {
             match decision.reservation {
                 Reservation::Keep => {}
                 Reservation::Release => self.replay.release(&payment.verified.replay_key).await,
+                Reservation::Burn if payment.settles_with_identifier => {}
                 Reservation::Burn => self.replay.mark_settled(&payment.verified.replay_key).await,
+                Reservation::Tombstone => {
+                    self.replay.keep_unknown(&payment.verified.replay_key).await
+                }
             }
             if let Some(outcome) = decision.outcome {
                 payment.outcome = Some(outcome);

@@ -43,7 +43,7 @@ struct Held {
     done: Option<Completed>,
 }
 
-fn in_flight(fingerprint: &str) -> String {
+pub(super) fn in_flight(fingerprint: &str) -> String {
     serde_json::json!({ "f": fingerprint }).to_string()
 }
 
@@ -57,7 +57,33 @@ impl RedisIdempotency {
     }
 
     fn key(&self, id: &str) -> String {
-        self.store.key("idem", id)
+        idempotency_key(&self.store, id)
+    }
+}
+
+/// The value kept under an identifier once its payment completed.
+pub(super) fn completed_value(fingerprint: &str, completed: &Completed) -> Option<String> {
+    let done = Held {
+        f: fingerprint.to_string(),
+        done: Some(completed.clone()),
+    };
+    serde_json::to_string(&done).ok()
+}
+
+pub(super) fn idempotency_key(store: &RedisStore, id: &str) -> String {
+    store.key("idem", id)
+}
+
+/// What the value `held` under an identifier means for a claim with `fingerprint`.
+pub(super) fn read_claim(held: &str, fingerprint: &str) -> Claim {
+    match serde_json::from_str::<Held>(held) {
+        Ok(held) if held.f != fingerprint => Claim::Mismatch,
+        Ok(Held {
+            done: Some(done), ..
+        }) => Claim::Completed(done),
+        Ok(_) => Claim::InFlight,
+        // Not ours to interpret: refuse rather than process the payment twice.
+        Err(_) => Claim::Mismatch,
     }
 }
 
@@ -81,24 +107,12 @@ impl IdempotencyStore for RedisIdempotency {
         Ok(match answer.as_str() {
             "!new" => Claim::New,
             "!gone" => Claim::InFlight,
-            held => match serde_json::from_str::<Held>(held) {
-                Ok(held) if held.f != fingerprint => Claim::Mismatch,
-                Ok(Held {
-                    done: Some(done), ..
-                }) => Claim::Completed(done),
-                Ok(_) => Claim::InFlight,
-                // Not ours to interpret: refuse rather than process the payment twice.
-                Err(_) => Claim::Mismatch,
-            },
+            held => read_claim(held, fingerprint),
         })
     }
 
     async fn complete(&self, id: &str, fingerprint: &str, completed: &Completed, ttl: Duration) {
-        let done = Held {
-            f: fingerprint.to_string(),
-            done: Some(completed.clone()),
-        };
-        let Ok(done) = serde_json::to_string(&done) else {
+        let Some(done) = completed_value(fingerprint, completed) else {
             return;
         };
         let args = vec![

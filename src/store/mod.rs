@@ -3,11 +3,13 @@
 //! adapters here keep it in Redis so that replicas pointing at one Redis behave as one gateway.
 //! Without `[redis]` the in-memory implementations serve a single process.
 
+mod admission;
 mod idempotency;
 mod rate;
 mod redis;
 mod replay;
 
+pub use self::admission::{LocalAdmission, RedisAdmission};
 pub use self::idempotency::RedisIdempotency;
 pub use self::rate::{LocalRateCounter, RateCounter, RedisRateCounter};
 pub use self::redis::{RedisStore, StoreError};

@@ -64,8 +64,30 @@ impl RedisReplayGuard {
         }
     }
 
-    fn key(&self, key: &ReplayKey) -> String {
+    pub(super) fn redis_key(&self, key: &ReplayKey) -> String {
         self.store.key("replay", &key.to_hex())
+    }
+
+    /// A fresh owner token and how long its reservation lasts.
+    pub(super) fn new_reservation(&self, expires_at: u64, now: u64) -> (String, u64) {
+        let token = format!("{RESERVED_PREFIX}{:032x}", rand::random::<u128>());
+        (token, ttl_ms(expires_at, now))
+    }
+
+    /// Gives up this process's hold of `key` to a write made elsewhere: the owner token (empty
+    /// if none is held) and how long a final state lasts.
+    pub(super) fn take_held(&self, key: &ReplayKey, expires_at: u64) -> (String, u64) {
+        let now = crate::ops::journal::unix_now();
+        match self.held.remove(key) {
+            Some((_, held)) => (held.token, ttl_ms(held.expires_at, now)),
+            None => (String::new(), ttl_ms(expires_at, now)),
+        }
+    }
+
+    /// Remembers a reservation made elsewhere (in one round trip with other claims) as this
+    /// process's, so that it releases or finishes it like its own.
+    pub(super) fn hold(&self, key: &ReplayKey, token: String, expires_at: u64) {
+        self.held.insert(*key, Held { token, expires_at });
     }
 
     /// Records the final state without holding the response up: until it lands, the
@@ -77,7 +99,7 @@ impl RedisReplayGuard {
         let ttl_ms = ttl_ms(held.expires_at, crate::ops::journal::unix_now());
         let args = vec![arg(held.token.as_str()), arg(state), arg(ttl_ms)];
         let store = self.store.clone();
-        let redis_key = self.key(key);
+        let redis_key = self.redis_key(key);
         let shown = key.to_hex();
         self.store.spawn(async move {
             let result: Result<i64, _> = store
@@ -91,6 +113,16 @@ impl RedisReplayGuard {
     }
 }
 
+/// Why an authorization whose key holds `held` cannot be reserved.
+pub(super) fn held_error(held: &str) -> ReplayError {
+    match held {
+        UNKNOWN => ReplayError::OutcomeUnknown,
+        held if held.starts_with(RESERVED_PREFIX) => ReplayError::InFlight,
+        // `settled`, or anything this version does not know: refused, never read as free.
+        _ => ReplayError::AlreadySettled,
+    }
+}
+
 fn ttl_ms(expires_at: u64, now: u64) -> u64 {
     (expires_at.saturating_sub(now) + EXPIRY_MARGIN_SECS) * 1000
 }
@@ -98,11 +130,11 @@ fn ttl_ms(expires_at: u64, now: u64) -> u64 {
 #[async_trait]
 impl ReplayGuard for RedisReplayGuard {
     async fn reserve(&self, key: &ReplayKey, expires_at: u64, now: u64) -> Result<(), ReplayError> {
-        let token = format!("{RESERVED_PREFIX}{:032x}", rand::random::<u128>());
-        let args = vec![arg(token.as_str()), arg(ttl_ms(expires_at, now))];
+        let (token, ttl_ms) = self.new_reservation(expires_at, now);
+        let args = vec![arg(token.as_str()), arg(ttl_ms)];
         let answer: String = self
             .store
-            .eval("replay_reserve", &RESERVE, vec![self.key(key)], args)
+            .eval("replay_reserve", &RESERVE, vec![self.redis_key(key)], args)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "replay reservation failed");
@@ -110,11 +142,10 @@ impl ReplayGuard for RedisReplayGuard {
             })?;
         match answer.as_str() {
             "ok" => {
-                self.held.insert(*key, Held { token, expires_at });
+                self.hold(key, token, expires_at);
                 Ok(())
             }
-            held if held.starts_with(RESERVED_PREFIX) => Err(ReplayError::InFlight),
-            _ => Err(ReplayError::AlreadySettled),
+            held => Err(held_error(held)),
         }
     }
 
@@ -127,7 +158,7 @@ impl ReplayGuard for RedisReplayGuard {
             .eval(
                 "replay_release",
                 &RELEASE,
-                vec![self.key(key)],
+                vec![self.redis_key(key)],
                 vec![arg(held.token.as_str())],
             )
             .await;

@@ -97,6 +97,47 @@ pub struct ExactEvmPayload {
     pub authorization: Authorization,
 }
 
+/// The token and maximum amount an `upto` buyer lets Permit2 move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permit2TokenPermissions {
+    pub token: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub amount: String,
+}
+
+/// The witness the `upto` proxy contract binds into the Permit2 signature: who is paid, which
+/// facilitator may settle, and from when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptoWitness {
+    pub to: String,
+    pub facilitator: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub valid_after: String,
+}
+
+/// A Permit2 `PermitWitnessTransferFrom` as an `upto` client sends it. Numbers are decimal strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permit2Authorization {
+    pub from: String,
+    pub permitted: Permit2TokenPermissions,
+    pub spender: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub nonce: String,
+    #[serde(deserialize_with = "decimal_text")]
+    pub deadline: String,
+    pub witness: UptoWitness,
+}
+
+/// The `upto` EVM payload: a signature over a Permit2 witness transfer of at most the maximum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UptoEvmPayload {
+    pub signature: String,
+    pub permit2_authorization: Permit2Authorization,
+}
+
 /// v2 payment (`PAYMENT-SIGNATURE`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -202,12 +243,27 @@ pub struct SupportedKind {
     pub x402_version: u8,
     pub scheme: String,
     pub network: String,
+    /// Scheme-specific facts, such as the address an `upto` facilitator settles from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
 }
 
 /// Facilitator `/supported` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SupportedResponse {
     pub kinds: Vec<SupportedKind>,
+}
+
+impl SupportedResponse {
+    /// The address a facilitator settles `upto` payments of `network` from (v2
+    /// `extra.facilitatorAddress`): buyers bind it into their signature, so without it no `upto`
+    /// challenge can be answered.
+    pub fn upto_facilitator_address(&self, network: &str) -> Option<&str> {
+        self.kinds
+            .iter()
+            .filter(|k| k.x402_version == 2 && k.scheme == "upto" && k.network == network)
+            .find_map(|k| k.extra.as_ref()?.get("facilitatorAddress")?.as_str())
+    }
 }
 
 fn empty_object() -> Value {
