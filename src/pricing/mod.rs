@@ -7,6 +7,7 @@ mod assets;
 mod body_override;
 mod challenge;
 mod fees;
+pub mod mcp;
 mod money;
 mod path;
 mod request;
