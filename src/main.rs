@@ -7,7 +7,7 @@ use x402_gateway::config::{
     primary_facilitator, FacilitatorConfig, FacilitatorKind, GatewayConfig, UnmatchedPolicy,
 };
 use x402_gateway::facilitator::{fee_tiers_for, preflight, Facilitators};
-use x402_gateway::pricing::{format_units, quote_fee, FeeTier, RouteKind};
+use x402_gateway::pricing::{format_units, quote_fee, FeeTier, PricedRoute, RouteKind};
 use x402_gateway::proxy::{build_server, GatewayState};
 
 #[derive(Parser)]
@@ -366,65 +366,15 @@ fn check(path: PathBuf) -> Result<()> {
     for route in config.routes.in_file_order() {
         match &route.kind {
             RouteKind::Free => println!("{:<32} free", route.source),
-            RouteKind::Priced(priced) => {
-                for (i, option) in priced.options.iter().enumerate() {
-                    let r = &option.requirements;
-                    let name = if i == 0 { route.source.as_str() } else { "" };
-                    let scheme = if r.scheme == "exact" {
-                        String::new()
-                    } else {
-                        format!(" {}", r.scheme)
-                    };
-                    let sync = if priced.sync_settle { ", sync" } else { "" };
-                    println!(
-                        "{name:<32} {amount:>12} {symbol} ({dollars}){scheme} on {network} to {pay_to}, settle {settle}{sync}",
-                        amount = r.amount,
-                        symbol = option.asset_symbol,
-                        dollars = format_units(option.amount, option.decimals),
-                        network = r.network,
-                        pay_to = r.pay_to,
-                        settle = priced.settle.as_str(),
-                    );
-                    let served_by = primary_facilitator(&config.facilitators, &r.network);
-                    if let Some(Some(Ok(tiers))) = served_by.and_then(|i| fees.get(i)) {
-                        let facilitator = served_by
-                            .and_then(|i| config.facilitators.get(i))
-                            .map_or("", |f| f.name.as_str());
-                        match quote_fee(tiers, option.amount, option.decimals) {
-                            Some(q) => println!(
-                                "{:<32} fee {} {symbol} ({tier}, {facilitator}), seller receives {} {symbol} ({})",
-                                "",
-                                q.fee,
-                                q.net,
-                                format_units(q.net, option.decimals),
-                                symbol = option.asset_symbol,
-                                tier = describe_tier(&q.tier),
-                            ),
-                            None => println!("{:<32} fee: no published tier covers this price", ""),
-                        }
-                    }
-                }
-                for rule in &priced.price_rules {
-                    let prices: Vec<String> = rule
-                        .priced
-                        .options
-                        .iter()
-                        .map(|o| {
-                            format!(
-                                "{} {} ({}) on {}",
-                                o.requirements.amount,
-                                o.asset_symbol,
-                                format_units(o.amount, o.decimals),
-                                o.requirements.network
-                            )
-                        })
-                        .collect();
-                    println!(
-                        "{:<32} when {}: {}",
-                        "",
-                        rule.condition.describe(),
-                        prices.join(", ")
-                    );
+            RouteKind::Priced(priced) => print_prices(&route.source, priced, &config, &fees),
+            RouteKind::Mcp(mcp) => {
+                println!(
+                    "{:<32} mcp: {} priced item(s); every other tool, resource and prompt is free",
+                    route.source,
+                    mcp.items.len()
+                );
+                for item in &mcp.items {
+                    print_prices(&format!("  {}", item.label()), &item.priced, &config, &fees);
                 }
             }
         }
@@ -453,4 +403,72 @@ fn check(path: PathBuf) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `check`'s lines for one price: each option, its fee, and its price rules.
+fn print_prices(
+    label: &str,
+    priced: &PricedRoute,
+    config: &GatewayConfig,
+    fees: &[Option<std::result::Result<Vec<FeeTier>, String>>],
+) {
+    for (i, option) in priced.options.iter().enumerate() {
+        let r = &option.requirements;
+        let name = if i == 0 { label } else { "" };
+        let scheme = if r.scheme == "exact" {
+            String::new()
+        } else {
+            format!(" {}", r.scheme)
+        };
+        let sync = if priced.sync_settle { ", sync" } else { "" };
+        println!(
+            "{name:<32} {amount:>12} {symbol} ({dollars}){scheme} on {network} to {pay_to}, settle {settle}{sync}",
+            amount = r.amount,
+            symbol = option.asset_symbol,
+            dollars = format_units(option.amount, option.decimals),
+            network = r.network,
+            pay_to = r.pay_to,
+            settle = priced.settle.as_str(),
+        );
+        let served_by = primary_facilitator(&config.facilitators, &r.network);
+        if let Some(Some(Ok(tiers))) = served_by.and_then(|i| fees.get(i)) {
+            let facilitator = served_by
+                .and_then(|i| config.facilitators.get(i))
+                .map_or("", |f| f.name.as_str());
+            match quote_fee(tiers, option.amount, option.decimals) {
+                Some(q) => println!(
+                    "{:<32} fee {} {symbol} ({tier}, {facilitator}), seller receives {} {symbol} ({})",
+                    "",
+                    q.fee,
+                    q.net,
+                    format_units(q.net, option.decimals),
+                    symbol = option.asset_symbol,
+                    tier = describe_tier(&q.tier),
+                ),
+                None => println!("{:<32} fee: no published tier covers this price", ""),
+            }
+        }
+    }
+    for rule in &priced.price_rules {
+        let prices: Vec<String> = rule
+            .priced
+            .options
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} ({}) on {}",
+                    o.requirements.amount,
+                    o.asset_symbol,
+                    format_units(o.amount, o.decimals),
+                    o.requirements.network
+                )
+            })
+            .collect();
+        println!(
+            "{:<32} when {}: {}",
+            "",
+            rule.condition.describe(),
+            prices.join(", ")
+        );
+    }
 }

@@ -6,6 +6,7 @@ use super::model::*;
 use super::surface;
 use super::surface::Text;
 use crate::payment::{SettlementPolicy, PAYMENT_FLOW};
+use crate::pricing::mcp::{McpItemKind, McpPricedItem, McpRoute};
 use crate::pricing::{
     canonical_path, checksum_address, parse_price, Asset, AssetRegistry, PaymentOption,
     PriceCondition, PriceRule, PricedRoute, Route, RouteKind, RoutePattern, RouteTable,
@@ -752,10 +753,7 @@ impl Ctx<'_> {
         route: &Route,
         facilitators: &[FacilitatorConfig],
     ) -> Result<(), ConfigError> {
-        let RouteKind::Priced(priced) = &route.kind else {
-            return Ok(());
-        };
-        for option in &priced.options {
+        for option in route.kind.priced_routes().flat_map(|p| &p.options) {
             let network = &option.requirements.network;
             let Some(index) = primary_facilitator(facilitators, network) else {
                 return Err(self.err(
@@ -818,6 +816,22 @@ impl Ctx<'_> {
         let source = self.expand(&route.pattern)?;
         let pattern =
             RoutePattern::parse(&source).map_err(|e| self.err(&route.pattern, e.to_string()))?;
+        let has_items =
+            route.tools.is_some() || route.resources.is_some() || route.prompts.is_some();
+        if has_items && !route.mcp {
+            return Err(self.err(
+                spanned,
+                format!(
+                    "route `{source}` lists tools, resources or prompts but is not `mcp = true`"
+                ),
+            ));
+        }
+        if route.free && route.mcp {
+            return Err(self.err(
+                spanned,
+                format!("route `{source}` is both `free = true` and `mcp = true`: an MCP route without priced items is free already"),
+            ));
+        }
         let kind = if route.free {
             if route.has_inline_terms() || route.accepts.is_some() {
                 return Err(self.err(
@@ -833,93 +847,24 @@ impl Ctx<'_> {
                 ));
             }
             RouteKind::Free
+        } else if route.mcp {
+            RouteKind::Mcp(self.mcp_route(
+                &source,
+                &pattern,
+                spanned,
+                defaults,
+                default_settle,
+                assets,
+            )?)
         } else {
-            let terms: Vec<(surface::PaymentTerms, std::ops::Range<usize>)> = match (&route.accepts, route.has_inline_terms()) {
-                (Some(_), true) => {
-                    return Err(self.err(spanned, format!("route `{source}` has both `accepts` and a price: use one")))
-                }
-                (Some(list), false) if list.is_empty() => {
-                    return Err(self.err(spanned, format!("route `{source}` has an empty `accepts` list")))
-                }
-                // Route-level keys are the defaults of each of its `accepts` entries.
-                (Some(list), false) => list
-                    .iter()
-                    .map(|t| (t.get_ref().or_route(route), t.span()))
-                    .collect(),
-                (None, true) => vec![(route.inline_terms(), spanned.span())],
-                (None, false) => {
-                    return Err(self.err(
-                        spanned,
-                        format!("route `{source}` has no `price`, `amount` or `accepts`; set one, or `free = true`"),
-                    ))
-                }
-            };
-            let settle = match &route.settle {
-                Some(s) => self.settle_policy(s)?,
-                None => default_settle,
-            };
-            let build_options = |price: Option<&Text>, amount: Option<&Text>| {
-                let mut options = Vec::with_capacity(terms.len());
-                for (t, span) in &terms {
-                    let mut t = t.clone();
-                    if price.is_some() || amount.is_some() {
-                        t.price = price.cloned();
-                        t.amount = amount.cloned();
-                    }
-                    let mut option = self.option(&source, &t, span.clone(), defaults, assets)?;
-                    if let (Some(flow), Some(extra)) = (
-                        settle.payment_flow(),
-                        option.requirements.extra.as_object_mut(),
-                    ) {
-                        extra.insert(PAYMENT_FLOW.into(), flow.into());
-                    }
-                    options.push(option);
-                }
-                Ok::<_, ConfigError>(options)
-            };
-            let options = build_options(None, None)?;
-            let mut rules = Vec::new();
-            for rule in route.price_rules.iter().flatten() {
-                let condition = self.price_condition(&source, &pattern, rule)?;
-                let r = rule.get_ref();
-                if r.price.is_none() && r.amount.is_none() {
-                    return Err(self.err(
-                        rule,
-                        format!("a price rule of route `{source}` sets no `price` or `amount`"),
-                    ));
-                }
-                rules.push((
-                    condition,
-                    build_options(r.price.as_ref(), r.amount.as_ref())?,
-                ));
-            }
-            let mut priced = PricedRoute {
-                options,
-                description: self.opt(&route.description)?.unwrap_or_default(),
-                mime_type: self
-                    .opt(&route.mime_type)?
-                    .unwrap_or_else(|| "application/json".into()),
-                settle,
-                sync_settle: route
-                    .sync_settle
-                    .as_ref()
-                    .or(defaults.sync_settle.as_ref())
-                    .is_some_and(|s| *s.get_ref()),
-                challenge: Default::default(),
-                price_rules: Vec::new(),
-            };
-            priced.price_rules = rules
-                .into_iter()
-                .map(|(condition, options)| PriceRule {
-                    condition,
-                    priced: PricedRoute {
-                        options,
-                        challenge: Default::default(),
-                        ..priced.clone()
-                    },
-                })
-                .collect();
-            RouteKind::Priced(priced)
+            RouteKind::Priced(self.priced_route(
+                &source,
+                &pattern,
+                spanned,
+                defaults,
+                default_settle,
+                assets,
+            )?)
         };
         Ok(Route {
             index,
@@ -927,6 +872,203 @@ impl Ctx<'_> {
             pattern,
             kind,
         })
+    }
+
+    /// An MCP route: its priced tools, resources and prompts. The route's own payment keys
+    /// (`network`, `pay_to`, `asset`, `scheme`, ...) are the defaults of its items.
+    fn mcp_route(
+        &self,
+        source: &str,
+        pattern: &RoutePattern,
+        spanned: &Spanned<surface::Route>,
+        defaults: &surface::Defaults,
+        default_settle: SettlementPolicy,
+        assets: &AssetRegistry,
+    ) -> Result<McpRoute, ConfigError> {
+        let route = spanned.get_ref();
+        if route.has_inline_terms() || route.accepts.is_some() || route.price_rules.is_some() {
+            return Err(self.err(
+                spanned,
+                format!("route `{source}` is `mcp = true`: price its items in [[routes.tools]], [[routes.resources]] or [[routes.prompts]], not the route"),
+            ));
+        }
+        let mut items: Vec<McpPricedItem> = Vec::new();
+        let lists = [
+            (McpItemKind::Tool, &route.tools, "name"),
+            (McpItemKind::Resource, &route.resources, "uri"),
+            (McpItemKind::Prompt, &route.prompts, "name"),
+        ];
+        for (kind, list, key) in lists {
+            for entry in list.iter().flatten() {
+                let e = entry.get_ref();
+                let (wanted, other) = match key {
+                    "uri" => (&e.uri, &e.name),
+                    _ => (&e.name, &e.uri),
+                };
+                let kind_name = kind.as_str();
+                if other.is_some() {
+                    let other_key = if key == "uri" { "name" } else { "uri" };
+                    return Err(self.err(entry, format!("a {kind_name} of route `{source}` is named by `{key}`, not `{other_key}`")));
+                }
+                let name = match wanted {
+                    Some(text) => self.expand(text)?,
+                    None => {
+                        return Err(self.err(
+                            entry,
+                            format!("a {kind_name} of route `{source}` has no `{key}`"),
+                        ))
+                    }
+                };
+                if name.is_empty() {
+                    return Err(self.err(
+                        entry,
+                        format!("a {kind_name} of route `{source}` has an empty `{key}`"),
+                    ));
+                }
+                if items.iter().any(|i| i.kind == kind && i.name == name) {
+                    return Err(self.err(
+                        entry,
+                        format!("route `{source}` prices {kind_name} `{name}` twice"),
+                    ));
+                }
+                let as_route = surface::Route {
+                    pattern: route.pattern.clone(),
+                    free: false,
+                    description: e.description.clone().or_else(|| route.description.clone()),
+                    mime_type: e.mime_type.clone().or_else(|| route.mime_type.clone()),
+                    settle: e.settle.clone().or_else(|| route.settle.clone()),
+                    sync_settle: e.sync_settle.clone().or_else(|| route.sync_settle.clone()),
+                    // Each `accepts` entry falls back on these merged keys, as on a route.
+                    accepts: e.accepts.clone(),
+                    price: e.price.clone(),
+                    amount: e.amount.clone(),
+                    asset: e.asset.clone().or_else(|| route.asset.clone()),
+                    network: e.network.clone().or_else(|| route.network.clone()),
+                    pay_to: e.pay_to.clone().or_else(|| route.pay_to.clone()),
+                    scheme: e.scheme.clone().or_else(|| route.scheme.clone()),
+                    max_timeout_seconds: e
+                        .max_timeout_seconds
+                        .clone()
+                        .or_else(|| route.max_timeout_seconds.clone()),
+                    price_rules: None,
+                    mcp: false,
+                    tools: None,
+                    resources: None,
+                    prompts: None,
+                };
+                let label = format!("{source} {kind_name} {name}");
+                let as_route = Spanned::new(entry.span(), as_route);
+                let priced = self.priced_route(
+                    &label,
+                    pattern,
+                    &as_route,
+                    defaults,
+                    default_settle,
+                    assets,
+                )?;
+                items.push(McpPricedItem { kind, name, priced });
+            }
+        }
+        Ok(McpRoute { items })
+    }
+
+    /// The prices of a priced route (or of one item of an MCP route, given as a route).
+    fn priced_route(
+        &self,
+        source: &str,
+        pattern: &RoutePattern,
+        spanned: &Spanned<surface::Route>,
+        defaults: &surface::Defaults,
+        default_settle: SettlementPolicy,
+        assets: &AssetRegistry,
+    ) -> Result<PricedRoute, ConfigError> {
+        let route = spanned.get_ref();
+        let terms: Vec<(surface::PaymentTerms, std::ops::Range<usize>)> = match (&route.accepts, route.has_inline_terms()) {
+            (Some(_), true) => {
+                return Err(self.err(spanned, format!("route `{source}` has both `accepts` and a price: use one")))
+            }
+            (Some(list), false) if list.is_empty() => {
+                return Err(self.err(spanned, format!("route `{source}` has an empty `accepts` list")))
+            }
+            // Route-level keys are the defaults of each of its `accepts` entries.
+            (Some(list), false) => list
+                .iter()
+                .map(|t| (t.get_ref().or_route(route), t.span()))
+                .collect(),
+            (None, true) => vec![(route.inline_terms(), spanned.span())],
+            (None, false) => {
+                return Err(self.err(
+                    spanned,
+                    format!("route `{source}` has no `price`, `amount` or `accepts`; set one, or `free = true`"),
+                ))
+            }
+        };
+        let settle = match &route.settle {
+            Some(s) => self.settle_policy(s)?,
+            None => default_settle,
+        };
+        let build_options = |price: Option<&Text>, amount: Option<&Text>| {
+            let mut options = Vec::with_capacity(terms.len());
+            for (t, span) in &terms {
+                let mut t = t.clone();
+                if price.is_some() || amount.is_some() {
+                    t.price = price.cloned();
+                    t.amount = amount.cloned();
+                }
+                let mut option = self.option(source, &t, span.clone(), defaults, assets)?;
+                if let (Some(flow), Some(extra)) = (
+                    settle.payment_flow(),
+                    option.requirements.extra.as_object_mut(),
+                ) {
+                    extra.insert(PAYMENT_FLOW.into(), flow.into());
+                }
+                options.push(option);
+            }
+            Ok::<_, ConfigError>(options)
+        };
+        let options = build_options(None, None)?;
+        let mut rules = Vec::new();
+        for rule in route.price_rules.iter().flatten() {
+            let condition = self.price_condition(source, pattern, rule)?;
+            let r = rule.get_ref();
+            if r.price.is_none() && r.amount.is_none() {
+                return Err(self.err(
+                    rule,
+                    format!("a price rule of route `{source}` sets no `price` or `amount`"),
+                ));
+            }
+            rules.push((
+                condition,
+                build_options(r.price.as_ref(), r.amount.as_ref())?,
+            ));
+        }
+        let mut priced = PricedRoute {
+            options,
+            description: self.opt(&route.description)?.unwrap_or_default(),
+            mime_type: self
+                .opt(&route.mime_type)?
+                .unwrap_or_else(|| "application/json".into()),
+            settle,
+            sync_settle: route
+                .sync_settle
+                .as_ref()
+                .or(defaults.sync_settle.as_ref())
+                .is_some_and(|s| *s.get_ref()),
+            challenge: Default::default(),
+            price_rules: Vec::new(),
+        };
+        priced.price_rules = rules
+            .into_iter()
+            .map(|(condition, options)| PriceRule {
+                condition,
+                priced: PricedRoute {
+                    options,
+                    challenge: Default::default(),
+                    ..priced.clone()
+                },
+            })
+            .collect();
+        Ok(priced)
     }
 
     fn price_condition(

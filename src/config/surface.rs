@@ -174,6 +174,33 @@ pub struct Route {
     pub max_timeout_seconds: Option<Spanned<u64>>,
     /// Other prices for some requests (`[[routes.price_rules]]`).
     pub price_rules: Option<Vec<Spanned<PriceRule>>>,
+    /// The route is an MCP server's Streamable HTTP endpoint, priced per tool, resource, prompt.
+    #[serde(default)]
+    pub mcp: bool,
+    pub tools: Option<Vec<Spanned<McpEntry>>>,
+    pub resources: Option<Vec<Spanned<McpEntry>>>,
+    pub prompts: Option<Vec<Spanned<McpEntry>>>,
+}
+
+/// `[[routes.tools]]` (`name`), `[[routes.resources]]` (`uri`), `[[routes.prompts]]` (`name`):
+/// a priced item of an MCP route, with the usual price keys; the route's keys are its defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpEntry {
+    pub name: Option<Text>,
+    pub uri: Option<Text>,
+    pub description: Option<Text>,
+    pub mime_type: Option<Text>,
+    pub settle: Option<Text>,
+    pub sync_settle: Option<Spanned<bool>>,
+    pub accepts: Option<Vec<Spanned<PaymentTerms>>>,
+    pub price: Option<Text>,
+    pub amount: Option<Text>,
+    pub asset: Option<Text>,
+    pub network: Option<Text>,
+    pub pay_to: Option<Text>,
+    pub scheme: Option<Text>,
+    pub max_timeout_seconds: Option<Spanned<u64>>,
 }
 
 /// One value or a list of values: `equals = "pro"` or `equals = ["pro", "max"]`.

@@ -29,7 +29,7 @@ fn parse_env(
 fn only_option(config: &GatewayConfig) -> PaymentRequirements {
     match &config.routes.in_file_order()[0].kind {
         RouteKind::Priced(p) => p.options[0].requirements.clone(),
-        RouteKind::Free => panic!("route is free"),
+        _ => panic!("route is not priced"),
     }
 }
 
@@ -357,7 +357,7 @@ fn batch_payments_need_an_okx_facilitator_and_sync_settle_is_per_route_or_defaul
         .iter()
         .map(|r| match &r.kind {
             RouteKind::Priced(p) => p.sync_settle,
-            RouteKind::Free => false,
+            _ => false,
         })
         .collect();
     assert_eq!(sync, vec![true, false]);
@@ -599,7 +599,7 @@ fn settle_before_routes_announce_the_upfront_flow_and_others_announce_none() {
     .unwrap();
     let extra = |i: usize| match &config.routes.in_file_order()[i].kind {
         RouteKind::Priced(p) => p.options[0].requirements.extra.clone(),
-        RouteKind::Free => panic!("route is free"),
+        _ => panic!("route is not priced"),
     };
     assert_eq!(extra(0)["paymentFlow"], "upfront");
     assert!(extra(1).get("paymentFlow").is_none());
@@ -677,7 +677,7 @@ price = "$0.25"
     fn route(config: &GatewayConfig) -> &PricedRoute {
         match &config.routes.in_file_order()[0].kind {
             RouteKind::Priced(p) => p,
-            RouteKind::Free => panic!("route is free"),
+            _ => panic!("route is not priced"),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::{AgentWallexFacilitator, FacilitatorError, Facilitators};
 use crate::config::{FacilitatorConfig, FacilitatorKind, GatewayConfig};
-use crate::pricing::{FeeTier, RouteKind};
+use crate::pricing::FeeTier;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
@@ -58,10 +58,7 @@ pub async fn preflight(
             }
         };
         for route in config.routes.in_file_order() {
-            let RouteKind::Priced(priced) = &route.kind else {
-                continue;
-            };
-            for option in &priced.options {
+            for option in route.kind.priced_routes().flat_map(|p| &p.options) {
                 let r = &option.requirements;
                 let served_here = facilitators
                     .for_network(&r.network)

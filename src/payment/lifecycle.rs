@@ -335,6 +335,11 @@ pub enum Event {
     },
     /// The upstream could not be reached, timed out or dropped the connection.
     UpstreamFailed,
+    /// The upstream answered with a success status, but the answer itself reports that the
+    /// work failed (an MCP tool result with `isError`, a JSON-RPC error): nothing is charged.
+    ResultFailed {
+        reason: String,
+    },
     SettleAnswered(SettleOutcome),
     /// The request is over (logging); whatever was not concluded is concluded now.
     Ended,
@@ -453,6 +458,13 @@ impl Lifecycle {
                     )
                     .count(Outcome::NotCharged),
             ),
+            (S::Verified, E::ResultFailed { reason }) => (
+                S::NotCharged,
+                Decision::new(A::Deliver)
+                    .release()
+                    .journal(PaymentState::NotCharged, &reason)
+                    .count(Outcome::NotCharged),
+            ),
             (S::Verified, E::UpstreamFailed) => (
                 S::NotCharged,
                 Decision::new(A::UpstreamError { receipt: false })
@@ -533,6 +545,13 @@ impl Lifecycle {
                         .journal(settled_state(f), &format!("upstream_status_{status}"))
                 };
                 (S::Settled(f), decision)
+            }
+            (S::Settled(f), E::ResultFailed { reason }) if self.settled_up_front => {
+                let f = *f;
+                (
+                    S::Settled(f),
+                    Decision::new(A::Deliver).journal(settled_state(f), &reason),
+                )
             }
             (S::Settled(f), E::UpstreamFailed) if self.settled_up_front => {
                 let f = *f;

@@ -19,6 +19,9 @@ fn events() -> Vec<Event> {
         Event::UpstreamAnswered { status: 404 },
         Event::UpstreamAnswered { status: 500 },
         Event::UpstreamFailed,
+        Event::ResultFailed {
+            reason: "tool_error".into(),
+        },
         Event::SettleAnswered(SettleOutcome::Settled(Finality::Confirmed)),
         Event::SettleAnswered(SettleOutcome::Settled(Finality::Pending)),
         Event::SettleAnswered(SettleOutcome::Settled(Finality::Batched)),
@@ -505,4 +508,33 @@ mod metered {
             other => panic!("expected a fallback, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_failed_result_charges_nothing_after_success_and_is_journaled_when_settled_up_front() {
+    let failed = || Event::ResultFailed {
+        reason: "tool_error".into(),
+    };
+    let mut life = Lifecycle::new(AfterSuccess);
+    life.on(Event::Accepted);
+    let decision = life.on(failed());
+    assert_eq!(decision.answer, Answer::Deliver);
+    assert_eq!(decision.reservation, Reservation::Release);
+    assert_eq!(
+        decision.journal,
+        Some((PaymentState::NotCharged, "tool_error".into()))
+    );
+    assert!(!life.settle_attempted());
+
+    let mut life = Lifecycle::new(Before);
+    life.on(Event::Accepted);
+    life.on(Event::SettleAnswered(SettleOutcome::Settled(
+        Finality::Confirmed,
+    )));
+    let decision = life.on(failed());
+    assert_eq!(decision.answer, Answer::Deliver);
+    assert_eq!(
+        decision.journal,
+        Some((PaymentState::Settled, "tool_error".into()))
+    );
 }

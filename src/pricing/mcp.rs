@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::x402::{PaymentRequired, SettleResponse};
+use super::PricedRoute;
 
 /// `_meta` key carrying the client's payment.
 pub const META_PAYMENT: &str = "x402/payment";
@@ -134,8 +134,7 @@ impl McpRequest {
     }
 
     /// The gateway's own reply when payment is required (tool-result or extension binding).
-    pub fn payment_required_reply(&self, challenge: &PaymentRequired) -> Value {
-        let challenge = serde_json::to_value(challenge).unwrap_or(Value::Null);
+    pub fn payment_required_reply(&self, challenge: Value) -> Value {
         let result = if self.extension_binding {
             json!({"resultType": "payment_required", "paymentRequired": challenge})
         } else {
@@ -149,11 +148,11 @@ impl McpRequest {
     }
 
     /// The result to return when settlement failed after execution: the tool's content is withheld.
-    pub fn settlement_failed_reply(&self, settlement: &SettleResponse) -> Value {
+    pub fn settlement_failed_reply(&self, settlement: &Value) -> Value {
         let reason = settlement
-            .error_reason
-            .clone()
-            .unwrap_or_else(|| "settlement failed".into());
+            .get("errorReason")
+            .and_then(Value::as_str)
+            .unwrap_or("settlement failed");
         let mut result = json!({
             "isError": true,
             "content": [{"type": "text", "text": format!("payment settlement failed: {reason}")}],
@@ -166,7 +165,7 @@ impl McpRequest {
     }
 
     /// Add the settlement to a JSON-RPC response from the MCP server. Errors pass unchanged.
-    pub fn attach_settlement(&self, response: &mut Value, settlement: &SettleResponse) -> bool {
+    pub fn attach_settlement(&self, response: &mut Value, settlement: &Value) -> bool {
         let Some(result) = response.get_mut("result").and_then(Value::as_object_mut) else {
             return false;
         };
@@ -174,10 +173,7 @@ impl McpRequest {
         let Some(meta) = meta.as_object_mut() else {
             return false;
         };
-        meta.insert(
-            META_PAYMENT_RESPONSE.into(),
-            serde_json::to_value(settlement).unwrap_or(Value::Null),
-        );
+        meta.insert(META_PAYMENT_RESPONSE.into(), settlement.clone());
         if self.extension_binding {
             result.insert("resultType".into(), json!("complete"));
         }
@@ -185,10 +181,233 @@ impl McpRequest {
     }
 }
 
+/// The kind of item a priced MCP entry names: `[[routes.tools]]`, `resources`, `prompts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpItemKind {
+    Tool,
+    Resource,
+    Prompt,
+}
+
+impl McpItemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tool => "tool",
+            Self::Resource => "resource",
+            Self::Prompt => "prompt",
+        }
+    }
+}
+
+impl McpItem {
+    /// The kind and name (or URI) of a priceable item; `None` for what always passes through.
+    pub fn key(&self) -> Option<(McpItemKind, &str)> {
+        match self {
+            Self::Tool(name) => Some((McpItemKind::Tool, name)),
+            Self::Resource(uri) => Some((McpItemKind::Resource, uri)),
+            Self::Prompt(name) => Some((McpItemKind::Prompt, name)),
+            Self::PassThrough => None,
+        }
+    }
+}
+
+/// One priced tool, resource or prompt of an MCP route.
+#[derive(Debug, Clone)]
+pub struct McpPricedItem {
+    pub kind: McpItemKind,
+    /// The tool or prompt name, or the resource URI.
+    pub name: String,
+    pub priced: PricedRoute,
+}
+
+impl McpPricedItem {
+    /// How logs, metrics and `check` name it: `tool search`.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.kind.as_str(), self.name)
+    }
+
+    /// The resource URL its challenges name.
+    pub fn resource_url(&self) -> String {
+        match self.kind {
+            McpItemKind::Tool => format!("mcp://tool/{}", self.name),
+            McpItemKind::Prompt => format!("mcp://prompt/{}", self.name),
+            McpItemKind::Resource => self.name.clone(),
+        }
+    }
+}
+
+/// An MCP server's endpoint (`mcp = true`): its priced items; every other item is free.
+#[derive(Debug, Clone, Default)]
+pub struct McpRoute {
+    /// In file order: tools, then resources, then prompts.
+    pub items: Vec<McpPricedItem>,
+}
+
+impl McpRoute {
+    /// The priced entry for `item` and its position in [`McpRoute::items`], if it is priced.
+    pub fn find(&self, item: &McpItem) -> Option<(usize, &McpPricedItem)> {
+        let (kind, name) = item.key()?;
+        self.items
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.kind == kind && i.name == name)
+    }
+}
+
+/// What the MCP server's response to a paid request says about charging for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum McpVerdict {
+    /// A result that is not an error: the work was done and is paid for.
+    Delivered,
+    /// A JSON-RPC error or a tool result with `isError: true`: nothing is charged.
+    Failed { reason: &'static str },
+}
+
+/// Judges the JSON-RPC response to a paid request.
+pub fn judge_response(response: &Value) -> McpVerdict {
+    match response.get("result") {
+        Some(result) if result.get("isError").and_then(Value::as_bool) == Some(true) => {
+            McpVerdict::Failed {
+                reason: "tool_error",
+            }
+        }
+        Some(_) => McpVerdict::Delivered,
+        None => McpVerdict::Failed {
+            reason: "jsonrpc_error",
+        },
+    }
+}
+
+/// Whether `message` is the response (result or error) to the request with `id`.
+pub fn is_response_to(message: &Value, id: &Value) -> bool {
+    message.get("id") == Some(id)
+        && (message.get("result").is_some() || message.get("error").is_some())
+}
+
+/// A JSON-RPC error response of the gateway's own: `code` is the gateway's error code, kept in
+/// `data` together with the HTTP status the HTTP path would have used.
+pub fn gateway_error(id: &Value, status: u16, code: &str, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {
+        "code": GATEWAY_ERROR, "message": message, "data": {"error": code, "status": status}}})
+}
+
+/// JSON-RPC's implementation-defined server error range starts here.
+const GATEWAY_ERROR: i64 = -32000;
+
+/// One Server-Sent Events event, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The event's bytes, blank line included, to pass on unchanged.
+    pub raw: Vec<u8>,
+    /// Its `data:` lines joined with `\n`, when it has any.
+    pub data: Option<String>,
+}
+
+impl SseEvent {
+    /// The same event with its data replaced by `data` (other fields kept, e.g. `id:`).
+    pub fn with_data(&self, data: &str) -> Vec<u8> {
+        let text = String::from_utf8_lossy(&self.raw);
+        let mut out = String::with_capacity(text.len() + data.len());
+        let mut written = false;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if line == "data" || line.starts_with("data:") {
+                if !written {
+                    out.push_str("data: ");
+                    out.push_str(data);
+                    out.push('\n');
+                    written = true;
+                }
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if !written {
+            out.push_str("data: ");
+            out.push_str(data);
+            out.push('\n');
+        }
+        out.push('\n');
+        out.into_bytes()
+    }
+}
+
+/// Splits a Server-Sent Events stream into events as its bytes arrive.
+#[derive(Debug, Default)]
+pub struct SseSplitter {
+    pending: Vec<u8>,
+}
+
+impl SseSplitter {
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+    }
+
+    /// Bytes received that do not yet form a whole event.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next whole event (ended by a blank line), if one has arrived.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        let end = event_end(&self.pending)?;
+        let raw: Vec<u8> = self.pending.drain(..end).collect();
+        let text = String::from_utf8_lossy(&raw);
+        let mut data: Option<String> = None;
+        for line in text.split(['\n', '\r']) {
+            let value = match line.strip_prefix("data") {
+                Some("") => "",
+                Some(rest) => match rest.strip_prefix(':') {
+                    Some(v) => v.strip_prefix(' ').unwrap_or(v),
+                    None => continue,
+                },
+                None => continue,
+            };
+            match data.as_mut() {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_string()),
+            }
+        }
+        Some(SseEvent { raw, data })
+    }
+}
+
+/// The end (exclusive) of the first event in `bytes`: after its blank line (`\n\n`, `\r\r`
+/// or `\r\n\r\n`).
+fn event_end(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    let mut line_empty = true;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\n' || b == b'\r' {
+            let next = if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+                i + 2
+            } else {
+                i + 1
+            };
+            if b == b'\r' && next == i + 1 && i + 1 == bytes.len() {
+                // A lone `\r` at the end may be the first half of `\r\n`.
+                return None;
+            }
+            if line_empty {
+                return Some(next);
+            }
+            line_empty = true;
+            i = next;
+        } else {
+            line_empty = false;
+            i += 1;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x402::ResourceInfo;
 
     fn call(meta: Value) -> Vec<u8> {
         serde_json::to_vec(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
@@ -196,24 +415,14 @@ mod tests {
         .unwrap()
     }
 
-    fn challenge() -> PaymentRequired {
-        PaymentRequired {
-            x402_version: 2,
-            error: "payment required".into(),
-            resource: ResourceInfo {
-                url: "mcp://tool/search".into(),
-                description: String::new(),
-                mime_type: String::new(),
-            },
-            accepts: vec![],
-            extensions: None,
-        }
+    fn challenge() -> Value {
+        json!({"x402Version": 2, "error": "payment required",
+            "resource": {"url": "mcp://tool/search"}, "accepts": []})
     }
 
-    fn settled(success: bool) -> SettleResponse {
-        serde_json::from_value(json!({"success": success, "transaction": "0xab",
-            "network": "eip155:31337", "errorReason": if success { Value::Null } else { json!("insufficient_funds") }}))
-        .unwrap()
+    fn settled(success: bool) -> Value {
+        json!({"success": success, "transaction": "0xab", "network": "eip155:31337",
+            "errorReason": if success { Value::Null } else { json!("insufficient_funds") }})
     }
 
     #[test]
@@ -282,7 +491,7 @@ mod tests {
     #[test]
     fn tool_result_binding_challenge() {
         let request = McpRequest::parse(&call(json!({})), 4096).unwrap();
-        let reply = request.payment_required_reply(&challenge());
+        let reply = request.payment_required_reply(challenge());
         assert_eq!(reply["id"], 7);
         assert_eq!(reply["result"]["isError"], true);
         assert_eq!(
@@ -299,7 +508,7 @@ mod tests {
         let caps = json!({"io.modelcontextprotocol/clientCapabilities": {"extensions": {"org.x402/payment": {}}}});
         let request = McpRequest::parse(&call(caps), 4096).unwrap();
         assert!(request.extension_binding);
-        let reply = request.payment_required_reply(&challenge());
+        let reply = request.payment_required_reply(challenge());
         assert_eq!(reply["result"]["resultType"], "payment_required");
         assert_eq!(reply["result"]["paymentRequired"]["x402Version"], 2);
         let mut response = json!({"jsonrpc":"2.0","id":7,"result":{"content":[]}});
@@ -327,5 +536,64 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("insufficient_funds"));
+    }
+
+    #[test]
+    fn splits_events_whatever_the_line_ends_and_chunking() {
+        let stream = b"event: message\r\nid: 1\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n: ping\n\ndata: x\r\rtail";
+        for step in [1, 3, stream.len()] {
+            let mut splitter = SseSplitter::default();
+            let mut events = Vec::new();
+            for chunk in stream.chunks(step) {
+                splitter.push(chunk);
+                while let Some(event) = splitter.next_event() {
+                    events.push(event);
+                }
+            }
+            assert_eq!(events.len(), 3, "chunks of {step}");
+            assert_eq!(events[0].data.as_deref(), Some("{\"a\":\n1}"));
+            assert_eq!(events[1].data, None);
+            assert_eq!(events[2].data.as_deref(), Some("x"));
+            assert_eq!(splitter.pending_len(), 4);
+            let joined: Vec<u8> = events.iter().flat_map(|e| e.raw.clone()).collect();
+            assert_eq!(joined, stream[..stream.len() - 4].to_vec());
+        }
+    }
+
+    #[test]
+    fn rewritten_event_keeps_its_other_fields() {
+        let mut splitter = SseSplitter::default();
+        splitter.push(b"event: message\nid: 7\ndata: {}\n\n");
+        let event = splitter.next_event().unwrap();
+        let rewritten = event.with_data("{\"b\":2}");
+        assert_eq!(
+            String::from_utf8(rewritten).unwrap(),
+            "event: message\nid: 7\ndata: {\"b\":2}\n\n"
+        );
+    }
+
+    #[test]
+    fn judges_results_errors_and_tool_errors() {
+        let id = json!(7);
+        let ok = json!({"jsonrpc":"2.0","id":7,"result":{"content":[]}});
+        let tool_error = json!({"jsonrpc":"2.0","id":7,"result":{"isError":true,"content":[]}});
+        let rpc_error = json!({"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"m"}});
+        assert_eq!(judge_response(&ok), McpVerdict::Delivered);
+        assert_eq!(
+            judge_response(&tool_error),
+            McpVerdict::Failed {
+                reason: "tool_error"
+            }
+        );
+        assert_eq!(
+            judge_response(&rpc_error),
+            McpVerdict::Failed {
+                reason: "jsonrpc_error"
+            }
+        );
+        assert!(is_response_to(&ok, &id));
+        assert!(!is_response_to(&ok, &json!("7")));
+        let progress = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{}});
+        assert!(!is_response_to(&progress, &id));
     }
 }

@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 
 use super::path::canonical_path;
-use super::routes::{RouteKind, RouteTable};
+use super::routes::RouteTable;
 
 /// Headers that ask an upstream to treat the request as another method.
 const OVERRIDE_HEADERS: [&str; 3] = [
@@ -190,11 +190,9 @@ pub fn normalise<'a>(
 
 /// The override as a method, when a priced route serves it on `path`.
 fn priced_override(name: &str, path: &str, routes: &RouteTable) -> Option<http::Method> {
-    http::Method::from_bytes(name.as_bytes()).ok().filter(|m| {
-        routes
-            .find(m, path)
-            .is_some_and(|r| matches!(r.kind, RouteKind::Priced(_)))
-    })
+    http::Method::from_bytes(name.as_bytes())
+        .ok()
+        .filter(|m| routes.find(m, path).is_some_and(|r| r.kind.is_priced()))
 }
 
 /// Whether the body of a request priced as `priced` must be read for a `_method` field before
@@ -341,7 +339,7 @@ fn absolute_form_path(target: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pricing::{Route, RoutePattern};
+    use crate::pricing::{Route, RouteKind, RoutePattern};
 
     fn routes() -> RouteTable {
         // Only the kind matters here; a priced route with no options is enough to be "priced".

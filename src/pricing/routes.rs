@@ -267,6 +267,25 @@ impl PricedRoute {
 pub enum RouteKind {
     Free,
     Priced(PricedRoute),
+    /// An MCP server's endpoint, priced per tool, resource and prompt.
+    Mcp(super::mcp::McpRoute),
+}
+
+impl RouteKind {
+    /// Every price of the route: its own, or each of its MCP items'.
+    pub fn priced_routes(&self) -> impl Iterator<Item = &PricedRoute> {
+        let (own, items) = match self {
+            Self::Free => (None, &[][..]),
+            Self::Priced(p) => (Some(p), &[][..]),
+            Self::Mcp(m) => (None, m.items.as_slice()),
+        };
+        own.into_iter().chain(items.iter().map(|i| &i.priced))
+    }
+
+    /// Whether some request to the route may have to pay.
+    pub fn is_priced(&self) -> bool {
+        self.priced_routes().next().is_some()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -438,7 +457,7 @@ impl RouteTable {
         let canonical = canonical_path(raw_path);
         let fits = |position: usize| {
             let route = &self.routes[position];
-            matches!(route.kind, RouteKind::Priced(_))
+            route.kind.is_priced()
                 && matches!(&route.pattern.method, MethodMatch::Only(m) if m != method)
         };
         self.tree.find(segments_of(&canonical), &fits).is_some()
@@ -450,7 +469,7 @@ impl RouteTable {
         self.in_file_order()
             .into_iter()
             .filter(|r| {
-                matches!(r.kind, RouteKind::Priced(_))
+                r.kind.is_priced()
                     && matches!(r.pattern.method, MethodMatch::Only(_))
                     && !self.routes.iter().any(|other| {
                         other.pattern.method == MethodMatch::Any

@@ -41,6 +41,18 @@ fn resource_url(state: &GatewayState, req: &RequestHeader) -> String {
     format!("{scheme}://{host}{path}")
 }
 
+/// A decoded payment and what it pays for.
+pub(super) struct PaymentOffer<'a> {
+    /// The resource URL challenges and the facilitator request name.
+    pub url: &'a str,
+    /// The method the request is priced as.
+    pub method: &'a str,
+    /// What a `payment-identifier` is bound to (the path and query, or the MCP item).
+    pub target: &'a str,
+    pub payment: PaymentPayload,
+    pub raw: serde_json::Value,
+}
+
 /// A stable id for a payment's journal lines: the authorization's identity, hashed.
 fn payment_id(replay_key: &str) -> String {
     use sha2::Digest;
@@ -129,10 +141,46 @@ impl Gateway {
             }
         };
 
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let paid = PaymentOffer {
+            url: &url,
+            method,
+            target,
+            payment,
+            raw,
+        };
+        self.admit_payment(session, ctx, route, paid).await
+    }
+
+    /// Decides a decoded payment for `route`: identifier, local checks, claims, the
+    /// facilitator's verdict. `None` lets the request through with the payment in `ctx`.
+    pub(super) async fn admit_payment(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: &PricedRoute,
+        offer: PaymentOffer<'_>,
+    ) -> Option<Reply> {
+        let PaymentOffer {
+            url,
+            method,
+            target,
+            payment,
+            raw,
+        } = offer;
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let network = route
+            .options
+            .first()
+            .map_or("", |o| o.requirements.network.as_str());
+        let fmetrics = ctx.state.facilitator_metrics_for(network);
+
         // Before anything else, so that a resend of a delivered payment gets its response back.
         let settings = ctx.state.config.idempotency;
         // Bound to the path, not the host: replicas behind one name see different hosts.
-        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let identifier = match read_identifier(settings, &raw, method, target) {
             Ok(identifier) => identifier,
             Err((outcome, reply)) => {
@@ -161,7 +209,7 @@ impl Gateway {
                 return Some(Reply::challenge(
                     402,
                     route,
-                    &url,
+                    url,
                     method,
                     rejection.reason,
                     Some(&rejection.message),
@@ -204,7 +252,7 @@ impl Gateway {
                     Reply::challenge(
                         402,
                         route,
-                        &url,
+                        url,
                         method,
                         "payment_already_used",
                         Some(&e.to_string()),
@@ -216,7 +264,7 @@ impl Gateway {
         let option = &route.options[verified.option_index];
         let requirements = match payment.version() {
             1 => serde_json::to_value(option.v1_requirements(
-                &url,
+                url,
                 &route.description,
                 &route.mime_type,
                 method,
@@ -230,7 +278,7 @@ impl Gateway {
             payment_requirements: requirements,
             sync_settle: route.sync_settle,
             resource: Some(crate::x402::ResourceInfo {
-                url: url.clone(),
+                url: url.to_string(),
                 description: route.description.clone(),
                 mime_type: route.mime_type.clone(),
             }),
@@ -266,6 +314,7 @@ impl Gateway {
             transaction: String::new(),
             entry,
             route_index: ctx.route_index,
+            item_index: ctx.mcp_item,
             outcome: None,
             settles_with_identifier,
         });
@@ -321,7 +370,7 @@ impl Gateway {
             Answer::Duplicate { settled: true } => Some(Reply::challenge(
                 402,
                 route,
-                &url,
+                url,
                 method,
                 "payment_already_used",
                 Some("this payment authorization was already used"),
@@ -329,7 +378,7 @@ impl Gateway {
             Answer::Challenge { reason } => Some(Reply::challenge(
                 402,
                 route,
-                &url,
+                url,
                 method,
                 &reason,
                 Some(&format!("the facilitator refused the payment: {reason}")),

@@ -20,6 +20,7 @@ mod admission;
 mod claims;
 mod idempotent;
 mod limits;
+mod mcp;
 mod normalise;
 mod reply;
 mod server;
@@ -59,6 +60,8 @@ pub struct Gateway {
     rates: Arc<dyn RateCounter>,
     /// The claims of a paid request (counters, identifier, reservation) in one exchange.
     admission: Arc<dyn AdmissionStore>,
+    /// Connections to the upstream for the calls the gateway carries itself (paid MCP calls).
+    upstream: pingora::connectors::http::Connector,
 }
 
 impl Gateway {
@@ -83,6 +86,7 @@ impl Gateway {
             idempotency,
             rates,
             admission,
+            upstream: pingora::connectors::http::Connector::new(None),
         }
     }
 
@@ -147,6 +151,8 @@ pub struct RequestCtx {
     started: Instant,
     /// Set when the payment carries a `payment-identifier` this request claimed.
     idempotent: Option<idempotent::IdempotentRequest>,
+    /// The priced item of an MCP route the request names (position in the route's items).
+    mcp_item: Option<usize>,
 }
 
 /// The method a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) asks about.
@@ -159,11 +165,21 @@ fn preflight_method(req: &RequestHeader) -> Option<http::Method> {
 }
 
 impl RequestCtx {
-    /// The matched route's `match` string, for logs and the journal.
-    fn route_label(&self) -> &str {
-        self.route_index
-            .and_then(|i| self.state.config.routes.get(i))
-            .map_or("", |r| r.label())
+    /// The matched route's `match` string, for logs and the journal, with the MCP item it names
+    /// (`POST /mcp tool search`).
+    fn route_label(&self) -> String {
+        let route = self
+            .route_index
+            .and_then(|i| self.state.config.routes.get(i));
+        let item = match (route.map(|r| &r.kind), self.mcp_item) {
+            (Some(RouteKind::Mcp(mcp)), Some(i)) => mcp.items.get(i),
+            _ => None,
+        };
+        match (route, item) {
+            (Some(route), Some(item)) => format!("{} {}", route.label(), item.label()),
+            (Some(route), None) => route.label().to_string(),
+            (None, _) => String::new(),
+        }
     }
 }
 
@@ -183,6 +199,7 @@ impl ProxyHttp for Gateway {
             refused: false,
             started: Instant::now(),
             idempotent: None,
+            mcp_item: None,
         }
     }
 
@@ -222,6 +239,21 @@ impl ProxyHttp for Gateway {
             }
         }
         let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
+        if let Some((index, RouteKind::Mcp(mcp))) = matched.map(|r| (r.index, &r.kind)) {
+            ctx.route_index = Some(index);
+            return match self.decide_mcp(session, ctx, mcp, &priced_as.method).await {
+                mcp::McpDecision::PassThrough => Ok(false),
+                mcp::McpDecision::Answered(reply) => {
+                    reply.write(session).await?;
+                    Ok(true)
+                }
+                mcp::McpDecision::Carry(request) => {
+                    self.carry_mcp(session, ctx, &request).await?;
+                    Ok(true)
+                }
+            };
+        }
+        let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
         let reply = match matched {
             None => match state.config.unmatched {
                 UnmatchedPolicy::Proxy => None,
@@ -234,7 +266,7 @@ impl ProxyHttp for Gateway {
             Some(route) => {
                 ctx.route_index = Some(route.index);
                 match &route.kind {
-                    RouteKind::Free => None,
+                    RouteKind::Free | RouteKind::Mcp(_) => None,
                     RouteKind::Priced(priced) => {
                         // The path the request is priced as, so that a rule sees the same
                         // spelling the route matched (case folding, overrides, alias forms).
@@ -264,14 +296,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let upstream = &ctx.state.config.upstream;
-        let mut peer = HttpPeer::new(ctx.state.upstream_addr, upstream.tls, upstream.host.clone());
-        peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.total_connection_timeout = Some(upstream.connect_timeout * 2);
-        peer.options.read_timeout = Some(upstream.read_timeout);
-        peer.options.write_timeout = Some(upstream.read_timeout);
-        peer.options.idle_timeout = Some(upstream.idle_timeout);
-        Ok(Box::new(peer))
+        Ok(Box::new(upstream_peer_of(&ctx.state)))
     }
 
     /// Phase 2: what the upstream sees. Payment headers never reach it; the verified payer does.
@@ -281,59 +306,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
-        let state = &ctx.state;
-        normalise::strip_headers(upstream_request, state);
-        let original_host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned();
-        upstream_request.insert_header(
-            http::header::HOST,
-            state.config.upstream.host_header.as_str(),
-        )?;
-        if let Some(host) = original_host {
-            upstream_request.insert_header("X-Forwarded-Host", host)?;
-        }
-        let proto = if state.config.server.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        upstream_request.insert_header("X-Forwarded-Proto", proto)?;
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip().to_string();
-            let forwarded = match session
-                .req_header()
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(previous) => format!("{previous}, {ip}"),
-                None => ip,
-            };
-            upstream_request.insert_header("X-Forwarded-For", forwarded)?;
-        }
-        for name in [
-            PAYMENT_SIGNATURE,
-            X_PAYMENT,
-            "x-payment-payer",
-            "x-payment-amount",
-            "x-payment-network",
-        ] {
-            // Removing keeps a case map in sync; most requests carry none of these, so look first.
-            if upstream_request.headers.contains_key(name) {
-                upstream_request.remove_header(name);
-            }
-        }
-        ctx.upstream_started = Some(Instant::now());
-        if let Some(payment) = &ctx.payment {
-            upstream_request.insert_header("X-Payment-Payer", payment.verified.payer.as_str())?;
-            upstream_request
-                .insert_header("X-Payment-Amount", payment.verified.amount.to_string())?;
-            upstream_request.insert_header("X-Payment-Network", payment.network.as_str())?;
-        }
-        Ok(())
+        forwarding_headers(session, upstream_request, ctx)
     }
 
     /// Phase 3: the upstream's answer goes to the lifecycle, which settles, charges nothing or
@@ -498,17 +471,11 @@ impl ProxyHttp for Gateway {
         self.finish_identifier(ctx).await;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let state = ctx.state.clone();
-        let route_metrics = match ctx.route_index {
-            Some(i) => state.route_metrics.get(i),
-            None => Some(&state.unmatched_metrics),
-        };
+        let route_metrics = state.metrics_for(ctx.route_index, ctx.mcp_item);
         if let (402, Some(m)) = (status, route_metrics) {
             m.payment_required.inc();
         }
-        let route_label = ctx
-            .route_index
-            .and_then(|i| state.config.routes.get(i))
-            .map_or("", |r| r.label());
+        let route_label = ctx.route_label();
         let Some(payment) = ctx.payment.as_mut() else {
             let outcome = ctx.outcome.unwrap_or(if status >= 500 || status == 0 {
                 Outcome::Error
@@ -527,7 +494,7 @@ impl ProxyHttp for Gateway {
         }
         let stage = payment.life.stage();
         tracing::info!(
-            route = route_label,
+            route = route_label.as_str(),
             payer = %payment.verified.payer,
             amount = %payment.verified.amount,
             network = %payment.network,
@@ -540,4 +507,76 @@ impl ProxyHttp for Gateway {
             "payment"
         );
     }
+}
+
+/// The upstream this configuration proxies to, with its timeouts.
+fn upstream_peer_of(state: &GatewayState) -> HttpPeer {
+    let upstream = &state.config.upstream;
+    let mut peer = HttpPeer::new(state.upstream_addr, upstream.tls, upstream.host.clone());
+    peer.options.connection_timeout = Some(upstream.connect_timeout);
+    peer.options.total_connection_timeout = Some(upstream.connect_timeout * 2);
+    peer.options.read_timeout = Some(upstream.read_timeout);
+    peer.options.write_timeout = Some(upstream.read_timeout);
+    peer.options.idle_timeout = Some(upstream.idle_timeout);
+    peer
+}
+
+/// What the upstream sees of a request: payment headers never reach it; the verified payer does.
+fn forwarding_headers(
+    session: &Session,
+    upstream_request: &mut RequestHeader,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<()> {
+    let state = &ctx.state;
+    normalise::strip_headers(upstream_request, state);
+    let original_host = session
+        .req_header()
+        .headers
+        .get(http::header::HOST)
+        .cloned();
+    upstream_request.insert_header(
+        http::header::HOST,
+        state.config.upstream.host_header.as_str(),
+    )?;
+    if let Some(host) = original_host {
+        upstream_request.insert_header("X-Forwarded-Host", host)?;
+    }
+    let proto = if state.config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    upstream_request.insert_header("X-Forwarded-Proto", proto)?;
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let ip = client.ip().to_string();
+        let forwarded = match session
+            .req_header()
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip,
+        };
+        upstream_request.insert_header("X-Forwarded-For", forwarded)?;
+    }
+    for name in [
+        PAYMENT_SIGNATURE,
+        X_PAYMENT,
+        "x-payment-payer",
+        "x-payment-amount",
+        "x-payment-network",
+    ] {
+        // Removing keeps a case map in sync; most requests carry none of these, so look first.
+        if upstream_request.headers.contains_key(name) {
+            upstream_request.remove_header(name);
+        }
+    }
+    ctx.upstream_started = Some(Instant::now());
+    if let Some(payment) = &ctx.payment {
+        upstream_request.insert_header("X-Payment-Payer", payment.verified.payer.as_str())?;
+        upstream_request.insert_header("X-Payment-Amount", payment.verified.amount.to_string())?;
+        upstream_request.insert_header("X-Payment-Network", payment.network.as_str())?;
+    }
+    Ok(())
 }

@@ -56,41 +56,59 @@ pub(super) async fn priced_by_body(
             ),
         )
     };
+    let body = match read_body(session, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return Err(too_large()),
+        Err(BodyError::Unreadable) => {
+            return Err(Reply::error(
+                400,
+                "unreadable_body",
+                "the request body could not be read before pricing the request",
+            ))
+        }
+    };
+    let method = body_method_override(&encoding, &body)
+        .map_err(|refusal| Reply::error(400, refusal.code(), &refusal.to_string()))?;
+    Ok(reprice_by_body(priced, method.as_deref(), routes))
+}
+
+/// Why a body the gateway must read before deciding could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyError {
+    /// More than the limit (declared or sent).
+    TooLarge,
+    /// The client stopped, sent a broken framing or took longer than [`BODY_READ_TIMEOUT`].
+    Unreadable,
+}
+
+/// Reads the whole request body, at most `limit` bytes (no more than Pingora's retry buffer,
+/// which hands the body on to the upstream unchanged when the request is proxied).
+pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, BodyError> {
     let declared = session
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(too_large());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(BodyError::TooLarge);
     }
     session.enable_retry_buffering();
     let mut body = Vec::new();
     let read_all = async {
         while let Some(chunk) = session.read_request_body().await? {
             body.extend_from_slice(&chunk);
-            if body.len() > MAX_BODY_BYTES {
+            if body.len() > limit {
                 return Ok(false);
             }
         }
         Ok::<bool, Box<pingora::Error>>(true)
     };
-    let unreadable = || {
-        Reply::error(
-            400,
-            "unreadable_body",
-            "the request body could not be read before pricing the request",
-        )
-    };
     match tokio::time::timeout(BODY_READ_TIMEOUT, read_all).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return Err(too_large()),
-        Ok(Err(_)) | Err(_) => return Err(unreadable()),
+        Ok(Ok(true)) => Ok(body),
+        Ok(Ok(false)) => Err(BodyError::TooLarge),
+        Ok(Err(_)) | Err(_) => Err(BodyError::Unreadable),
     }
-    let method = body_method_override(&encoding, &body)
-        .map_err(|refusal| Reply::error(400, refusal.code(), &refusal.to_string()))?;
-    Ok(reprice_by_body(priced, method.as_deref(), routes))
 }
 
 /// Removes the headers the upstream must not see (overrides, URL rewrites, underscore aliases).

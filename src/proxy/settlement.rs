@@ -34,6 +34,8 @@ pub(super) struct PaidRequest {
     /// The journal line this payment's events are written from.
     pub entry: Option<JournalEntry>,
     pub route_index: Option<usize>,
+    /// The priced item of an MCP route it pays for (metrics per tool).
+    pub item_index: Option<usize>,
     /// The outcome the lifecycle decided, counted when the request ends.
     pub outcome: Option<Outcome>,
     /// A payment with an identifier is recorded settled when its request ends, together with
@@ -121,9 +123,8 @@ impl Gateway {
             (SettleOutcome::Settled(finality), _) => {
                 fmetrics.settled.inc();
                 // Counted when the money moves, whatever happens to the response afterwards.
-                if let Some(revenue) = payment
-                    .route_index
-                    .and_then(|i| state.route_metrics.get(i))
+                if let Some(revenue) = state
+                    .metrics_for(payment.route_index, payment.item_index)
                     .and_then(|m| m.revenue.get(payment.verified.option_index))
                 {
                     revenue.inc_by(u64::try_from(payment.verified.amount).unwrap_or(u64::MAX));

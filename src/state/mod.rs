@@ -24,6 +24,8 @@ pub struct GatewayState {
     pub pages: Pages,
     /// Metric handles by route index (file order).
     pub route_metrics: Vec<RouteMetrics>,
+    /// Metric handles of each priced item of an MCP route, by route index then item position.
+    pub item_metrics: Vec<Vec<RouteMetrics>>,
     /// Requests no route matches.
     pub unmatched_metrics: RouteMetrics,
     /// Metric handles by facilitator, in configuration order.
@@ -55,6 +57,15 @@ pub enum StartError {
 pub const UNMATCHED_LABEL: &str = "(unmatched)";
 
 impl GatewayState {
+    /// The metric handles of a request's route, or of its MCP item when it names a priced one.
+    pub fn metrics_for(&self, route: Option<usize>, item: Option<usize>) -> Option<&RouteMetrics> {
+        match (route, item) {
+            (Some(r), Some(i)) => self.item_metrics.get(r).and_then(|items| items.get(i)),
+            (Some(r), None) => self.route_metrics.get(r),
+            (None, _) => Some(&self.unmatched_metrics),
+        }
+    }
+
     /// The metric handles of the facilitator named `name` (the first one if none has that name).
     pub fn facilitator_metrics_named(&self, name: &str) -> &FacilitatorMetrics {
         self.facilitator_metrics
@@ -99,17 +110,38 @@ impl GatewayState {
         };
         let routes = config.routes.in_file_order();
         let mut route_metrics: Vec<RouteMetrics> = Vec::with_capacity(routes.len());
+        let mut item_metrics: Vec<Vec<RouteMetrics>> = Vec::with_capacity(routes.len());
+        let options_of = |p: &crate::pricing::PricedRoute| -> Vec<(String, String)> {
+            p.options
+                .iter()
+                .map(|o| (o.requirements.network.clone(), o.asset_symbol.clone()))
+                .collect()
+        };
+        let metrics = |label: &str, options: Vec<(String, String)>| {
+            let options: Vec<(&str, &str)> = options
+                .iter()
+                .map(|(n, a)| (n.as_str(), a.as_str()))
+                .collect();
+            RouteMetrics::new(label, &options)
+        };
         for (position, route) in routes.iter().enumerate() {
             debug_assert_eq!(position, route.index);
-            let options: Vec<(&str, &str)> = match &route.kind {
-                RouteKind::Free => Vec::new(),
-                RouteKind::Priced(p) => p
-                    .options
-                    .iter()
-                    .map(|o| (o.requirements.network.as_str(), o.asset_symbol.as_str()))
-                    .collect(),
+            let (own, items) = match &route.kind {
+                RouteKind::Free => (Vec::new(), Vec::new()),
+                RouteKind::Priced(p) => (options_of(p), Vec::new()),
+                RouteKind::Mcp(m) => (
+                    Vec::new(),
+                    m.items
+                        .iter()
+                        .map(|i| {
+                            let label = format!("{} {}", route.label(), i.label());
+                            metrics(&label, options_of(&i.priced))
+                        })
+                        .collect(),
+                ),
             };
-            route_metrics.push(RouteMetrics::new(route.label(), &options));
+            route_metrics.push(metrics(route.label(), own));
+            item_metrics.push(items);
         }
         let mut facilitator_metrics: Vec<FacilitatorMetrics> = facilitators
             .iter()
@@ -121,6 +153,7 @@ impl GatewayState {
         Ok(Self {
             pages: Pages::new(&config),
             route_metrics,
+            item_metrics,
             unmatched_metrics: RouteMetrics::new(UNMATCHED_LABEL, &[]),
             facilitator_metrics,
             config,

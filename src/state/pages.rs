@@ -186,6 +186,25 @@ impl Pages {
         let mut paywalls = vec![None; routes.iter().map(|r| r.index + 1).max().unwrap_or(0)];
         let mut listed = Vec::new();
         for route in &routes {
+            if let RouteKind::Mcp(mcp) = &route.kind {
+                let (_, path) = route.source.split_once(' ').unwrap_or(("*", &route.source));
+                for item in &mcp.items {
+                    let priced = &item.priced;
+                    listed.push(json!({
+                        "route": route.source,
+                        "method": "POST",
+                        "path": path.trim(),
+                        "mcp": {"kind": item.kind.as_str(), "name": item.name},
+                        "resource": item.resource_url(),
+                        "description": priced.description,
+                        "mimeType": priced.mime_type,
+                        "settle": priced.settle.as_str(),
+                        "accepts": priced.options.iter().map(|o| &o.requirements).collect::<Vec<_>>(),
+                        "prices": prices(priced),
+                    }));
+                }
+                continue;
+            }
             let RouteKind::Priced(priced) = &route.kind else {
                 continue;
             };

@@ -1,0 +1,519 @@
+//! Pingora glue of paid MCP tools (`mcp = true` routes): the JSON-RPC body of a POST is read and
+//! priced here; payment-required results are the gateway's own; a call that carries a payment is
+//! carried to the MCP server by the gateway itself, so that the payment leaves the body before
+//! the server sees it and the settlement joins the result (JSON or the SSE stream's final event)
+//! only after the result says the work was done. Everything else is proxied untouched.
+//!
+//! The decisions are pure ([`crate::pricing::mcp`], the payment lifecycle); this module moves
+//! bytes and feeds events.
+
+use super::admission::PaymentOffer;
+use super::normalise::{read_body, BodyError};
+use super::{idempotent, Gateway, Reply, RequestCtx};
+use crate::payment::{is_final_status, Answer, Event, Outcome};
+use crate::pricing::mcp::{
+    gateway_error, is_response_to, judge_response, McpRefusal, McpRequest, McpRoute, McpVerdict,
+    SseSplitter, META_PAYMENT,
+};
+use crate::pricing::MAX_BODY_BYTES;
+use crate::x402::{decode_header_json, PaymentPayload, PAYMENT_REQUIRED};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::Value;
+
+/// The largest response of a paid call the gateway holds while it settles: a JSON body, or one
+/// SSE event. Larger answers are not delivered (and not charged).
+pub const MAX_RESULT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Response headers that describe the upstream connection or framing, not the response.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "proxy-connection",
+    "upgrade",
+];
+
+/// What to do with a request to an MCP route.
+pub(super) enum McpDecision {
+    /// Proxy it unchanged (any body read goes on from Pingora's retry buffer).
+    PassThrough,
+    /// The gateway's own answer.
+    Answered(McpReply),
+    /// The gateway carries the call to the MCP server (the body without its payment), with the
+    /// payment admitted in `ctx` when the item is priced.
+    Carry(Box<McpRequest>),
+}
+
+/// A reply of the gateway's own on an MCP route: a JSON-RPC message (or an HTTP error).
+pub(super) struct McpReply {
+    pub status: u16,
+    pub body: Value,
+    /// Headers of the HTTP reply it stands for (`Retry-After`, a settlement header).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl McpReply {
+    fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    pub(super) async fn write(&self, session: &mut Session) -> pingora::Result<()> {
+        let mut reply = Reply::document(Bytes::from(self.body.to_string()));
+        reply.status = self.status;
+        reply.headers = self.headers.clone();
+        reply.write(session).await
+    }
+}
+
+/// The MCP form of an HTTP reply the payment path produced: a challenge becomes a
+/// payment-required result, a kept response is replayed under this request's id, anything else
+/// becomes a JSON-RPC error carrying the gateway's error code.
+fn mcp_reply(request: &McpRequest, reply: Reply) -> McpReply {
+    let challenge = reply
+        .headers
+        .iter()
+        .find(|(name, _)| *name == PAYMENT_REQUIRED)
+        .and_then(|(_, encoded)| STANDARD.decode(encoded).ok())
+        .and_then(|json| serde_json::from_slice::<Value>(&json).ok());
+    if let Some(challenge) = challenge {
+        return McpReply::json(200, request.payment_required_reply(challenge));
+    }
+    let body: Option<Value> = serde_json::from_slice(&reply.body).ok();
+    if let Some(mut kept) = body.clone().filter(|b| b.get("jsonrpc").is_some()) {
+        // A response kept for an idempotent resend: the resend has an id of its own.
+        kept["id"] = request.id.clone();
+        return McpReply::json(reply.status, kept);
+    }
+    let text = |key: &str| {
+        body.as_ref()
+            .and_then(|b| b.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (code, message) = (text("error"), text("message"));
+    let headers = reply
+        .headers
+        .into_iter()
+        .filter(|(name, _)| *name != "Cache-Control")
+        .collect();
+    McpReply {
+        status: 200,
+        body: gateway_error(&request.id, reply.status, &code, &message),
+        headers,
+    }
+}
+
+impl Gateway {
+    /// Decides a request to an MCP route. Only POSTs carry JSON-RPC requests; GET (the server's
+    /// stream) and DELETE (session end) pass through.
+    pub(super) async fn decide_mcp(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mcp: &McpRoute,
+        method: &http::Method,
+    ) -> McpDecision {
+        if method != http::Method::POST {
+            return McpDecision::PassThrough;
+        }
+        let body = match read_body(session, MAX_BODY_BYTES).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                ctx.outcome = Some(Outcome::Refused);
+                let refusal = McpRefusal::TooLarge {
+                    limit: MAX_BODY_BYTES,
+                };
+                return McpDecision::Answered(McpReply::json(413, refusal.to_reply()));
+            }
+            Err(BodyError::Unreadable) => {
+                ctx.outcome = Some(Outcome::Refused);
+                let reply = Reply::error(
+                    400,
+                    "unreadable_body",
+                    "the request body could not be read before pricing the request",
+                );
+                let body = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+                return McpDecision::Answered(McpReply::json(400, body));
+            }
+        };
+        let request = match McpRequest::parse(&body, MAX_BODY_BYTES) {
+            Ok(request) => request,
+            Err(refusal) => {
+                ctx.outcome = Some(Outcome::Refused);
+                return McpDecision::Answered(McpReply::json(400, refusal.to_reply()));
+            }
+        };
+        let Some((position, item)) = mcp.find(&request.item) else {
+            // Free: forwarded as sent, unless a payment must come out of it first.
+            return match request.payment {
+                None => McpDecision::PassThrough,
+                Some(_) => McpDecision::Carry(Box::new(request)),
+            };
+        };
+        ctx.mcp_item = Some(position);
+        let url = item.resource_url();
+        let priced = &item.priced;
+        let Some(raw) = request.payment.clone() else {
+            let client_ip = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            if let Some(reply) = self.rate_limited(ctx, client_ip, None).await {
+                ctx.outcome = Some(Outcome::Refused);
+                return McpDecision::Answered(mcp_reply(&request, reply));
+            }
+            ctx.outcome = Some(Outcome::Challenged);
+            if let Some(m) = ctx.state.metrics_for(ctx.route_index, ctx.mcp_item) {
+                m.payment_required.inc();
+            }
+            let challenge = priced.challenge().v2_json(
+                &url,
+                &format!(
+                    "Payment required: send a PaymentPayload in params._meta[\"{}\"]",
+                    META_PAYMENT
+                ),
+            );
+            let challenge = serde_json::from_str(&challenge).unwrap_or(Value::Null);
+            return McpDecision::Answered(McpReply::json(
+                200,
+                request.payment_required_reply(challenge),
+            ));
+        };
+        let payment = match PaymentPayload::from_json(&raw) {
+            Ok(payment) => payment,
+            Err(message) => {
+                ctx.outcome = Some(Outcome::Refused);
+                let challenge = priced.challenge().v2_json(&url, "invalid_payment");
+                let mut challenge: Value = serde_json::from_str(&challenge).unwrap_or(Value::Null);
+                challenge["message"] = Value::String(format!(
+                    "_meta[\"{}\"] cannot be read: {message}",
+                    META_PAYMENT
+                ));
+                return McpDecision::Answered(McpReply::json(
+                    200,
+                    request.payment_required_reply(challenge),
+                ));
+            }
+        };
+        let offer = PaymentOffer {
+            url: &url,
+            method: "POST",
+            target: &url,
+            payment,
+            raw,
+        };
+        match self.admit_payment(session, ctx, priced, offer).await {
+            None => {
+                if let Some(payment) = ctx.payment.as_mut() {
+                    payment.item_index = Some(position);
+                }
+                McpDecision::Carry(Box::new(request))
+            }
+            Some(reply) => McpDecision::Answered(mcp_reply(&request, reply)),
+        }
+    }
+
+    /// Carries `request` to the MCP server and answers the client: the result with its
+    /// settlement, the content withheld when settlement failed, or the server's answer as it is
+    /// when nothing is charged.
+    pub(super) async fn carry_mcp(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        request: &McpRequest,
+    ) -> pingora::Result<()> {
+        let state = ctx.state.clone();
+        let mut upstream_request = session.req_header().clone();
+        super::forwarding_headers(session, &mut upstream_request, ctx)?;
+        let body = Bytes::from(request.forwarded_body());
+        upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+        upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        let peer = super::upstream_peer_of(&state);
+        let exchange = async {
+            let (mut http, _reused) = self.upstream.get_http_session(&peer).await?;
+            http.set_read_timeout(Some(state.config.upstream.read_timeout));
+            http.set_write_timeout(Some(state.config.upstream.read_timeout));
+            http.write_request_header(Box::new(upstream_request))
+                .await?;
+            http.write_request_body(body, true).await?;
+            http.finish_request_body().await?;
+            loop {
+                http.read_response_header().await?;
+                let status = http.response_header().map_or(0, |h| h.status.as_u16());
+                if is_final_status(status) {
+                    break;
+                }
+            }
+            Ok::<_, Box<pingora::Error>>(http)
+        };
+        let mut http = match exchange.await {
+            Ok(http) => http,
+            Err(e) => {
+                tracing::warn!(error = %e, "the MCP server could not be reached");
+                return self.mcp_upstream_failed(session, ctx, request).await;
+            }
+        };
+        let Some(head) = http.response_header().cloned() else {
+            return self.mcp_upstream_failed(session, ctx, request).await;
+        };
+        let status = head.status.as_u16();
+        let content_type = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut out = ResponseHeader::build(status, Some(head.headers.len() + 4))?;
+        for (name, value) in head.headers.iter() {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                out.append_header(name.clone(), value.clone())?;
+            }
+        }
+        let paid = ctx.payment.is_some();
+        if !(200..300).contains(&status) || !paid {
+            // Nothing to settle: the server's answer, as it is.
+            if let Some(payment) = ctx.payment.as_mut() {
+                let answer = self
+                    .advance(&state, payment, Event::UpstreamAnswered { status })
+                    .await;
+                // Settled up front: the receipt goes with whatever the server answered.
+                if let (Answer::Deliver, Some(receipt)) = (answer, payment.receipt.as_deref()) {
+                    out.insert_header(super::reply::settlement_header(payment.version), receipt)?;
+                }
+            }
+            return self.relay(session, http, out, &peer).await;
+        }
+        if content_type.starts_with("text/event-stream") {
+            return self.carry_stream(session, ctx, request, http, out).await;
+        }
+        let mut body = Vec::new();
+        let complete = loop {
+            match http.read_response_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_RESULT_BYTES {
+                        break false;
+                    }
+                }
+                Ok(None) => break true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the MCP server's answer broke off");
+                    break false;
+                }
+            }
+        };
+        let message: Option<Value> = serde_json::from_slice(&body).ok();
+        let message = match message.filter(|m| complete && is_response_to(m, &request.id)) {
+            Some(message) => message,
+            None => return self.mcp_upstream_failed(session, ctx, request).await,
+        };
+        self.upstream
+            .release_http_session(http, &peer, Some(state.config.upstream.idle_timeout))
+            .await;
+        let answer = self.conclude(ctx, request, message).await;
+        out.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        let body = Bytes::from(answer.to_string());
+        out.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        idempotent::capture_head(ctx, &out);
+        idempotent::capture_body(ctx, Some(&body), true);
+        session.write_response_header(Box::new(out), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(())
+    }
+
+    /// The paid call's result judged, settled when it says the work was done, and the message
+    /// the client gets.
+    async fn conclude(
+        &self,
+        ctx: &mut RequestCtx,
+        request: &McpRequest,
+        mut message: Value,
+    ) -> Value {
+        let state = ctx.state.clone();
+        let Some(payment) = ctx.payment.as_mut() else {
+            return message;
+        };
+        let event = match judge_response(&message) {
+            McpVerdict::Delivered => Event::UpstreamAnswered { status: 200 },
+            McpVerdict::Failed { reason } => Event::ResultFailed {
+                reason: reason.to_string(),
+            },
+        };
+        let answer = self.advance(&state, payment, event).await;
+        let receipt = payment
+            .receipt
+            .as_deref()
+            .and_then(|r| decode_header_json::<Value>(r.as_bytes()).ok())
+            .map(|(_, receipt)| receipt);
+        match (answer, receipt) {
+            (Answer::Deliver, Some(receipt)) => {
+                request.attach_settlement(&mut message, &receipt);
+                message
+            }
+            (Answer::Deliver, None) => message,
+            (answer, receipt) => {
+                let code = match &answer {
+                    Answer::SettleRefused { reason } => reason.clone(),
+                    Answer::Fail { failure, .. } => failure.code().to_string(),
+                    _ => "settlement_failed".to_string(),
+                };
+                let settlement = receipt.unwrap_or_else(|| {
+                    serde_json::json!({"success": false, "errorReason": code, "transaction": "", "network": payment.network})
+                });
+                tracing::warn!(%code, "settlement of a paid MCP call failed; its content is withheld");
+                request.settlement_failed_reply(&settlement)
+            }
+        }
+    }
+
+    /// A paid call answered as a Server-Sent Events stream: events pass on as they come; the one
+    /// holding the response waits for the settlement and carries it.
+    async fn carry_stream(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        request: &McpRequest,
+        mut http: pingora::protocols::http::client::HttpSession,
+        mut out: ResponseHeader,
+    ) -> pingora::Result<()> {
+        out.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        session.write_response_header(Box::new(out), false).await?;
+        let mut splitter = SseSplitter::default();
+        loop {
+            let chunk = match http.read_response_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the MCP server's stream broke off");
+                    break;
+                }
+            };
+            splitter.push(&chunk);
+            while let Some(event) = splitter.next_event() {
+                let message = event
+                    .data
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                    .filter(|m| is_response_to(m, &request.id));
+                let Some(message) = message else {
+                    session
+                        .write_response_body(Some(Bytes::from(event.raw)), false)
+                        .await?;
+                    continue;
+                };
+                let answer = self.conclude(ctx, request, message).await;
+                let text = answer.to_string();
+                let mut kept = ResponseHeader::build(200, Some(1))?;
+                kept.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+                idempotent::capture_head(ctx, &kept);
+                idempotent::capture_body(ctx, Some(&Bytes::from(text.clone())), true);
+                let event = Bytes::from(event.with_data(&text));
+                session.write_response_body(Some(event), true).await?;
+                // The response ends the exchange; the server closes its stream after it.
+                http.shutdown().await;
+                return Ok(());
+            }
+            if splitter.pending_len() > MAX_RESULT_BYTES {
+                tracing::warn!("an event of the MCP server's stream is too large to hold");
+                break;
+            }
+        }
+        // The stream ended without the response: nothing was done that can be charged.
+        if let Some(payment) = ctx.payment.as_mut() {
+            let state = ctx.state.clone();
+            self.advance(&state, payment, Event::UpstreamFailed).await;
+        }
+        let error = gateway_error(
+            &request.id,
+            502,
+            "upstream_unavailable",
+            "the MCP server's stream ended without a response; nothing was charged",
+        );
+        let event = format!("event: message\ndata: {error}\n\n");
+        session
+            .write_response_body(Some(Bytes::from(event)), true)
+            .await?;
+        Ok(())
+    }
+
+    /// Passes the server's answer on unchanged, streaming.
+    async fn relay(
+        &self,
+        session: &mut Session,
+        mut http: pingora::protocols::http::client::HttpSession,
+        mut out: ResponseHeader,
+        peer: &pingora::upstreams::peer::HttpPeer,
+    ) -> pingora::Result<()> {
+        let length = http
+            .response_header()
+            .and_then(|h| h.headers.get(http::header::CONTENT_LENGTH))
+            .cloned();
+        match length {
+            Some(length) => out.insert_header(http::header::CONTENT_LENGTH, length)?,
+            None => out.insert_header(http::header::TRANSFER_ENCODING, "chunked")?,
+        }
+        session.write_response_header(Box::new(out), false).await?;
+        loop {
+            match http.read_response_body().await {
+                Ok(Some(chunk)) => session.write_response_body(Some(chunk), false).await?,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the MCP server's answer broke off");
+                    http.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        session.write_response_body(None, true).await?;
+        self.upstream.release_http_session(http, peer, None).await;
+        Ok(())
+    }
+
+    /// The MCP server could not be reached or gave no usable answer: nothing is charged (or,
+    /// settled up front, the receipt goes with the error).
+    async fn mcp_upstream_failed(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        request: &McpRequest,
+    ) -> pingora::Result<()> {
+        let mut reply = McpReply::json(
+            200,
+            gateway_error(
+                &request.id,
+                502,
+                "upstream_unavailable",
+                "the MCP server could not be reached or gave no usable answer; nothing was charged",
+            ),
+        );
+        if let Some(payment) = ctx.payment.as_mut() {
+            if let Answer::UpstreamError { receipt: true } =
+                self.feed(payment, Event::UpstreamFailed).await
+            {
+                if let Some(receipt) = &payment.receipt {
+                    reply.body = gateway_error(
+                        &request.id,
+                        502,
+                        "upstream_unavailable",
+                        "the MCP server could not be reached; the payment was settled before the call",
+                    );
+                    reply.headers.push((
+                        super::reply::settlement_header(payment.version),
+                        receipt.clone(),
+                    ));
+                }
+            }
+        }
+        reply.write(session).await
+    }
+}
