@@ -247,10 +247,15 @@ impl McpRig {
 /// The payment-required object of a tool-result binding challenge.
 fn challenge_of(answer: &Answer) -> Value {
     let result = answer.result();
-    assert_eq!(result["isError"], true, "a payment-required result: {result}");
-    let text: Value =
-        serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
-    assert_eq!(text, result["structuredContent"], "text and structured agree");
+    assert_eq!(
+        result["isError"], true,
+        "a payment-required result: {result}"
+    );
+    let text: Value = serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        text, result["structuredContent"],
+        "text and structured agree"
+    );
     result["structuredContent"].clone()
 }
 
@@ -270,7 +275,14 @@ async fn an_unpaid_priced_call_gets_a_payment_required_result_and_the_tool_never
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
     let answer = rig
-        .call("/mcp", &session, 1, "search", json!({"q": "rust"}), Value::Null)
+        .call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "rust"}),
+            Value::Null,
+        )
         .await;
     assert_eq!(answer.status, 200, "a JSON-RPC result, not an HTTP 402");
     assert_eq!(answer.response()["id"], 1);
@@ -284,7 +296,14 @@ async fn an_unpaid_priced_call_gets_a_payment_required_result_and_the_tool_never
 
     // The other priced items, each with its own price and resource URL.
     let premium = rig
-        .call("/mcp", &session, 2, "premium", json!({"q": "x"}), Value::Null)
+        .call(
+            "/mcp",
+            &session,
+            2,
+            "premium",
+            json!({"q": "x"}),
+            Value::Null,
+        )
         .await;
     assert_eq!(challenge_of(&premium)["accepts"][0]["amount"], "50000");
     let read = json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read",
@@ -306,8 +325,15 @@ async fn a_paid_call_runs_once_settles_once_and_carries_the_settlement() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
     let challenge = challenge_of(
-        &rig.call("/mcp", &session, 1, "search", json!({"q": "rust"}), Value::Null)
-            .await,
+        &rig.call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "rust"}),
+            Value::Null,
+        )
+        .await,
     );
     let payment = payment_for(&challenge);
     let answer = rig
@@ -336,12 +362,17 @@ async fn a_paid_call_runs_once_settles_once_and_carries_the_settlement() {
 
     // What the MCP server received: no payment, everything else as sent, the session kept.
     let last = rig.control("/__last").await;
-    assert!(last["body"]["params"]["_meta"].get("x402/payment").is_none());
+    assert!(last["body"]["params"]["_meta"]
+        .get("x402/payment")
+        .is_none());
     assert_eq!(last["body"]["params"]["_meta"]["progressToken"], "keep-me");
     assert_eq!(last["body"]["params"]["arguments"]["q"], "rust");
     assert_eq!(last["headers"]["mcp-session-id"], session.as_str());
     let payer = last["headers"]["x-payment-payer"].as_str().unwrap_or("");
-    assert!(payer.starts_with("0x") && payer.len() == 42, "the verified payer: {last}");
+    assert!(
+        payer.starts_with("0x") && payer.len() == 42,
+        "the verified payer: {last}"
+    );
 }
 
 #[tokio::test]
@@ -361,19 +392,38 @@ async fn free_tools_listing_and_session_requests_pass_through_untouched() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"search") && names.contains(&"echo"), "{names:?}");
+    assert!(
+        names.contains(&"search") && names.contains(&"echo"),
+        "{names:?}"
+    );
     let echo = rig
-        .call("/mcp", &session, 2, "echo", json!({"text": "hi"}), Value::Null)
+        .call(
+            "/mcp",
+            &session,
+            2,
+            "echo",
+            json!({"text": "hi"}),
+            Value::Null,
+        )
         .await;
     assert_eq!(echo.result()["content"][0]["text"], "hi");
-    assert!(echo.result()["_meta"].get("x402/payment-response").is_none());
+    assert!(echo.result()["_meta"]
+        .get("x402/payment-response")
+        .is_none());
     assert_eq!(rig.executions("echo").await, 1);
     assert_eq!(rig.facilitator_calls().await, (0, 0));
     let last = rig.control("/__last").await;
     assert_eq!(last["headers"]["mcp-session-id"], session.as_str());
     // A session the server does not know is the server's to refuse.
     let unknown = rig
-        .call("/mcp", "no-such-session", 3, "echo", json!({"text": "x"}), Value::Null)
+        .call(
+            "/mcp",
+            "no-such-session",
+            3,
+            "echo",
+            json!({"text": "x"}),
+            Value::Null,
+        )
         .await;
     assert_eq!(unknown.status, 404);
     // Ending the session (DELETE) reaches the server, which forgets it.
@@ -387,7 +437,14 @@ async fn free_tools_listing_and_session_requests_pass_through_untouched() {
         .unwrap();
     assert_eq!(ended.status(), 200);
     let after = rig
-        .call("/mcp", &session, 4, "echo", json!({"text": "x"}), Value::Null)
+        .call(
+            "/mcp",
+            &session,
+            4,
+            "echo",
+            json!({"text": "x"}),
+            Value::Null,
+        )
         .await;
     assert_eq!(after.status, 404, "the session was ended at the server");
 }
@@ -397,12 +454,26 @@ async fn a_replayed_payment_is_refused_and_the_tool_runs_once() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
     let challenge = challenge_of(
-        &rig.call("/mcp", &session, 1, "search", json!({"q": "a"}), Value::Null)
-            .await,
+        &rig.call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "a"}),
+            Value::Null,
+        )
+        .await,
     );
     let payment = payment_for(&challenge);
     let first = rig
-        .call("/mcp", &session, 2, "search", json!({"q": "a"}), paid(&payment))
+        .call(
+            "/mcp",
+            &session,
+            2,
+            "search",
+            json!({"q": "a"}),
+            paid(&payment),
+        )
         .await;
     assert_eq!(
         first.result()["_meta"]["x402/payment-response"]["success"],
@@ -410,7 +481,14 @@ async fn a_replayed_payment_is_refused_and_the_tool_runs_once() {
     );
     for id in 3..5 {
         let again = rig
-            .call("/mcp", &session, id, "search", json!({"q": "a"}), paid(&payment))
+            .call(
+                "/mcp",
+                &session,
+                id,
+                "search",
+                json!({"q": "a"}),
+                paid(&payment),
+            )
             .await;
         let refused = challenge_of(&again);
         assert_eq!(refused["error"], "payment_already_used", "{refused}");
@@ -424,26 +502,54 @@ async fn tampered_and_mispriced_payments_never_run_the_tool() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
     let cheap = challenge_of(
-        &rig.call("/mcp", &session, 1, "search", json!({"q": "a"}), Value::Null)
-            .await,
+        &rig.call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "a"}),
+            Value::Null,
+        )
+        .await,
     );
     // Signed, then the value raised: the signature no longer matches.
     let mut tampered = payment_for(&cheap);
     tampered["payload"]["authorization"]["value"] = json!("50000");
     let answer = rig
-        .call("/mcp", &session, 2, "premium", json!({"q": "a"}), paid(&tampered))
+        .call(
+            "/mcp",
+            &session,
+            2,
+            "premium",
+            json!({"q": "a"}),
+            paid(&tampered),
+        )
         .await;
     assert_eq!(challenge_of(&answer)["accepts"][0]["amount"], "50000");
     // A valid payment for the cheap tool, sent to the dear one.
     let cheap_payment = payment_for(&cheap);
     let answer = rig
-        .call("/mcp", &session, 3, "premium", json!({"q": "a"}), paid(&cheap_payment))
+        .call(
+            "/mcp",
+            &session,
+            3,
+            "premium",
+            json!({"q": "a"}),
+            paid(&cheap_payment),
+        )
         .await;
     let refused = challenge_of(&answer);
     assert_ne!(refused["error"], "", "{refused}");
     // Garbage in the payment slot.
     let answer = rig
-        .call("/mcp", &session, 4, "search", json!({"q": "a"}), paid(&json!("nonsense")))
+        .call(
+            "/mcp",
+            &session,
+            4,
+            "search",
+            json!({"q": "a"}),
+            paid(&json!("nonsense")),
+        )
         .await;
     assert_eq!(challenge_of(&answer)["error"], "invalid_payment");
     assert_eq!(rig.executions("premium").await, 0);
@@ -451,7 +557,14 @@ async fn tampered_and_mispriced_payments_never_run_the_tool() {
     assert_eq!(rig.facilitator_calls().await, (0, 0));
     // The cheap payment still pays for the cheap tool: refusing it elsewhere did not burn it.
     let answer = rig
-        .call("/mcp", &session, 5, "search", json!({"q": "a"}), paid(&cheap_payment))
+        .call(
+            "/mcp",
+            &session,
+            5,
+            "search",
+            json!({"q": "a"}),
+            paid(&cheap_payment),
+        )
         .await;
     assert_eq!(
         answer.result()["_meta"]["x402/payment-response"]["success"],
@@ -465,8 +578,15 @@ async fn a_failed_settlement_withholds_the_content_and_a_tool_error_charges_noth
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
     let challenge = challenge_of(
-        &rig.call("/mcp", &session, 1, "search", json!({"q": "a"}), Value::Null)
-            .await,
+        &rig.call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "a"}),
+            Value::Null,
+        )
+        .await,
     );
     rig.facilitator_mode(json!({"settle": "invalid"})).await;
     let answer = rig
@@ -481,10 +601,12 @@ async fn a_failed_settlement_withholds_the_content_and_a_tool_error_charges_noth
         .await;
     let result = answer.result();
     assert_eq!(result["isError"], true, "{result}");
-    assert!(!answer.response().to_string().contains("secret"), "{result}");
+    assert!(
+        !answer.response().to_string().contains("secret"),
+        "{result}"
+    );
     assert_eq!(
-        result["_meta"]["x402/payment-response"]["success"],
-        false,
+        result["_meta"]["x402/payment-response"]["success"], false,
         "{result}"
     );
     assert_eq!(rig.executions("search").await, 1, "the tool ran");
@@ -497,13 +619,24 @@ async fn a_failed_settlement_withholds_the_content_and_a_tool_error_charges_noth
             .await,
     );
     let answer = rig
-        .call("/mcp", &session, 4, "broken", json!({}), paid(&payment_for(&broken)))
+        .call(
+            "/mcp",
+            &session,
+            4,
+            "broken",
+            json!({}),
+            paid(&payment_for(&broken)),
+        )
         .await;
     assert_eq!(answer.result()["isError"], true);
     assert_eq!(answer.result()["content"][0]["text"], "the tool failed");
     assert!(answer.result().get("_meta").is_none());
     assert_eq!(rig.executions("broken").await, 1);
-    assert_eq!(rig.facilitator_calls().await, (2, 1), "verified, not settled");
+    assert_eq!(
+        rig.facilitator_calls().await,
+        (2, 1),
+        "verified, not settled"
+    );
 }
 
 #[tokio::test]
@@ -511,7 +644,14 @@ async fn sse_responses_stream_notifications_and_settle_in_the_final_event() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp-sse").await;
     let unpaid = rig
-        .call("/mcp-sse", &session, 1, "search", json!({"q": "s"}), Value::Null)
+        .call(
+            "/mcp-sse",
+            &session,
+            1,
+            "search",
+            json!({"q": "s"}),
+            Value::Null,
+        )
         .await;
     let challenge = challenge_of(&unpaid);
     assert_eq!(rig.executions("search").await, 0);
@@ -569,7 +709,9 @@ async fn oversized_bodies_batches_and_garbage_are_refused_before_the_server() {
         .as_str()
         .unwrap()
         .contains("batch"));
-    let answer = rig.post("/mcp", Some(&session), b"{not json".to_vec()).await;
+    let answer = rig
+        .post("/mcp", Some(&session), b"{not json".to_vec())
+        .await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.response()["error"]["code"], -32700);
     assert_eq!(rig.executions("echo").await, 0);
@@ -583,7 +725,14 @@ async fn the_extension_binding_answers_payment_required_and_complete() {
     let capabilities = json!({"io.modelcontextprotocol/clientCapabilities":
         {"extensions": {"org.x402/payment": {}}}});
     let answer = rig
-        .call("/mcp", &session, 1, "search", json!({"q": "e"}), capabilities.clone())
+        .call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "e"}),
+            capabilities.clone(),
+        )
         .await;
     let result = answer.result();
     assert_eq!(result["resultType"], "payment_required", "{result}");

@@ -16,6 +16,12 @@ cargo test --locked
 echo "== fuzzing: 30 s of every parser target from its corpus (fuzz/), a crash or hang fails"
 bash fuzz/run.sh -max_total_time=30
 
+echo "== the official x402 MCP client (PyPI x402, on the MCP Python SDK 1.x it is written for)"
+[ -x target/venv-mcp/bin/python ] && target/venv-mcp/bin/python -c "import x402.mcp, mcp.client.streamable_http" 2>/dev/null || {
+  python3 -m venv target/venv-mcp
+  target/venv-mcp/bin/pip install --quiet --disable-pip-version-check "x402[mcp,evm]==2.25.0" "mcp==1.30.0"
+}
+
 echo "== end-to-end on a local chain"
 GATEWAY_BIN="$PWD/target/debug/x402-gateway" PAY_EXAMPLE_BIN="$PWD/target/debug/examples/pay" \
   node --test --test-concurrency=1 tests/e2e/

@@ -49,6 +49,13 @@ price = "$0.01"
 match = "GET /before"
 price = "$0.01"
 settle = "before"
+[[routes]]
+match = "* /mcp"
+mcp = true
+[[routes.tools]]
+name = "search"
+price = "$0.01"
+description = "a paid MCP tool"
 `;
 }
 
@@ -82,7 +89,8 @@ async function startGateway(cfg) {
   return { proc, log, configFile: file };
 }
 
-export async function startRig() {
+// `upstream` is the support script serving behind the gateway (the echo API, or an MCP server).
+export async function startRig({ upstream: upstreamScript = 'upstream.mjs' } = {}) {
   const procs = [];
   const stop = () => Promise.all(procs.reverse().map((p) => p.stop()));
   try {
@@ -91,7 +99,7 @@ export async function startRig() {
     const info = chain.info;
     const [facilitator, upstream] = await Promise.all([
       startReady('facilitator.mjs', ['--port', '0', '--rpc', info.rpc, '--key', info.facilitatorKey]),
-      startReady('upstream.mjs', ['--port', '0']),
+      startReady(upstreamScript, ['--port', '0']),
     ]);
     procs.push(facilitator, upstream);
     const port = await freePort();
@@ -147,10 +155,10 @@ function makeRig({ info, port, facilitatorPort, upstreamPort, gateway, stop }) {
 }
 
 // Starts a rig before the file's tests and stops it after; the getter is valid inside tests.
-export function useRig() {
+export function useRig(options) {
   let rig;
   before(async () => {
-    rig = await startRig();
+    rig = await startRig(options);
   }, { timeout: 60000 });
   after(() => rig?.stop(), { timeout: 15000 });
   return () => rig;

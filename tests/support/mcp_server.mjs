@@ -2,7 +2,7 @@
 // tools, a resource and a prompt. It counts executions so tests can prove an unpaid call never ran.
 //   node support/mcp_server.mjs --port 0   → {"ready":true,"port":N}
 // Endpoints: POST|GET|DELETE /mcp (JSON responses), /mcp-sse (SSE-streamed responses).
-// Control: GET /__executions ({tool: count}), GET /__last (the last JSON-RPC body received,
+// Control: GET /__executions ({tool: count}), GET /__hits (requests), GET /__last (the last JSON-RPC body received,
 // with its headers), POST /__reset.
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -14,6 +14,7 @@ import { exitWithParent, parseArgs, printReady, readBody, sendJson } from './uti
 const args = parseArgs(process.argv.slice(2));
 let executions = {};
 let last = null;
+let hits = 0;
 
 const ran = (name) => {
   executions[name] = (executions[name] ?? 0) + 1;
@@ -102,12 +103,15 @@ const server = http.createServer(async (req, res) => {
   const path = req.url.split('?')[0];
   try {
     if (path === '/__executions') return sendJson(res, 200, executions);
+    if (path === '/__hits') return sendJson(res, 200, { hits });
     if (path === '/__last') return sendJson(res, 200, last);
     if (path === '/__reset' && req.method === 'POST') {
       executions = {};
       last = null;
+      hits = 0;
       return sendJson(res, 200, {});
     }
+    hits++;
     if (path === '/mcp') return await handleMcp(req, res, true);
     if (path === '/mcp-sse') return await handleMcp(req, res, false);
     sendJson(res, 404, { error: 'not found' });
