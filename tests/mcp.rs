@@ -14,8 +14,12 @@ const PROTOCOL: &str = "2025-06-18";
 struct McpRig {
     mcp: Proc,
     facilitator: Proc,
-    _gateway: Proc,
+    _gateways: Vec<Proc>,
+    /// The gateways' ports: replicas of one configuration when there are several.
+    ports: Vec<u16>,
     port: u16,
+    admin_ports: Vec<u16>,
+    journal: std::path::PathBuf,
     http: reqwest::Client,
 }
 
@@ -48,8 +52,7 @@ impl Answer {
     }
 }
 
-fn mcp_config(gateway: u16, mcp: u16, facilitator: u16) -> String {
-    let admin = free_port();
+fn mcp_config(gateway: u16, admin: u16, mcp: u16, facilitator: u16, extra: &str) -> String {
     format!(
         r#"unmatched = "proxy"
 [server]
@@ -67,7 +70,7 @@ timeout = "2s"
 network = "eip155:84532"
 pay_to = "{PAY_TO}"
 max_timeout_seconds = 120
-
+{extra}
 [[routes]]
 match = "* /mcp"
 mcp = true
@@ -100,10 +103,29 @@ price = "$0.01"
 
 impl McpRig {
     async fn start() -> Self {
+        Self::start_with("", 1).await
+    }
+
+    /// `replicas` gateways of one configuration (with `extra` tables) in front of one MCP
+    /// server, each with a journal of its own.
+    async fn start_with(extra: &str, replicas: usize) -> Self {
         let mcp = node("mcp_server.mjs", &["--port", "0"]);
         let facilitator = node("facilitator.mjs", &["--port", "0"]);
-        let port = free_port();
-        let gateway = start_gateway(&mcp_config(port, mcp.port, facilitator.port), port);
+        let dir = write_config("").parent().unwrap().to_path_buf();
+        let journal = dir.join("journal.jsonl");
+        let mut gateways = Vec::new();
+        let mut ports = Vec::new();
+        let mut admin_ports = Vec::new();
+        for replica in 0..replicas {
+            let (port, admin) = (free_port(), free_port());
+            let own_journal = dir.join(format!("journal-{replica}.jsonl"));
+            let path = if replica == 0 { &journal } else { &own_journal };
+            let extra = format!("{extra}\n[journal]\npath = \"{}\"\n", path.display());
+            let config = mcp_config(port, admin, mcp.port, facilitator.port, &extra);
+            gateways.push(start_gateway(&config, port));
+            ports.push(port);
+            admin_ports.push(admin);
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -111,16 +133,44 @@ impl McpRig {
         Self {
             mcp,
             facilitator,
-            _gateway: gateway,
-            port,
+            _gateways: gateways,
+            port: ports[0],
+            ports,
+            admin_ports,
+            journal,
             http,
         }
     }
 
+    /// The first gateway's journal lines.
+    fn journal(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.journal)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_ports[0]);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn post(&self, path: &str, session: Option<&str>, body: Vec<u8>) -> Answer {
+        self.post_at(self.port, path, session, body).await
+    }
+
+    async fn post_at(&self, port: u16, path: &str, session: Option<&str>, body: Vec<u8>) -> Answer {
         let mut request = self
             .http
-            .post(format!("http://127.0.0.1:{}{path}", self.port))
+            .post(format!("http://127.0.0.1:{port}{path}"))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", PROTOCOL)
@@ -190,12 +240,33 @@ impl McpRig {
         arguments: Value,
         meta: Value,
     ) -> Answer {
+        self.call_at(self.port, path, session, id, tool, arguments, meta)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_at(
+        &self,
+        port: u16,
+        path: &str,
+        session: &str,
+        id: u64,
+        tool: &str,
+        arguments: Value,
+        meta: Value,
+    ) -> Answer {
         let mut params = json!({"name": tool, "arguments": arguments});
         if !meta.is_null() {
             params["_meta"] = meta;
         }
         let message = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-        self.rpc(path, Some(session), message).await
+        self.post_at(
+            port,
+            path,
+            Some(session),
+            serde_json::to_vec(&message).unwrap(),
+        )
+        .await
     }
 
     async fn control(&self, path: &str) -> Value {
@@ -748,4 +819,182 @@ async fn the_extension_binding_answers_payment_required_and_complete() {
     assert_eq!(result["resultType"], "complete", "{result}");
     assert_eq!(result["_meta"]["x402/payment-response"]["success"], true);
     assert_eq!(rig.executions("search").await, 1);
+}
+
+#[tokio::test]
+async fn a_paid_call_is_journaled_and_counted_under_its_tool() {
+    let rig = McpRig::start().await;
+    let session = rig.session("/mcp").await;
+    let challenge = challenge_of(
+        &rig.call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "j"}),
+            Value::Null,
+        )
+        .await,
+    );
+    let answer = rig
+        .call(
+            "/mcp",
+            &session,
+            2,
+            "search",
+            json!({"q": "j"}),
+            paid(&payment_for(&challenge)),
+        )
+        .await;
+    let tx = answer.result()["_meta"]["x402/payment-response"]["transaction"].clone();
+    let journal = rig.journal();
+    let states: Vec<&str> = journal
+        .iter()
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["verified", "settled"], "{journal:?}");
+    assert!(journal.iter().all(|l| l["route"] == "* /mcp tool search"));
+    assert_eq!(journal[1]["transaction"], tx);
+    assert_eq!(journal[1]["amount"], "10000");
+    let metrics = rig.metrics().await;
+    let line = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        line(
+            r#"x402_revenue_atomic_total{asset="USDC",network="eip155:84532",route="* /mcp tool search"}"#
+        ),
+        "10000"
+    );
+    assert_eq!(
+        line(r#"x402_payment_required_total{route="* /mcp tool search"}"#),
+        "1"
+    );
+    assert_eq!(
+        line(r#"x402_requests_total{outcome="paid",route="* /mcp tool search"}"#),
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn a_resent_payment_with_an_identifier_gets_its_result_back_under_the_new_id() {
+    let rig = McpRig::start().await;
+    let session = rig.session("/mcp").await;
+    let challenge = challenge_of(
+        &rig.call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "i"}),
+            Value::Null,
+        )
+        .await,
+    );
+    let mut payment = payment_for(&challenge);
+    payment["extensions"] =
+        json!({"payment-identifier": {"info": {"id": "mcp-retry-0123456789abcdef"}}});
+    let first = rig
+        .call(
+            "/mcp",
+            &session,
+            2,
+            "search",
+            json!({"q": "i"}),
+            paid(&payment),
+        )
+        .await;
+    assert_eq!(
+        first.result()["_meta"]["x402/payment-response"]["success"],
+        true
+    );
+    let again = rig
+        .call(
+            "/mcp",
+            &session,
+            3,
+            "search",
+            json!({"q": "i"}),
+            paid(&payment),
+        )
+        .await;
+    assert_eq!(again.response()["id"], 3, "the resend's own id");
+    assert_eq!(
+        again.result(),
+        first.result(),
+        "the same result, settlement included"
+    );
+    assert_eq!(rig.executions("search").await, 1);
+    assert_eq!(rig.facilitator_calls().await, (1, 1));
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_run_a_payment_once_whichever_gets_it() {
+    let prefix = format!("mcp-test-{}-{}:", std::process::id(), now());
+    let redis = format!("[redis]\nurl = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}\"\n");
+    let rig = McpRig::start_with(&redis, 2).await;
+    let session = rig.session("/mcp").await;
+    let challenge = challenge_of(
+        &rig.call(
+            "/mcp",
+            &session,
+            1,
+            "search",
+            json!({"q": "r"}),
+            Value::Null,
+        )
+        .await,
+    );
+    let payment = payment_for(&challenge);
+    let (a, b) = tokio::join!(
+        rig.call_at(
+            rig.ports[0],
+            "/mcp",
+            &session,
+            2,
+            "search",
+            json!({"q": "r"}),
+            paid(&payment)
+        ),
+        rig.call_at(
+            rig.ports[1],
+            "/mcp",
+            &session,
+            3,
+            "search",
+            json!({"q": "r"}),
+            paid(&payment)
+        ),
+    );
+    let settled = [&a, &b]
+        .iter()
+        .filter(|answer| {
+            answer.response()["result"]["_meta"]["x402/payment-response"]["success"] == true
+        })
+        .count();
+    assert_eq!(settled, 1, "{:?} {:?}", a.messages, b.messages);
+    // Later copies, at either replica, are refused as used.
+    for (id, port) in [(4, rig.ports[0]), (5, rig.ports[1])] {
+        let again = rig
+            .call_at(
+                port,
+                "/mcp",
+                &session,
+                id,
+                "search",
+                json!({"q": "r"}),
+                paid(&payment),
+            )
+            .await;
+        assert_eq!(challenge_of(&again)["error"], "payment_already_used");
+    }
+    assert_eq!(rig.executions("search").await, 1);
+    assert_eq!(rig.facilitator_calls().await.1, 1, "settled once");
 }
