@@ -998,3 +998,68 @@ async fn replicas_sharing_redis_run_a_payment_once_whichever_gets_it() {
     assert_eq!(rig.executions("search").await, 1);
     assert_eq!(rig.facilitator_calls().await.1, 1, "settled once");
 }
+
+#[tokio::test]
+async fn check_and_discovery_list_the_priced_items() {
+    let rig = McpRig::start().await;
+    let config = mcp_config(
+        free_port(),
+        free_port(),
+        rig.mcp.port,
+        rig.facilitator.port,
+        "",
+    );
+    let out = std::process::Command::new(gateway_bin())
+        .arg("check")
+        .arg(write_config(&config))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("* /mcp") && stdout.contains("mcp: 5 priced item(s)"),
+        "{stdout}"
+    );
+    for item in [
+        "tool search",
+        "tool premium",
+        "resource report://daily",
+        "prompt advice",
+    ] {
+        assert!(stdout.contains(item), "`{item}` in\n{stdout}");
+    }
+    let discovery: Value = rig
+        .http
+        .get(format!("http://127.0.0.1:{}/.well-known/x402", rig.port))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<(String, String)> = discovery["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["route"] == "* /mcp")
+        .map(|r| {
+            (
+                r["resource"].as_str().unwrap().to_string(),
+                r["accepts"][0]["amount"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("mcp://tool/search", "10000"),
+        ("mcp://tool/premium", "50000"),
+        ("mcp://tool/broken", "10000"),
+        ("report://daily", "20000"),
+        ("mcp://prompt/advice", "10000"),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(listed, expected);
+}

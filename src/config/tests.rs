@@ -856,3 +856,128 @@ price = "$0.25"
         assert!(err.contains("price_rules"), "{err}");
     }
 }
+
+fn mcp_route(config: &GatewayConfig) -> &crate::pricing::mcp::McpRoute {
+    match &config.routes.in_file_order()[0].kind {
+        RouteKind::Mcp(mcp) => mcp,
+        _ => panic!("route is not an MCP route"),
+    }
+}
+
+#[test]
+fn an_mcp_route_prices_its_items_with_the_route_keys_as_defaults() {
+    use crate::pricing::mcp::{McpItem, McpItemKind};
+    let config = parse(
+        r#"
+[[routes]]
+match = "POST /mcp"
+mcp = true
+network = "eip155:8453"
+settle = "before"
+[[routes.tools]]
+name = "search"
+price = "$0.01"
+[[routes.tools]]
+name = "deep"
+amount = "250000"
+network = "eip155:84532"
+settle = "after-success"
+[[routes.resources]]
+uri = "report://daily"
+price = "$0.02"
+[[routes.prompts]]
+name = "advice"
+accepts = [ { price = "$0.03" }, { price = "$0.03", network = "eip155:84532" } ]
+"#,
+    )
+    .unwrap();
+    let mcp = mcp_route(&config);
+    let kinds: Vec<(McpItemKind, &str)> = mcp
+        .items
+        .iter()
+        .map(|i| (i.kind, i.name.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (McpItemKind::Tool, "search"),
+            (McpItemKind::Tool, "deep"),
+            (McpItemKind::Resource, "report://daily"),
+            (McpItemKind::Prompt, "advice"),
+        ]
+    );
+    let search = &mcp.items[0].priced;
+    assert_eq!(search.options[0].requirements.network, "eip155:8453");
+    assert_eq!(search.options[0].requirements.amount, "10000");
+    assert_eq!(search.settle, SettlementPolicy::Before);
+    let deep = &mcp.items[1].priced;
+    assert_eq!(deep.options[0].requirements.network, "eip155:84532");
+    assert_eq!(deep.options[0].requirements.amount, "250000");
+    assert_eq!(deep.settle, SettlementPolicy::AfterSuccess);
+    let advice = &mcp.items[3].priced;
+    let networks: Vec<&str> = advice
+        .options
+        .iter()
+        .map(|o| o.requirements.network.as_str())
+        .collect();
+    assert_eq!(networks, ["eip155:8453", "eip155:84532"]);
+    assert!(
+        mcp.find(&McpItem::Tool("echo".into())).is_none(),
+        "unlisted tools are free"
+    );
+    assert_eq!(
+        mcp.find(&McpItem::Resource("report://daily".into()))
+            .map(|(i, _)| i),
+        Some(2)
+    );
+    assert!(
+        mcp.find(&McpItem::Prompt("search".into())).is_none(),
+        "kinds do not mix"
+    );
+}
+
+#[test]
+fn mcp_route_mistakes_are_refused_with_their_location() {
+    let cases = [
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\nprice = \"$0.01\"\n",
+            "not the route",
+        ),
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\n[[routes.tools]]\nname = \"a\"\nprice = \"$0.01\"\n",
+            "is not `mcp = true`",
+        ),
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\nfree = true\n",
+            "both `free = true` and `mcp = true`",
+        ),
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\n[[routes.tools]]\nprice = \"$0.01\"\n",
+            "a tool of route `POST /mcp` has no `name`",
+        ),
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\n[[routes.resources]]\nname = \"r\"\nprice = \"$0.01\"\n",
+            "named by `uri`, not `name`",
+        ),
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\n[[routes.tools]]\nname = \"a\"\nprice = \"$0.01\"\n[[routes.tools]]\nname = \"a\"\nprice = \"$0.02\"\n",
+            "prices tool `a` twice",
+        ),
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\n[[routes.tools]]\nname = \"a\"\n",
+            "route `POST /mcp tool a` has no `price`, `amount` or `accepts`",
+        ),
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\n[[routes.tools]]\nname = \"a\"\nprice = \"$0.01\"\ncolour = \"red\"\n",
+            "unknown field `colour`",
+        ),
+    ];
+    for (text, wanted) in cases {
+        let error = parse(text).unwrap_err();
+        assert!(
+            error.to_string().contains(wanted),
+            "{text}\nwanted `{wanted}`, got: {error}"
+        );
+        assert!(error.location.is_some(), "{error} names a line");
+    }
+}
