@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # Without a sanitizer, cargo fuzz needs no nightly flags: the stable toolchain builds the targets.
-read -r -a targets <<<"${FUZZ_TARGETS:-request payment_header eip712 config body_override}"
+read -r -a targets <<<"${FUZZ_TARGETS:-request payment_header eip712 config body_override mcp}"
 for target in "${targets[@]}"; do
   mkdir -p "target/fuzz-corpus/$target" "target/fuzz-artifacts/$target"
   echo "-- fuzz target $target"

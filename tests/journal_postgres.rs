@@ -166,7 +166,7 @@ impl Replica {
 
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !listening(self.port) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited with {status}: {}", self.log());
             }

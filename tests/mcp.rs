@@ -97,6 +97,17 @@ mcp = true
 [[routes.tools]]
 name = "search"
 price = "$0.01"
+
+# GET priced on its own: a POST body is read for `_method` first, then priced as MCP.
+[[routes]]
+match = "GET /mcp-both"
+price = "$0.03"
+[[routes]]
+match = "* /mcp-both"
+mcp = true
+[[routes.tools]]
+name = "search"
+price = "$0.01"
 "#
     )
 }
@@ -1062,4 +1073,34 @@ async fn check_and_discovery_list_the_priced_items() {
     ]
     .map(|(a, b)| (a.to_string(), b.to_string()));
     assert_eq!(listed, expected);
+}
+
+#[tokio::test]
+async fn a_body_read_for_a_method_override_is_priced_and_forwarded_once_read() {
+    let rig = McpRig::start().await;
+    let session = rig.session("/mcp-both").await;
+    let unpaid = rig
+        .call(
+            "/mcp-both",
+            &session,
+            1,
+            "search",
+            json!({"q": "b"}),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(challenge_of(&unpaid)["accepts"][0]["amount"], "10000");
+    let echo = rig
+        .call(
+            "/mcp-both",
+            &session,
+            2,
+            "echo",
+            json!({"text": "whole"}),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(echo.result()["content"][0]["text"], "whole");
+    assert_eq!(rig.executions("search").await, 0);
+    assert_eq!(rig.executions("echo").await, 1);
 }

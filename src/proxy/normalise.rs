@@ -84,6 +84,12 @@ pub(super) enum BodyError {
 /// Reads the whole request body, at most `limit` bytes (no more than Pingora's retry buffer,
 /// which hands the body on to the upstream unchanged when the request is proxied).
 pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, BodyError> {
+    // Read already (by the `_method` check): what was read is in the retry buffer.
+    if session.as_mut().is_body_done() {
+        if let Some(read) = session.as_ref().get_retry_buffer() {
+            return Ok(read.to_vec());
+        }
+    }
     let declared = session
         .req_header()
         .headers

@@ -24,6 +24,12 @@ pub struct Proc {
     pub ready: Value,
 }
 
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         // Support scripts stop (and stop what they started, such as anvil) when stdin closes;
@@ -76,6 +82,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether something listens on `127.0.0.1:port`. A connect to a port in the ephemeral range
+/// where nothing listens yet can pick that same port as its source and connect to itself (TCP
+/// simultaneous open); such a socket is not a listener and does not count.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .ok()
+        .and_then(|socket| socket.local_addr().ok())
+        .is_some_and(|local| local.port() != port)
+}
+
 pub fn gateway_bin() -> &'static str {
     env!("CARGO_BIN_EXE_x402-gateway")
 }
@@ -113,7 +129,7 @@ pub fn start_gateway(config: &str, port: u16) -> Proc {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listening(port) {
         assert!(
             Instant::now() < deadline,
             "gateway did not start listening on {port}"
@@ -208,19 +224,26 @@ impl Rig {
     }
 
     pub async fn with(facilitator_extra: &str, extra: &str) -> Self {
+        Self::edited(facilitator_extra, extra, |config| config).await
+    }
+
+    /// [`Rig::with`], with the configuration text passed through `edit` before the gateway starts.
+    pub async fn edited(
+        facilitator_extra: &str,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Self {
         let upstream = node("upstream.mjs", &["--port", "0"]);
         let facilitator = node("facilitator.mjs", &["--port", "0"]);
         let port = free_port();
-        let gateway = start_gateway(
-            &config(
-                port,
-                upstream.port,
-                facilitator.port,
-                facilitator_extra,
-                extra,
-            ),
+        let text = config(
             port,
+            upstream.port,
+            facilitator.port,
+            facilitator_extra,
+            extra,
         );
+        let gateway = start_gateway(&edit(text), port);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

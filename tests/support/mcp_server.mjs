@@ -112,7 +112,7 @@ const server = http.createServer(async (req, res) => {
       return sendJson(res, 200, {});
     }
     hits++;
-    if (path === '/mcp') return await handleMcp(req, res, true);
+    if (path === '/mcp' || path === '/mcp-both') return await handleMcp(req, res, true);
     if (path === '/mcp-sse') return await handleMcp(req, res, false);
     sendJson(res, 404, { error: 'not found' });
   } catch (e) {

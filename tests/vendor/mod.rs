@@ -147,7 +147,7 @@ impl Gateway {
             .unwrap();
         let mut gateway = Self { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listening(port) {
             if let Ok(Some(status)) = gateway.child.try_wait() {
                 panic!("gateway exited with {status}: {}", gateway.log());
             }
