@@ -404,10 +404,11 @@ async fn verification_falls_back_when_the_facilitator_is_unreachable() {
     let upstream = node("upstream.mjs", &["--port", "0"]);
     let backup = node("facilitator.mjs", &["--port", "0"]);
     let port = free_port();
+    let down = ClosedPort::new();
     let facilitators = format!(
         "[[facilitators]]\nname = \"agentwallex\"\nkind = \"agentwallex\"\nurl = \"http://127.0.0.1:{}/api/v1\"\napi_key = \"${{AGENTWALLEX_API_KEY}}\"\nnetworks = [\"eip155:84532\"]\nfallback = \"backup\"\n\
          [[facilitators]]\nname = \"backup\"\nkind = \"x402\"\nurl = \"http://127.0.0.1:{}\"\nnetworks = [\"eip155:84532\"]\n",
-        free_port(),
+        down.port,
         backup.port
     );
     let gateway = Gateway::start(

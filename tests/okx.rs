@@ -631,10 +631,11 @@ async fn refused_credentials_at_start_up_stop_it_with_the_cause() {
 async fn unreachable_okx_at_start_up_is_a_warning_and_payments_get_502() {
     let upstream = node("upstream.mjs", &["--port", "0"]);
     let port = free_port();
+    let okx = ClosedPort::new();
     let config = vendor_config(
         port,
         upstream.port,
-        &okx_facilitator(free_port(), ""),
+        &okx_facilitator(okx.port, ""),
         OKX_ROUTES,
     );
     let mut gateway = Gateway::start(&config, port);

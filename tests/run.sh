@@ -8,10 +8,10 @@ echo "== npm packages (tests/package-lock.json)"
 npm ci --prefix tests --no-audit --no-fund --loglevel=error
 
 echo "== build"
-cargo build --all-targets --locked
+cargo build --all-targets --locked --features rig-tests
 
 echo "== unit and integration tests"
-cargo test --locked
+cargo test --locked --features rig-tests
 
 echo "== fuzzing: 30 s of every parser target from its corpus (fuzz/), a crash or hang fails"
 bash fuzz/run.sh -max_total_time=30

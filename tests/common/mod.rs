@@ -82,6 +82,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port where nothing listens and nothing can start to: the port stays bound (never
+/// listening) for as long as the value lives, so connections to it are refused, and neither
+/// another test's server nor an outgoing connection's source port can take it meanwhile. A port
+/// from [`free_port`] that was let go can be both.
+pub struct ClosedPort {
+    _bound: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("a loopback port to bind");
+        let port = socket.local_addr().expect("the bound address").port();
+        Self {
+            _bound: socket,
+            port,
+        }
+    }
+}
+
 /// Whether something listens on `127.0.0.1:port`. A connect to a port in the ephemeral range
 /// where nothing listens yet can pick that same port as its source and connect to itself (TCP
 /// simultaneous open); such a socket is not a listener and does not count.
