@@ -8,6 +8,7 @@ pub mod buyer;
 pub mod config;
 pub mod demo;
 pub mod facilitator;
+pub mod metrics;
 pub mod ops;
 pub mod payment;
 pub mod pricing;

@@ -2,7 +2,7 @@
 //! It listens on its own address, never the public one, so probes and scrapes neither pay nor
 //! count as API traffic.
 
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::state::GatewayState;
 use crate::store::StoreHealth;
 use arc_swap::ArcSwap;

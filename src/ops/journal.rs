@@ -8,7 +8,7 @@
 //! facilitator that settled them; the journal never rewrites a line, it appends the final state.
 
 use crate::facilitator::{Facilitator, SettlementLookup};
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::payment::{ReplayGuard, ReplayKey};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -4,7 +4,6 @@
 
 pub mod admin;
 pub mod journal;
-pub mod metrics;
 pub mod receipts;
 pub mod reload;
 pub mod shutdown;
@@ -13,6 +12,6 @@ pub use admin::{
     AdminApp, FacilitatorProbe, Health, InFlight, HEALTHZ_PATH, METRICS_PATH, READYZ_PATH,
 };
 pub use journal::{FileJournal, Journal, JournalEntry, JournalError, PaymentState, PgJournal};
-pub use metrics::Metrics;
+pub use crate::metrics::Metrics;
 pub use reload::Reloader;
 pub use shutdown::DrainingShutdown;

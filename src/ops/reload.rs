@@ -5,7 +5,7 @@
 
 use crate::config::GatewayConfig;
 use crate::ops::admin::Health;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::state::GatewayState;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -42,7 +42,7 @@ impl Reloader {
         let current = std::fs::read(&path).ok();
         Metrics::global()
             .config_loaded_timestamp
-            .set(crate::ops::journal::unix_now() as i64);
+            .set(crate::time::unix_now() as i64);
         Self {
             path,
             state,
@@ -115,7 +115,7 @@ impl Reloader {
             .inc();
         Metrics::global()
             .config_loaded_timestamp
-            .set(crate::ops::journal::unix_now() as i64);
+            .set(crate::time::unix_now() as i64);
         tracing::info!(config = %self.path.display(), routes, "configuration reloaded");
         Ok(())
     }

@@ -32,7 +32,7 @@ pub use server::{build_server, GatewayServer, GatewayState, StartError, UNMATCHE
 
 use crate::config::UnmatchedPolicy;
 use crate::ops::journal::{Journal, JournalEntry, JournalError};
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::ops::{Health, InFlight};
 use crate::payment::claims::AdmissionStore;
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};

@@ -169,7 +169,7 @@ fn open_journal(
     if let Some(url) = &config.url {
         let pg = PgJournal::open(url.expose(), &config.path)?;
         // Settled and pending authorizations of every replica stay refused here too.
-        let live = pg.live_authorizations(journal::unix_now())?;
+        let live = pg.live_authorizations(crate::time::unix_now())?;
         runtime.block_on(journal::resume(pg.as_ref(), &live, replay))?;
         tracing::info!(spool = %config.path.display(), live = live.len(), "journal database opened");
         return Ok(JournalBackend::Postgres(pg));

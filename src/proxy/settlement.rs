@@ -8,7 +8,7 @@ use crate::facilitator::{
     settle_outcome, unconfirmed_receipt, Expected, Facilitator, FacilitatorRequest,
 };
 use crate::ops::journal::{JournalEntry, JournalError};
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::payment::{
     Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Reservation, SettleOutcome,
     VerifiedPayment,

@@ -9,7 +9,7 @@ pub use pages::{escape, prefers_html, Pages, DISCOVERY_PATH};
 use crate::config::GatewayConfig;
 use crate::facilitator::{FacilitatorError, Facilitators};
 use crate::ops::journal;
-use crate::ops::metrics::{FacilitatorMetrics, RouteMetrics};
+use crate::metrics::{FacilitatorMetrics, RouteMetrics};
 use crate::pricing::RouteKind;
 use std::net::{SocketAddr, ToSocketAddrs};
 

@@ -8,7 +8,7 @@
 
 use super::StoreHealth;
 use crate::config::RedisConfig;
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ToRedisArgs};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -77,7 +77,7 @@ impl RedisReplayGuard {
     /// Gives up this process's hold of `key` to a write made elsewhere: the owner token (empty
     /// if none is held) and how long a final state lasts.
     pub(super) fn take_held(&self, key: &ReplayKey, expires_at: u64) -> (String, u64) {
-        let now = crate::ops::journal::unix_now();
+        let now = crate::time::unix_now();
         match self.held.remove(key) {
             Some((_, held)) => (held.token, ttl_ms(held.expires_at, now)),
             None => (String::new(), ttl_ms(expires_at, now)),
@@ -96,7 +96,7 @@ impl RedisReplayGuard {
         let Some((_, held)) = self.held.remove(key) else {
             return;
         };
-        let ttl_ms = ttl_ms(held.expires_at, crate::ops::journal::unix_now());
+        let ttl_ms = ttl_ms(held.expires_at, crate::time::unix_now());
         let args = vec![arg(held.token.as_str()), arg(state), arg(ttl_ms)];
         let store = self.store.clone();
         let redis_key = self.redis_key(key);

@@ -20,7 +20,7 @@ use super::{
     check_pending, read_entries, rfc3339, FacilitatorLookup, FileJournal, Journal, JournalEntry,
     JournalError, PaymentState,
 };
-use crate::ops::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::ops::receipts::ReceiptQuery;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
