@@ -8,10 +8,10 @@ pub mod receipts;
 pub mod reload;
 pub mod shutdown;
 
+pub use crate::metrics::Metrics;
 pub use admin::{
     AdminApp, FacilitatorProbe, Health, InFlight, HEALTHZ_PATH, METRICS_PATH, READYZ_PATH,
 };
 pub use journal::{FileJournal, Journal, JournalEntry, JournalError, PaymentState, PgJournal};
-pub use crate::metrics::Metrics;
 pub use reload::Reloader;
 pub use shutdown::DrainingShutdown;

@@ -4,8 +4,8 @@
 //! started with. An invalid file is refused with a log line and a metric; the old one keeps serving.
 
 use crate::config::GatewayConfig;
-use crate::ops::admin::Health;
 use crate::metrics::Metrics;
+use crate::ops::admin::Health;
 use crate::state::GatewayState;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;

@@ -7,8 +7,8 @@ use super::reply::Reply;
 use super::settlement::{payment_reply, PaidRequest};
 use super::{Gateway, GatewayState, RequestCtx};
 use crate::facilitator::{client_reason, FacilitatorRequest};
-use crate::ops::journal::{rfc3339_now, JournalEntry};
 use crate::metrics::Metrics;
+use crate::ops::journal::{rfc3339_now, JournalEntry};
 use crate::payment::{
     check_payment, Answer, Event, Failure, Lifecycle, Outcome, PaymentState, ReplayError,
     SettlementPolicy,

@@ -31,14 +31,14 @@ pub use reply::Reply;
 pub use server::{build_server, GatewayServer, GatewayState, StartError, UNMATCHED_LABEL};
 
 use crate::config::UnmatchedPolicy;
-use crate::ops::journal::{Journal, JournalEntry, JournalError};
 use crate::metrics::Metrics;
+use crate::ops::journal::{Journal, JournalEntry, JournalError};
 use crate::ops::{Health, InFlight};
 use crate::payment::claims::AdmissionStore;
-use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
+use crate::payment::idempotency::IdempotencyStore;
 use crate::payment::{is_final_status, Answer, Event, Outcome, PaymentState, ReplayGuard};
 use crate::pricing::{RequestFacts, RouteKind};
-use crate::store::{LocalAdmission, LocalRateCounter, RateCounter};
+use crate::store::{RateCounter, Stores};
 use crate::x402::{PAYMENT_SIGNATURE, X_PAYMENT};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -65,19 +65,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The proxy over `state`, keeping payment state in `stores` and recording payments in
+    /// `journal`.
     pub fn new(
         state: Arc<ArcSwap<GatewayState>>,
-        replay: Arc<dyn ReplayGuard>,
+        stores: Stores,
         journal: Option<Arc<dyn Journal>>,
         health: Arc<Health>,
     ) -> Self {
-        let idempotency: Arc<dyn IdempotencyStore> = Arc::new(InMemoryIdempotency::new());
-        let rates: Arc<dyn RateCounter> = Arc::new(LocalRateCounter::new());
-        let admission = Arc::new(LocalAdmission::new(
-            replay.clone(),
-            idempotency.clone(),
-            rates.clone(),
-        ));
+        let Stores {
+            replay,
+            idempotency,
+            rates,
+            admission,
+        } = stores;
         Self {
             state,
             replay,
@@ -88,35 +89,6 @@ impl Gateway {
             admission,
             upstream: pingora::connectors::http::Connector::new(None),
         }
-    }
-
-    /// Keeps idempotent replies in `store` instead of this process's memory.
-    pub fn with_idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
-        self.idempotency = store;
-        self.compose_admission()
-    }
-
-    /// Counts rate limits in `counter` instead of this process's memory.
-    pub fn with_rate_counter(mut self, counter: Arc<dyn RateCounter>) -> Self {
-        self.rates = counter;
-        self.compose_admission()
-    }
-
-    /// Claims paid requests' counters, identifiers and reservations in `store`, which holds
-    /// the same state as the replay guard, idempotency store and rate counter (a shared store
-    /// doing all of it in one round trip).
-    pub fn with_admission(mut self, store: Arc<dyn AdmissionStore>) -> Self {
-        self.admission = store;
-        self
-    }
-
-    fn compose_admission(mut self) -> Self {
-        self.admission = Arc::new(LocalAdmission::new(
-            self.replay.clone(),
-            self.idempotency.clone(),
-            self.rates.clone(),
-        ));
-        self
     }
 
     /// Records a payment event durably; the caller's response waits for it.

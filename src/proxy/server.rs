@@ -7,13 +7,10 @@ use crate::ops::{
     journal, AdminApp, DrainingShutdown, FacilitatorProbe, FileJournal, Health, Journal, PgJournal,
     Reloader,
 };
-use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
-use crate::payment::{InMemoryReplayGuard, ReplayGuard};
+use crate::payment::idempotency::IdempotencyStore;
+use crate::payment::ReplayGuard;
 pub use crate::state::{GatewayState, StartError, UNMATCHED_LABEL};
-use crate::store::{
-    LocalRateCounter, RateCounter, RedisAdmission, RedisIdempotency, RedisRateCounter,
-    RedisReplayGuard, RedisStore,
-};
+use crate::store::{RateCounter, RedisStore, Stores};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -216,40 +213,28 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
             Some(store)
         }
     };
-    let shared_replay = shared
-        .as_ref()
-        .map(|store| Arc::new(RedisReplayGuard::new(store.clone())));
-    let replay: Arc<dyn ReplayGuard> = match &shared_replay {
-        Some(guard) => guard.clone(),
-        None => Arc::new(InMemoryReplayGuard::new()),
+    let stores = match &shared {
+        Some(store) => Stores::shared(store.clone()),
+        None => Stores::local(),
     };
     let journal = match &journal_config {
         None => None,
-        Some(j) => Some(open_journal(j, replay.as_ref())?),
+        Some(j) => Some(open_journal(j, stores.replay.as_ref())?),
     };
 
     let source = state.config.source.clone();
     let state = Arc::new(ArcSwap::from_pointee(state));
+    let sweeper = ReplaySweeper(
+        stores.replay.clone(),
+        stores.idempotency.clone(),
+        stores.rates.clone(),
+    );
     let gateway = Gateway::new(
         state.clone(),
-        replay.clone(),
+        stores,
         journal.as_ref().map(JournalBackend::as_journal),
         health.clone(),
     );
-    let idempotency: Arc<dyn IdempotencyStore> = match &shared {
-        Some(store) => Arc::new(RedisIdempotency::new(store.clone())),
-        None => Arc::new(InMemoryIdempotency::new()),
-    };
-    let rates: Arc<dyn RateCounter> = match &shared {
-        Some(store) => Arc::new(RedisRateCounter::new(store.clone())),
-        None => Arc::new(LocalRateCounter::new()),
-    };
-    let mut gateway = gateway
-        .with_idempotency(idempotency.clone())
-        .with_rate_counter(rates.clone());
-    if let (Some(store), Some(guard)) = (&shared, shared_replay) {
-        gateway = gateway.with_admission(Arc::new(RedisAdmission::new(store.clone(), guard)));
-    }
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -277,10 +262,7 @@ pub fn build_server(state: GatewayState) -> Result<GatewayServer, StartError> {
     admin_service.add_tcp(&admin.listen.to_string());
     server.add_service(admin_service);
 
-    server.add_service(background_service(
-        "replay sweeper",
-        ReplaySweeper(replay, idempotency, rates),
-    ));
+    server.add_service(background_service("replay sweeper", sweeper));
     if let Some(store) = shared {
         server.add_service(background_service(
             "redis probe",

@@ -7,8 +7,8 @@ use super::{Gateway, GatewayState};
 use crate::facilitator::{
     settle_outcome, unconfirmed_receipt, Expected, Facilitator, FacilitatorRequest,
 };
-use crate::ops::journal::{JournalEntry, JournalError};
 use crate::metrics::Metrics;
+use crate::ops::journal::{JournalEntry, JournalError};
 use crate::payment::{
     Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Reservation, SettleOutcome,
     VerifiedPayment,

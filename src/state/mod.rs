@@ -8,8 +8,8 @@ pub use pages::{escape, prefers_html, Pages, DISCOVERY_PATH};
 
 use crate::config::GatewayConfig;
 use crate::facilitator::{FacilitatorError, Facilitators};
-use crate::ops::journal;
 use crate::metrics::{FacilitatorMetrics, RouteMetrics};
+use crate::ops::journal;
 use crate::pricing::RouteKind;
 use std::net::{SocketAddr, ToSocketAddrs};
 

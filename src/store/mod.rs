@@ -8,12 +8,14 @@ mod idempotency;
 mod rate;
 mod redis;
 mod replay;
+mod stores;
 
 pub use self::admission::{LocalAdmission, RedisAdmission};
 pub use self::idempotency::RedisIdempotency;
 pub use self::rate::{LocalRateCounter, RateCounter, RedisRateCounter};
 pub use self::redis::{RedisStore, StoreError};
 pub use self::replay::RedisReplayGuard;
+pub use self::stores::Stores;
 
 /// Whether a shared store answers, for readiness and metrics.
 pub trait StoreHealth: Send + Sync {
