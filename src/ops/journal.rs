@@ -265,6 +265,13 @@ pub fn read_entries(path: &Path) -> Result<Vec<JournalEntry>, JournalError> {
 }
 
 /// The latest entry of each payment, in the order payments first appeared.
+///
+/// A journal file has one writer that appends in order, so its last line is the payment's state:
+/// for every transition one gateway writes, that is what [`PaymentState::succession`] (the order
+/// the database applies to records arriving late or from several replicas) gives too; a test
+/// checks each one. The last line is kept rather than the table applied because a concluded
+/// payment's later line of the same state (settled up front, then the upstream failed) carries
+/// the reason an operator reads in the receipts.
 pub fn latest_states(entries: &[JournalEntry]) -> Vec<JournalEntry> {
     let mut order: Vec<&str> = Vec::new();
     let mut latest: HashMap<&str, &JournalEntry> = HashMap::new();

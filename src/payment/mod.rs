@@ -21,7 +21,7 @@ pub use eip712::{
 pub use lifecycle::{
     is_final_status, metered_charge, Answer, ChargeBasis, Decision, Event, Failure, Finality,
     Lifecycle, Meter, MeteredCharge, Outcome, PaymentState, Reservation, SettleOutcome, Stage,
-    UsageFallback,
+    Succession, UsageFallback,
 };
 pub use permit2::{
     check_upto_authorization, upto_challenge_extra, upto_settle_requirements, VerifiedUpto,

@@ -352,3 +352,25 @@ fn a_resend_verdict_maps_to_the_lookup_reconciliation_counts() {
         assert_eq!(resent_lookup(verdict(outcome)), SettlementLookup::Unknown);
     }
 }
+
+#[test]
+fn the_file_journal_last_line_agrees_with_the_state_table_for_every_transition_written() {
+    use crate::payment::lifecycle::tests::journal_transitions;
+    let transitions = journal_transitions();
+    assert!(transitions.len() >= 11, "{transitions:?}");
+    for (current, next) in transitions {
+        let mut entries: Vec<JournalEntry> =
+            current.map(|c| entry("t", c, "")).into_iter().collect();
+        let mut line = entry("t", next, "");
+        line.reason = "the last line".into();
+        entries.push(line);
+        let latest = latest_states(&entries);
+        assert_eq!(latest.len(), 1);
+        assert_eq!(
+            latest[0].state,
+            PaymentState::after(current, next, false),
+            "{current:?} then {next:?}"
+        );
+        assert_eq!(latest[0].reason, "the last line");
+    }
+}
