@@ -867,3 +867,71 @@ fn records_are_kept_once_never_move_a_payment_back_and_one_authorization_settles
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].transaction, "0x01");
 }
+
+/// The database applies the payment core's order of states, and nothing else: for every
+/// (recorded, next) pair, and a next record older than, as old as and newer than the recorded
+/// one, the row ends in the state [`PaymentState::after`] gives, and a refused `verified` record
+/// says where the payment stands.
+#[test]
+fn every_pair_of_states_is_stored_as_the_state_table_says() {
+    use x402_gateway::ops::{Journal, JournalError, PaymentState as S, PgJournal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDatabase::create());
+    let spool = write_config("").with_file_name("spool.jsonl");
+    let journal = PgJournal::open(&db.url(), &spool).unwrap();
+    let client = runtime.block_on(db.client());
+    let recorded_at = "2026-01-01T00:00:01.000Z";
+    let times = [
+        ("older", "2026-01-01T00:00:00.000Z"),
+        ("same", recorded_at),
+        ("newer", "2026-01-01T00:00:02.000Z"),
+    ];
+    let mut checked = 0;
+    for current in std::iter::once(None).chain(S::ALL.map(Some)) {
+        for next in S::ALL {
+            for (order, time) in times {
+                let id = format!(
+                    "{}-{}-{order}",
+                    current.map_or("none", |c| c.as_str()),
+                    next.as_str()
+                );
+                if let Some(current) = current {
+                    let mut first = entry(&id, current);
+                    first.time = recorded_at.into();
+                    runtime.block_on(journal.append(first)).unwrap();
+                }
+                let mut record = entry(&id, next);
+                record.time = time.into();
+                record.reason = "the record".into();
+                let written = runtime.block_on(journal.append(record));
+                let expected = S::after(current, next, order == "older");
+                let stored: String = runtime
+                    .block_on(
+                        client.query_one("SELECT state FROM x402_payments WHERE id = $1", &[&id]),
+                    )
+                    .unwrap()
+                    .get(0);
+                let case = format!("{current:?} then {next:?} ({order}): {written:?}");
+                assert_eq!(stored, expected.as_str(), "{case}");
+                // The same record twice (same payment, state and time: a spooled copy) is
+                // kept once and never refused.
+                let same_record = order == "same" && current == Some(next);
+                match (next, current) {
+                    // A refused attempt is told where the authorization stands.
+                    (S::Verified, Some(held)) if expected == held && !same_record => assert!(
+                        matches!(written, Err(JournalError::AlreadyRecorded { state }) if state == held),
+                        "{case}"
+                    ),
+                    _ => assert!(written.is_ok(), "{case}"),
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 6 * 5 * 3);
+    // Nothing was spooled: every record reached the database.
+    assert_eq!(std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0), 0);
+}

@@ -18,7 +18,10 @@ pub use agentwallex::AgentWallexFacilitator;
 pub use http_x402::HttpFacilitator;
 pub use local::LocalFacilitator;
 pub use okx::{okx_signature, okx_timestamp, OkxFacilitator};
-pub use outcome::{client_reason, settle_outcome, unconfirmed_receipt, Expected, Judged};
+pub use outcome::{
+    client_reason, settle_answer, settle_outcome, settle_reply, unconfirmed_receipt, Expected,
+    Judged,
+};
 pub use preflight::{fee_tiers_for, preflight, Preflight, PreflightError};
 pub use router::Facilitators;
 

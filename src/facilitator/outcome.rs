@@ -1,33 +1,14 @@
-//! What a settle answer means for the money, whichever facilitator gave it: *settled*, *refused*
-//! (nothing moved) or *unknown* (the transfer may still land). One reading for every adapter, so a
-//! facilitator's quirks can only make an outcome more cautious, never release a paid authorization.
+//! The facilitator side of judging a settle answer: turning what an adapter returned (a
+//! [`Settlement`] or a [`FacilitatorError`]) into the plain [`SettleAnswer`] the payment core
+//! judges, and the receipts that go with the verdict. The decision itself lives in
+//! [`crate::payment::judge_settle`].
 
 use super::{FacilitatorError, Settlement};
-use crate::payment::{Failure, SettleOutcome};
-use crate::x402::SettleResponse;
+use crate::payment::{
+    judge_settle, AnsweredAmount, Failure, SettleAnswer, SettleOutcome, SettleReply,
+};
 
-/// Refusal reasons that do not mean "nothing moved": the transfer was or may have been sent.
-/// `settlement_pending`: the standard facilitator's receipt wait timed out. `payment_processing`
-/// (OKX "payment processing"): a duplicate of a settlement under way. `onchain_error`: OKX's
-/// broadcast failed in a way it asks to retry.
-const IN_FLIGHT_REASONS: &[&str] = &[
-    "settlement_pending",
-    "payment_processing",
-    "onchain_error",
-    "unexpected_settle_error",
-    "transaction_timeout",
-];
-
-/// What the payment says the settlement must be.
-#[derive(Debug, Clone)]
-pub struct Expected<'a> {
-    pub payer: &'a str,
-    /// The network as sent in the requirements (CAIP-2, or the v1 name for v1 payments).
-    pub network: &'a str,
-    /// The CAIP-2 network, which a facilitator may answer for a v1 payment too.
-    pub caip2_network: &'a str,
-    pub amount: u128,
-}
+pub use crate::payment::{client_reason, ExpectedSettlement as Expected};
 
 /// A settle answer, judged.
 #[derive(Debug, Clone)]
@@ -39,42 +20,47 @@ pub struct Judged {
     pub receipt: Option<serde_json::Value>,
 }
 
-/// A reason code safe to show a client: lowercase words only, else a generic one.
-pub fn client_reason(reason: Option<&str>, fallback: &str) -> String {
-    let clean = reason
-        .map(|r| r.trim().to_ascii_lowercase().replace([' ', '-'], "_"))
-        .filter(|r| {
-            !r.is_empty()
-                && r.len() <= 64
-                && r.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        });
-    clean.unwrap_or_else(|| fallback.to_string())
+/// The amount a settle answer's JSON names: a decimal string or a number; anything else (or
+/// nothing) names no amount.
+fn answered_amount(raw: &serde_json::Value) -> AnsweredAmount {
+    match raw.get("amount") {
+        Some(serde_json::Value::String(s)) => s
+            .parse::<u128>()
+            .map_or(AnsweredAmount::Unreadable, AnsweredAmount::Atomic),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map_or(AnsweredAmount::Unreadable, |a| {
+            AnsweredAmount::Atomic(u128::from(a))
+        }),
+        _ => AnsweredAmount::Absent,
+    }
 }
 
-fn contradiction(
-    response: &SettleResponse,
-    raw: &serde_json::Value,
-    expected: &Expected,
-) -> Option<String> {
-    if let Some(payer) = response.payer.as_deref().filter(|p| !p.is_empty()) {
-        if !payer.eq_ignore_ascii_case(expected.payer) {
-            return Some("settlement_payer_mismatch".into());
-        }
+/// A facilitator's settle response, as plain data.
+pub fn settle_reply(settlement: &Settlement) -> SettleReply {
+    let response = &settlement.response;
+    SettleReply {
+        success: response.success,
+        error_reason: response.error_reason.clone(),
+        status: response.status.clone(),
+        transaction: response.transaction.clone(),
+        payer: response.payer.clone(),
+        network: response.network.clone(),
+        amount: answered_amount(&settlement.raw),
+        finality: settlement.status,
     }
-    let network = response.network.as_str();
-    if !network.is_empty() && network != expected.network && network != expected.caip2_network {
-        return Some("settlement_network_mismatch".into());
-    }
-    let amount = raw.get("amount").and_then(|a| match a {
-        serde_json::Value::String(s) => Some(s.parse::<u128>().ok()),
-        serde_json::Value::Number(n) => Some(n.as_u64().map(u128::from)),
-        _ => None,
-    });
-    match amount {
-        Some(Some(a)) if a == expected.amount => None,
-        Some(_) => Some("settlement_amount_mismatch".into()),
-        None => None,
+}
+
+/// The result of one `/settle` call, as plain data.
+pub fn settle_answer(result: &Result<Settlement, FacilitatorError>) -> SettleAnswer {
+    match result {
+        Ok(settlement) => SettleAnswer::Replied(settle_reply(settlement)),
+        Err(e) => SettleAnswer::Failed {
+            never_sent: e.never_sent(),
+            failure: e.failure(),
+            transaction: match e {
+                FacilitatorError::Unconfirmed { transaction, .. } => transaction.clone(),
+                _ => String::new(),
+            },
+        },
     }
 }
 
@@ -83,54 +69,15 @@ pub fn settle_outcome(
     result: &Result<Settlement, FacilitatorError>,
     expected: &Expected,
 ) -> Judged {
-    match result {
-        Ok(s) if s.response.success => match contradiction(&s.response, &s.raw, expected) {
-            None => Judged {
-                outcome: SettleOutcome::Settled(s.status),
-                transaction: s.response.transaction.clone(),
-                receipt: Some(s.raw.clone()),
-            },
-            // Money moved somewhere, but not as this payment says: never served, never
-            // released, reconciled by an operator.
-            Some(detail) => Judged {
-                outcome: SettleOutcome::Unknown { detail },
-                transaction: s.response.transaction.clone(),
-                receipt: None,
-            },
-        },
-        Ok(s) => {
-            let reason = client_reason(s.response.error_reason.as_deref(), "settlement_failed");
-            // A transaction reported failed on chain is final, whatever its reason is called.
-            let failed_on_chain = s.response.status.as_deref() == Some("failed");
-            if !failed_on_chain && IN_FLIGHT_REASONS.contains(&reason.as_str()) {
-                Judged {
-                    outcome: SettleOutcome::Unknown { detail: reason },
-                    transaction: s.response.transaction.clone(),
-                    receipt: None,
-                }
-            } else {
-                Judged {
-                    outcome: SettleOutcome::Refused { reason },
-                    transaction: String::new(),
-                    receipt: Some(s.raw.clone()),
-                }
-            }
-        }
-        Err(e) if e.never_sent() => Judged {
-            outcome: SettleOutcome::NotSent(e.failure()),
-            transaction: String::new(),
-            receipt: None,
-        },
-        Err(e) => Judged {
-            outcome: SettleOutcome::Unknown {
-                detail: e.failure().code().to_string(),
-            },
-            transaction: match e {
-                FacilitatorError::Unconfirmed { transaction, .. } => transaction.clone(),
-                _ => String::new(),
-            },
-            receipt: None,
-        },
+    let verdict = judge_settle(&settle_answer(result), expected);
+    let receipt = match result {
+        Ok(s) if verdict.answer_is_receipt => Some(s.raw.clone()),
+        _ => None,
+    };
+    Judged {
+        outcome: verdict.outcome,
+        transaction: verdict.transaction,
+        receipt,
     }
 }
 
@@ -183,6 +130,11 @@ mod tests {
         );
         assert_eq!(j.outcome, SettleOutcome::Settled(Finality::Pending));
         assert_eq!(j.transaction, "0xab");
+        assert_eq!(
+            j.receipt.as_ref().and_then(|r| r["transaction"].as_str()),
+            Some("0xab"),
+            "the facilitator's answer is the receipt"
+        );
     }
 
     #[test]
@@ -200,6 +152,10 @@ mod tests {
                 json!({"success": true, "payer": PAYER, "transaction": "0xab", "network": "eip155:84532", "amount": "1"}),
                 "settlement_amount_mismatch",
             ),
+            (
+                json!({"success": true, "payer": PAYER, "transaction": "0xab", "network": "eip155:84532", "amount": -1}),
+                "settlement_amount_mismatch",
+            ),
         ] {
             let j = settle_outcome(&answer(raw, Finality::Confirmed), &expected());
             assert_eq!(
@@ -209,6 +165,7 @@ mod tests {
                 }
             );
             assert_eq!(j.transaction, "0xab");
+            assert!(j.receipt.is_none());
         }
     }
 
@@ -240,6 +197,10 @@ mod tests {
             SettleOutcome::Refused {
                 reason: "insufficient_funds".into()
             }
+        );
+        assert_eq!(
+            j.receipt.as_ref().and_then(|r| r["errorReason"].as_str()),
+            Some("insufficient_funds")
         );
         let on_chain = settle_outcome(
             &answer(
@@ -282,15 +243,5 @@ mod tests {
         let j = settle_outcome(&e, &expected());
         assert_eq!(j.transaction, "0xef");
         assert_eq!(unconfirmed_receipt(&j, &expected())["transaction"], "0xef");
-    }
-
-    #[test]
-    fn client_reasons_are_codes_only() {
-        assert_eq!(
-            client_reason(Some("Payment Processing"), "x"),
-            "payment_processing"
-        );
-        assert_eq!(client_reason(Some("<script>"), "x"), "x");
-        assert_eq!(client_reason(None, "x"), "x");
     }
 }

@@ -7,9 +7,12 @@
 //! write) is skipped when reading. Pending entries are reconciled in the background with the
 //! facilitator that settled them; the journal never rewrites a line, it appends the final state.
 
-use crate::facilitator::{Facilitator, SettlementLookup};
+use crate::facilitator::{settle_reply, Facilitator, SettlementLookup};
 use crate::metrics::Metrics;
-use crate::payment::{ReplayGuard, ReplayKey};
+use crate::payment::{
+    judge_settle, ExpectedSettlement, Finality, ReplayGuard, ReplayKey, SettleAnswer,
+    SettleOutcome, SettleVerdict,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -262,6 +265,13 @@ pub fn read_entries(path: &Path) -> Result<Vec<JournalEntry>, JournalError> {
 }
 
 /// The latest entry of each payment, in the order payments first appeared.
+///
+/// A journal file has one writer that appends in order, so its last line is the payment's state:
+/// for every transition one gateway writes, that is what [`PaymentState::succession`] (the order
+/// the database applies to records arriving late or from several replicas) gives too; a test
+/// checks each one. The last line is kept rather than the table applied because a concluded
+/// payment's later line of the same state (settled up front, then the upstream failed) carries
+/// the reason an operator reads in the receipts.
 pub fn latest_states(entries: &[JournalEntry]) -> Vec<JournalEntry> {
     let mut order: Vec<&str> = Vec::new();
     let mut latest: HashMap<&str, &JournalEntry> = HashMap::new();
@@ -344,7 +354,7 @@ pub async fn check_pending(
     };
     let status = match (status, &facilitator) {
         (Ok(SettlementLookup::Unknown), Some(f)) if !entry.settle_request.is_empty() => {
-            settle_again(f.as_ref(), &entry.settle_request).await
+            settle_again(f.as_ref(), entry).await
         }
         (status, _) => status,
     };
@@ -390,15 +400,15 @@ pub async fn check_pending(
     Some(next)
 }
 
-/// Sends the recorded settle request again. A facilitator that broadcast it already reports that
-/// transaction (or `settlement_pending` while it waits); the authorization's nonce keeps the
-/// chain from moving the money twice. A refusal is not a final answer: the first attempt may have
-/// settled, so the payment stays pending for an operator.
+/// Sends the recorded settle request again and judges the answer as the first one was judged
+/// ([`judge_settle`], against the payment the entry records). A facilitator that broadcast it
+/// already reports that transaction (or `settlement_pending` while it waits); the authorization's
+/// nonce keeps the chain from moving the money twice.
 async fn settle_again(
     facilitator: &dyn Facilitator,
-    recorded: &str,
+    entry: &JournalEntry,
 ) -> Result<SettlementLookup, crate::facilitator::FacilitatorError> {
-    let Ok(body) = serde_json::from_str::<serde_json::Value>(recorded) else {
+    let Ok(body) = serde_json::from_str::<serde_json::Value>(&entry.settle_request) else {
         return Ok(SettlementLookup::Unknown);
     };
     let request = crate::facilitator::FacilitatorRequest {
@@ -411,18 +421,41 @@ async fn settle_again(
         sync_settle: true,
         resource: None,
     };
+    // The payment as recorded; a journal line whose amount cannot be read cannot be checked,
+    // so it stays open for an operator.
+    let Ok(amount) = entry.amount.parse::<u128>() else {
+        return Ok(SettlementLookup::Unknown);
+    };
+    let expected = ExpectedSettlement {
+        payer: &entry.payer,
+        network: request.network(),
+        caip2_network: &entry.network,
+        amount,
+    };
     let settlement = facilitator.settle(&request).await?;
-    let response = settlement.response;
-    Ok(match (response.success, settlement.status) {
-        (true, crate::payment::Finality::Confirmed) => SettlementLookup::Settled {
-            transaction: response.transaction,
+    let verdict = judge_settle(&SettleAnswer::Replied(settle_reply(&settlement)), &expected);
+    Ok(resent_lookup(verdict))
+}
+
+/// What a verdict on a resent settle request says about a pending payment.
+fn resent_lookup(verdict: SettleVerdict) -> SettlementLookup {
+    match verdict.outcome {
+        SettleOutcome::Settled(Finality::Confirmed) => SettlementLookup::Settled {
+            transaction: verdict.transaction,
         },
-        (true, _) => SettlementLookup::Pending,
-        (false, _) if response.error_reason.as_deref() == Some("settlement_pending") => {
+        SettleOutcome::Settled(Finality::Pending | Finality::Batched) => SettlementLookup::Pending,
+        // The facilitator's own "still waiting": counted as pending, not unknown.
+        SettleOutcome::Unknown { detail } if detail == "settlement_pending" => {
             SettlementLookup::Pending
         }
-        (false, _) => SettlementLookup::Unknown,
-    })
+        SettleOutcome::Unknown { .. } => SettlementLookup::Unknown,
+        // A refusal of the resend is not final, unlike a refusal of the first attempt: the first
+        // attempt may have settled (its nonce is then used, and the resend is refused for that
+        // very reason), so the payment stays pending for an operator to check on chain.
+        SettleOutcome::Refused { .. } => SettlementLookup::Unknown,
+        // Not reachable from a reply (only from a failed call, which stays an error here).
+        SettleOutcome::NotSent(_) => SettlementLookup::Unknown,
+    }
 }
 
 pub use crate::time::unix_now;

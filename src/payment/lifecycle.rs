@@ -74,6 +74,60 @@ impl PaymentState {
             Self::NotCharged => "not_charged",
         }
     }
+
+    /// How far a payment has come: under way, open (money may have moved), or concluded.
+    pub const fn rank(self) -> u8 {
+        match self {
+            Self::Verified => 0,
+            Self::Pending => 1,
+            Self::Settled | Self::Failed | Self::NotCharged => 2,
+        }
+    }
+
+    /// The order of payment states, written once: what a record in state `next` does to a
+    /// payment whose recorded state is `current` (`None`: nothing recorded yet). Every journal
+    /// applies it; records can arrive late and out of order (a spooled record drained after the
+    /// database is back, two replicas), so a record never moves a payment back:
+    ///
+    /// - nothing recorded: any record is the payment's state;
+    /// - `verified` (a new attempt with the same authorization) only after `not_charged` or
+    ///   `failed`: otherwise the authorization is in flight elsewhere, open or settled;
+    /// - over `verified`, any later state, unless the record is older than the `verified` one:
+    ///   an older record belongs to an earlier attempt with the same authorization;
+    /// - `pending` over `pending` (a newer reason or settle request for the same open payment);
+    /// - otherwise only a higher [`rank`](Self::rank): a concluded payment stays concluded.
+    pub const fn succession(current: Option<Self>, next: Self) -> Succession {
+        match (current, next) {
+            (None, _) => Succession::Replaces,
+            (Some(Self::NotCharged | Self::Failed), Self::Verified) => Succession::Replaces,
+            (Some(_), Self::Verified) => Succession::Kept,
+            (Some(Self::Verified), _) => Succession::ReplacesUnlessOlder,
+            (Some(Self::Pending), Self::Pending) => Succession::Replaces,
+            (Some(current), next) if current.rank() < next.rank() => Succession::Replaces,
+            (Some(_), _) => Succession::Kept,
+        }
+    }
+
+    /// The payment's state once a record in state `next` arrives, by [`succession`](Self::succession);
+    /// `next_is_older`: the record's time is before the recorded state's.
+    pub const fn after(current: Option<Self>, next: Self, next_is_older: bool) -> Self {
+        match (current, Self::succession(current, next)) {
+            (Some(current), Succession::Kept) => current,
+            (Some(current), Succession::ReplacesUnlessOlder) if next_is_older => current,
+            _ => next,
+        }
+    }
+}
+
+/// What a journal record does to the payment's recorded state (see [`PaymentState::succession`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Succession {
+    /// The record becomes the payment's state.
+    Replaces,
+    /// The record becomes the payment's state unless its time is before the recorded state's.
+    ReplacesUnlessOlder,
+    /// The record is kept in the history only; the payment's state stays.
+    Kept,
 }
 
 /// What a request came to, as counted per route.
@@ -702,4 +756,4 @@ pub fn metered_charge(
 
 #[cfg(test)]
 #[path = "lifecycle_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -538,3 +538,103 @@ fn a_failed_result_charges_nothing_after_success_and_is_journaled_when_settled_u
         Some((PaymentState::Settled, "tool_error".into()))
     );
 }
+
+#[test]
+fn the_order_of_payment_states_is_one_table() {
+    use PaymentState::{Failed as F, NotCharged as N, Pending as P, Settled as S, Verified as V};
+    use Succession::{Kept as K, Replaces as R, ReplacesUnlessOlder as O};
+    // Rows: the recorded state (none first); columns: the record's state, in `ALL`'s order
+    // (verified, settled, pending, failed, not_charged).
+    let table: [(Option<PaymentState>, [Succession; 5]); 6] = [
+        (None, [R, R, R, R, R]),
+        (Some(V), [K, O, O, O, O]),
+        (Some(S), [K, K, K, K, K]),
+        (Some(P), [K, R, R, R, R]),
+        (Some(F), [R, K, K, K, K]),
+        (Some(N), [R, K, K, K, K]),
+    ];
+    for (current, row) in table {
+        for (next, expected) in PaymentState::ALL.into_iter().zip(row) {
+            assert_eq!(
+                PaymentState::succession(current, next),
+                expected,
+                "{current:?} then {next:?}"
+            );
+        }
+    }
+    for current in PaymentState::ALL {
+        for next in PaymentState::ALL {
+            let succession = PaymentState::succession(Some(current), next);
+            // A record never moves a payment back, except a new attempt once nothing was charged.
+            if succession != K && next != V {
+                assert!(current.rank() <= next.rank(), "{current:?} then {next:?}");
+            }
+            let newer = PaymentState::after(Some(current), next, false);
+            let older = PaymentState::after(Some(current), next, true);
+            match succession {
+                R => assert_eq!((newer, older), (next, next)),
+                O => assert_eq!((newer, older), (next, current)),
+                K => assert_eq!((newer, older), (current, current)),
+            }
+        }
+        assert_eq!(PaymentState::after(None, current, true), current);
+    }
+}
+
+/// Every (recorded state, next record) pair one gateway writes in order: the lifecycle's journal
+/// lines under both policies, then what happens outside a request (a restart or a claim turns an
+/// interrupted `verified` into `pending`, reconciliation closes `pending`, and an authorization
+/// released after `failed` or `not_charged` may pay for a new attempt).
+pub(crate) fn journal_transitions() -> Vec<(Option<PaymentState>, PaymentState)> {
+    let mut pairs: Vec<(Option<PaymentState>, PaymentState)> = vec![
+        (Some(PaymentState::Verified), PaymentState::Pending),
+        (Some(PaymentState::Pending), PaymentState::Settled),
+        (Some(PaymentState::Pending), PaymentState::Failed),
+        (Some(PaymentState::Failed), PaymentState::Verified),
+        (Some(PaymentState::NotCharged), PaymentState::Verified),
+    ];
+    for policy in [AfterSuccess, Before] {
+        let mut seen: Vec<(Lifecycle, Option<PaymentState>)> = vec![(Lifecycle::new(policy), None)];
+        let mut i = 0;
+        while i < seen.len() {
+            for event in events() {
+                let (mut life, last) = seen[i].clone();
+                let decision = life.on(event);
+                let mut written = last;
+                if let Some((state, _)) = decision.journal {
+                    if !pairs.contains(&(last, state)) {
+                        pairs.push((last, state));
+                    }
+                    written = Some(state);
+                }
+                if !seen.contains(&(life.clone(), written)) {
+                    seen.push((life, written));
+                }
+            }
+            i += 1;
+        }
+    }
+    pairs
+}
+
+#[test]
+fn what_one_gateway_writes_in_order_always_moves_the_payment_forward_by_the_table() {
+    let pairs = journal_transitions();
+    for expected in [
+        (None, PaymentState::Verified),
+        (Some(PaymentState::Verified), PaymentState::Settled),
+        (Some(PaymentState::Verified), PaymentState::Pending),
+        (Some(PaymentState::Verified), PaymentState::Failed),
+        (Some(PaymentState::Verified), PaymentState::NotCharged),
+        // Settled up front, then the upstream failed: the same state with a reason.
+        (Some(PaymentState::Settled), PaymentState::Settled),
+        (Some(PaymentState::Pending), PaymentState::Pending),
+    ] {
+        assert!(pairs.contains(&expected), "{expected:?} in {pairs:?}");
+    }
+    for (current, next) in pairs {
+        // In order, a record is never older than the one before it.
+        let after = PaymentState::after(current, next, false);
+        assert_eq!(after, next, "{current:?} then {next:?}");
+    }
+}

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod lifecycle;
 mod permit2;
 mod replay;
+pub mod settle_answer;
 mod verify;
 
 /// When a route settles is part of its price; the lifecycle reads it.
@@ -20,7 +21,7 @@ pub use eip712::{
 pub use lifecycle::{
     is_final_status, metered_charge, Answer, ChargeBasis, Decision, Event, Failure, Finality,
     Lifecycle, Meter, MeteredCharge, Outcome, PaymentState, Reservation, SettleOutcome, Stage,
-    UsageFallback,
+    Succession, UsageFallback,
 };
 pub use permit2::{
     check_upto_authorization, upto_challenge_extra, upto_settle_requirements, VerifiedUpto,
@@ -28,6 +29,10 @@ pub use permit2::{
     UPTO_PERMIT2_PROXY_ADDRESS,
 };
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
+pub use settle_answer::{
+    client_reason, judge_settle, AnsweredAmount, ExpectedSettlement, SettleAnswer, SettleReply,
+    SettleVerdict,
+};
 pub use verify::{
     check_authorization, check_payment, PaymentRejection, VerifiedPayment, AGGR_DEFERRED,
     SESSION_CERT, VALID_BEFORE_MARGIN_SECS,

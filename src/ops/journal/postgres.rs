@@ -22,11 +22,12 @@ use super::{
 };
 use crate::metrics::Metrics;
 use crate::ops::receipts::ReceiptQuery;
+use crate::payment::Succession;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio_postgres::{NoTls, Row};
 
@@ -87,12 +88,33 @@ const MIGRATIONS: &[(i32, &str)] = &[
 const COLUMNS: &str = "id, key, state, first_time, time, route, payer, amount, asset, network, \
                        pay_to, transaction, facilitator, reason, valid_before, settle_request";
 
-/// Order of states: a record never moves a payment back (a spooled record drained late).
-const RANK: &str = "CASE {} WHEN 'verified' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END";
-
-fn rank(column: &str) -> String {
-    RANK.replace("{}", column)
-}
+/// When a record replaces a payment's row: [`PaymentState::succession`] (the order of states the
+/// whole gateway shares), spelled as a condition on the row (`x402_payments`) and the record
+/// (`EXCLUDED`). An insert (no row yet) is always taken, as the table says for `None`.
+static SUCCESSION: LazyLock<String> = LazyLock::new(|| {
+    let pairs = |wanted: Succession| -> String {
+        let mut listed = Vec::new();
+        for current in PaymentState::ALL {
+            for next in PaymentState::ALL {
+                if PaymentState::succession(Some(current), next) == wanted {
+                    listed.push(format!("('{}', '{}')", current.as_str(), next.as_str()));
+                }
+            }
+        }
+        // An empty list would not parse; a pair that never occurs keeps the SQL valid.
+        if listed.is_empty() {
+            listed.push("('', '')".into());
+        }
+        listed.join(", ")
+    };
+    format!(
+        "(x402_payments.state, EXCLUDED.state) IN ({replaces}) \
+         OR ((x402_payments.state, EXCLUDED.state) IN ({unless_older}) \
+             AND EXCLUDED.time >= x402_payments.time)",
+        replaces = pairs(Succession::Replaces),
+        unless_older = pairs(Succession::ReplacesUnlessOlder),
+    )
+});
 
 /// The PostgreSQL journal with its local spool.
 pub struct PgJournal {
@@ -247,14 +269,16 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, time = EXCLUDED.time, "
     );
     let sql = if entry.state == PaymentState::Verified {
-        // A new attempt with the same authorization is allowed only once the last one charged
-        // nothing; otherwise the authorization is in flight elsewhere, pending or settled.
+        // A new attempt with the same authorization is taken only once the last one charged
+        // nothing (the table); otherwise the authorization is in flight elsewhere, open or
+        // settled, and the attempt is refused below.
         format!(
             "{insert} route = EXCLUDED.route, payer = EXCLUDED.payer, amount = EXCLUDED.amount, \
              asset = EXCLUDED.asset, network = EXCLUDED.network, pay_to = EXCLUDED.pay_to, \
              transaction = '', facilitator = EXCLUDED.facilitator, reason = EXCLUDED.reason, \
              valid_before = EXCLUDED.valid_before, settle_request = '', updated_at = now() \
-             WHERE x402_payments.state IN ('not_charged', 'failed') RETURNING id"
+             WHERE {succession} RETURNING id",
+            succession = *SUCCESSION,
         )
     } else {
         format!(
@@ -263,12 +287,8 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
              settle_request = CASE WHEN EXCLUDED.state <> 'pending' THEN '' \
                  WHEN EXCLUDED.settle_request <> '' THEN EXCLUDED.settle_request \
                  ELSE x402_payments.settle_request END \
-             WHERE ({current} < {new} AND (x402_payments.state <> 'verified' \
-                    OR EXCLUDED.time >= x402_payments.time)) \
-                OR (x402_payments.state = 'pending' AND EXCLUDED.state = 'pending') \
-             RETURNING id",
-            current = rank("x402_payments.state"),
-            new = rank("EXCLUDED.state"),
+             WHERE {succession} RETURNING id",
+            succession = *SUCCESSION,
         )
     };
     // Prepared once per connection: a record costs its round trips, not a parse each time.

@@ -211,3 +211,166 @@ fn payment_states_read_back_from_their_names() {
     }
     assert_eq!(PaymentState::parse("charged"), None);
 }
+
+/// A facilitator without a status API that answers every resent settle request with `answer`.
+struct Resettles {
+    answer: serde_json::Value,
+    finality: crate::payment::Finality,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Facilitator for Resettles {
+    fn name(&self) -> &str {
+        "resettles"
+    }
+    async fn verify(&self, _: &FacilitatorRequest) -> Result<VerifyResponse, FacilitatorError> {
+        Err(FacilitatorError::Unreachable("unused".into()))
+    }
+    async fn settle(&self, _: &FacilitatorRequest) -> Result<Settlement, FacilitatorError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Settlement {
+            response: serde_json::from_value(self.answer.clone())
+                .map_err(|e| FacilitatorError::Garbage(e.to_string()))?,
+            raw: self.answer.clone(),
+            status: self.finality,
+        })
+    }
+    async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        Err(FacilitatorError::Unreachable("unused".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_resent_settlement_is_judged_like_the_first_and_only_a_confirmed_match_closes_it() {
+    use crate::payment::Finality;
+    use serde_json::json;
+    let mut pending = entry("r", PaymentState::Pending, "");
+    pending.settle_request = json!({
+        "x402Version": 2,
+        "paymentPayload": {"payload": {}},
+        "paymentRequirements": {"network": "eip155:84532", "amount": "10000"},
+    })
+    .to_string();
+    let ok = |extra: serde_json::Value| {
+        let mut answer = json!({"success": true, "payer": "0xABC", "transaction": "0x0a",
+            "network": "eip155:84532", "amount": "10000"});
+        if let (Some(a), Some(e)) = (answer.as_object_mut(), extra.as_object()) {
+            a.extend(e.clone());
+        }
+        answer
+    };
+    // (answer, finality, whether the entry is closed as settled)
+    let cases = [
+        (ok(json!({})), Finality::Confirmed, true),
+        (ok(json!({})), Finality::Pending, false),
+        (ok(json!({})), Finality::Batched, false),
+        // A success that is not this payment's settlement never closes it.
+        (ok(json!({"payer": "0xdef"})), Finality::Confirmed, false),
+        (ok(json!({"amount": "1"})), Finality::Confirmed, false),
+        (
+            ok(json!({"network": "eip155:1"})),
+            Finality::Confirmed,
+            false,
+        ),
+        (
+            json!({"success": false, "errorReason": "settlement_pending", "transaction": "0x0a", "network": ""}),
+            Finality::Confirmed,
+            false,
+        ),
+        // Refused on resend: the first attempt may have settled, so it stays open.
+        (
+            json!({"success": false, "errorReason": "invalid_nonce", "transaction": "", "network": ""}),
+            Finality::Confirmed,
+            false,
+        ),
+        (
+            json!({"success": false, "errorReason": "onchain_error", "status": "failed", "transaction": "0x0a", "network": ""}),
+            Finality::Confirmed,
+            false,
+        ),
+    ];
+    for (answer, finality, closes) in cases {
+        let facilitator = std::sync::Arc::new(Resettles {
+            answer: answer.clone(),
+            finality,
+            calls: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let as_dyn: std::sync::Arc<dyn Facilitator> = facilitator.clone();
+        let next = check_pending(&pending, &|_| Some(as_dyn.clone())).await;
+        assert_eq!(
+            facilitator.calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{answer}"
+        );
+        match next {
+            Some(next) => {
+                assert!(closes, "closed by {answer} ({finality:?})");
+                assert_eq!(next.state, PaymentState::Settled);
+                assert_eq!(next.transaction, "0x0a");
+            }
+            None => assert!(!closes, "left open by {answer} ({finality:?})"),
+        }
+    }
+}
+
+#[test]
+fn a_resend_verdict_maps_to_the_lookup_reconciliation_counts() {
+    use crate::payment::{Finality, SettleOutcome, SettleVerdict};
+    let verdict = |outcome| SettleVerdict {
+        outcome,
+        transaction: "0x0b".into(),
+        answer_is_receipt: false,
+    };
+    assert_eq!(
+        resent_lookup(verdict(SettleOutcome::Settled(Finality::Confirmed))),
+        SettlementLookup::Settled {
+            transaction: "0x0b".into()
+        }
+    );
+    for finality in [Finality::Pending, Finality::Batched] {
+        assert_eq!(
+            resent_lookup(verdict(SettleOutcome::Settled(finality))),
+            SettlementLookup::Pending
+        );
+    }
+    assert_eq!(
+        resent_lookup(verdict(SettleOutcome::Unknown {
+            detail: "settlement_pending".into()
+        })),
+        SettlementLookup::Pending
+    );
+    for outcome in [
+        SettleOutcome::Unknown {
+            detail: "payment_processing".into(),
+        },
+        SettleOutcome::Refused {
+            reason: "invalid_nonce".into(),
+        },
+        SettleOutcome::NotSent(crate::payment::Failure::FacilitatorUnavailable),
+    ] {
+        assert_eq!(resent_lookup(verdict(outcome)), SettlementLookup::Unknown);
+    }
+}
+
+#[test]
+fn the_file_journal_last_line_agrees_with_the_state_table_for_every_transition_written() {
+    use crate::payment::lifecycle::tests::journal_transitions;
+    let transitions = journal_transitions();
+    assert!(transitions.len() >= 11, "{transitions:?}");
+    for (current, next) in transitions {
+        let mut entries: Vec<JournalEntry> =
+            current.map(|c| entry("t", c, "")).into_iter().collect();
+        let mut line = entry("t", next, "");
+        line.reason = "the last line".into();
+        entries.push(line);
+        let latest = latest_states(&entries);
+        assert_eq!(latest.len(), 1);
+        assert_eq!(
+            latest[0].state,
+            PaymentState::after(current, next, false),
+            "{current:?} then {next:?}"
+        );
+        assert_eq!(latest[0].reason, "the last line");
+    }
+}
