@@ -9,6 +9,7 @@ mod eip712;
 pub mod idempotency;
 pub mod lifecycle;
 mod permit2;
+pub mod refusal;
 mod replay;
 mod verify;
 
@@ -27,6 +28,7 @@ pub use permit2::{
     ASSET_TRANSFER_METHOD_KEY, FACILITATOR_ADDRESS_KEY, PERMIT2_ADDRESS, PERMIT2_TRANSFER_METHOD,
     UPTO_PERMIT2_PROXY_ADDRESS,
 };
+pub use refusal::{settlement_header, Receipt, Refusal};
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
 pub use verify::{
     check_authorization, check_payment, PaymentRejection, VerifiedPayment, AGGR_DEFERRED,
