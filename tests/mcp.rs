@@ -98,6 +98,14 @@ mcp = true
 name = "search"
 price = "$0.01"
 
+# The MCP server answers here with HTTP 302 (its JSON-RPC body unchanged).
+[[routes]]
+match = "* /mcp-moved"
+mcp = true
+[[routes.tools]]
+name = "search"
+price = "$0.01"
+
 # GET priced on its own: a POST body is read for `_method` first, then priced as MCP.
 [[routes]]
 match = "GET /mcp-both"
@@ -1103,4 +1111,131 @@ async fn a_body_read_for_a_method_override_is_priced_and_forwarded_once_read() {
     assert_eq!(echo.result()["content"][0]["text"], "whole");
     assert_eq!(rig.executions("search").await, 0);
     assert_eq!(rig.executions("echo").await, 1);
+}
+
+#[tokio::test]
+async fn a_paid_call_answered_with_a_redirect_withholds_its_content_when_settlement_fails() {
+    let rig = McpRig::start().await;
+    let session = rig.session("/mcp").await;
+    let challenge = challenge_of(
+        &rig.call(
+            "/mcp-moved",
+            &session,
+            1,
+            "search",
+            json!({"q": "m"}),
+            Value::Null,
+        )
+        .await,
+    );
+    let payment = payment_for(&challenge);
+    rig.facilitator_mode(json!({"settle": "invalid"})).await;
+    let answer = rig
+        .call(
+            "/mcp-moved",
+            &session,
+            2,
+            "search",
+            json!({"q": "m"}),
+            paid(&payment),
+        )
+        .await;
+    // The gateway's settlement-failed result, as for a 200 answer: nothing of the server's.
+    assert_eq!(answer.status, 200, "{:?}", answer.messages);
+    assert_eq!(answer.messages.len(), 1, "{:?}", answer.messages);
+    assert_eq!(answer.response()["id"], 2);
+    let result = answer.result();
+    assert_eq!(result["isError"], true, "{result}");
+    assert!(
+        !answer.response().to_string().contains("secret"),
+        "{result}"
+    );
+    assert_eq!(
+        result["_meta"]["x402/payment-response"]["success"], false,
+        "{result}"
+    );
+    assert_eq!(rig.executions("search").await, 1, "the tool ran");
+    assert_eq!(
+        rig.facilitator_calls().await,
+        (1, 1),
+        "settle was tried once"
+    );
+    let states: Vec<String> = rig
+        .journal()
+        .iter()
+        .map(|l| l["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["verified", "failed"]);
+
+    // Nothing moved: the same authorization pays for a later call.
+    rig.facilitator_mode(json!({"settle": "normal"})).await;
+    let again = rig
+        .call(
+            "/mcp",
+            &session,
+            3,
+            "search",
+            json!({"q": "m"}),
+            paid(&payment),
+        )
+        .await;
+    assert_eq!(
+        again.result()["_meta"]["x402/payment-response"]["success"],
+        true,
+        "{:?}",
+        again.messages
+    );
+    assert_eq!(rig.executions("search").await, 2);
+    assert_eq!(rig.facilitator_calls().await, (2, 2));
+}
+
+#[tokio::test]
+async fn a_paid_call_answered_with_a_redirect_is_settled_and_relayed_with_the_receipt() {
+    let rig = McpRig::start().await;
+    let session = rig.session("/mcp").await;
+    let challenge = challenge_of(
+        &rig.call(
+            "/mcp-moved",
+            &session,
+            1,
+            "search",
+            json!({"q": "r"}),
+            Value::Null,
+        )
+        .await,
+    );
+    let answer = rig
+        .call(
+            "/mcp-moved",
+            &session,
+            2,
+            "search",
+            json!({"q": "r"}),
+            paid(&payment_for(&challenge)),
+        )
+        .await;
+    // A status below 400 is a success, as on an HTTP route: settled, the answer relayed as it
+    // is with the receipt in the header.
+    assert_eq!(answer.status, 302);
+    assert_eq!(
+        answer.result()["content"][0]["text"],
+        "secret results for r"
+    );
+    let receipt = answer
+        .headers
+        .get("payment-response")
+        .expect("the receipt header")
+        .to_str()
+        .unwrap();
+    let receipt = decode_b64_json(receipt);
+    assert_eq!(receipt["success"], true, "{receipt}");
+    assert_eq!(rig.executions("search").await, 1);
+    assert_eq!(rig.facilitator_calls().await, (1, 1));
+    let journal = rig.journal();
+    let states: Vec<&str> = journal
+        .iter()
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["verified", "settled"], "{journal:?}");
+    assert_eq!(journal[1]["transaction"], receipt["transaction"]);
 }

@@ -9,6 +9,7 @@ mod eip712;
 pub mod idempotency;
 pub mod lifecycle;
 mod permit2;
+pub mod refusal;
 mod replay;
 pub mod settle_answer;
 mod verify;
@@ -28,6 +29,7 @@ pub use permit2::{
     ASSET_TRANSFER_METHOD_KEY, FACILITATOR_ADDRESS_KEY, PERMIT2_ADDRESS, PERMIT2_TRANSFER_METHOD,
     UPTO_PERMIT2_PROXY_ADDRESS,
 };
+pub use refusal::{settlement_header, Receipt, Refusal};
 pub use replay::{InMemoryReplayGuard, ReplayError, ReplayGuard, ReplayKey};
 pub use settle_answer::{
     client_reason, judge_settle, AnsweredAmount, ExpectedSettlement, SettleAnswer, SettleReply,

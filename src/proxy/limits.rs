@@ -5,6 +5,7 @@
 use super::{Gateway, Reply, RequestCtx};
 use crate::config::RatePer;
 use crate::payment::claims::{Admission, RateClaim};
+use crate::payment::Refusal;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -72,9 +73,7 @@ impl RateClaims {
             "more than {} requests in {:?} from {whom}; retry in {retry_after}s",
             limit.requests, limit.window
         );
-        let mut reply = Reply::error(429, "rate_limited", &message);
-        reply.headers.push(("Retry-After", retry_after.to_string()));
-        reply
+        Reply::from(Refusal::new(429, "rate_limited", &message).with_retry_after(retry_after))
     }
 }
 

@@ -10,15 +10,13 @@
 use super::admission::PaymentOffer;
 use super::normalise::{read_body, BodyError};
 use super::{idempotent, Gateway, Reply, RequestCtx};
-use crate::payment::{is_final_status, Answer, Event, Outcome};
+use crate::payment::{is_final_status, Answer, Event, Outcome, Refusal};
 use crate::pricing::mcp::{
-    gateway_error, is_response_to, judge_response, McpRefusal, McpRequest, McpRoute, McpVerdict,
-    SseSplitter, META_PAYMENT,
+    is_response_to, judge_response, McpRefusal, McpRequest, McpRoute, McpVerdict, SseSplitter,
+    META_PAYMENT,
 };
 use crate::pricing::MAX_BODY_BYTES;
-use crate::x402::{decode_header_json, PaymentPayload, PAYMENT_REQUIRED};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use crate::x402::PaymentPayload;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -74,42 +72,45 @@ impl McpReply {
     }
 }
 
-/// The MCP form of an HTTP reply the payment path produced: a challenge becomes a
-/// payment-required result, a kept response is replayed under this request's id, anything else
-/// becomes a JSON-RPC error carrying the gateway's error code.
-fn mcp_reply(request: &McpRequest, reply: Reply) -> McpReply {
-    let challenge = reply
-        .headers
-        .iter()
-        .find(|(name, _)| *name == PAYMENT_REQUIRED)
-        .and_then(|(_, encoded)| STANDARD.decode(encoded).ok())
-        .and_then(|json| serde_json::from_slice::<Value>(&json).ok());
-    if let Some(challenge) = challenge {
-        return McpReply::json(200, request.payment_required_reply(challenge));
-    }
-    let body: Option<Value> = serde_json::from_slice(&reply.body).ok();
-    if let Some(mut kept) = body.clone().filter(|b| b.get("jsonrpc").is_some()) {
-        // A response kept for an idempotent resend: the resend has an id of its own.
-        kept["id"] = request.id.clone();
-        return McpReply::json(reply.status, kept);
-    }
-    let text = |key: &str| {
-        body.as_ref()
-            .and_then(|b| b.get(key))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+/// The MCP form of a refusal: a JSON-RPC message (HTTP 200); the challenge and the settlement
+/// answer go in the message where it has a place for them, in the headers otherwise.
+fn mcp_refusal(request: &McpRequest, refusal: &Refusal) -> McpReply {
+    let headers = if McpRequest::carries_in_message(refusal) {
+        Vec::new()
+    } else {
+        refusal.http_headers()
     };
-    let (code, message) = (text("error"), text("message"));
-    let headers = reply
-        .headers
-        .into_iter()
-        .filter(|(name, _)| *name != "Cache-Control")
-        .collect();
     McpReply {
         status: 200,
-        body: gateway_error(&request.id, reply.status, &code, &message),
+        body: request.refusal_reply(refusal),
         headers,
+    }
+}
+
+/// The MCP form of a reply the payment path produced: a refusal rendered from its typed form,
+/// or a response kept for an idempotent resend, replayed under this request's id.
+fn mcp_reply(request: &McpRequest, reply: Reply) -> McpReply {
+    if let Some(refusal) = &reply.refusal {
+        return mcp_refusal(request, refusal);
+    }
+    let kept = serde_json::from_slice::<Value>(&reply.body)
+        .ok()
+        .filter(|b| b.get("jsonrpc").is_some());
+    match kept {
+        Some(mut kept) => {
+            // The resend has an id of its own.
+            kept["id"] = request.id.clone();
+            McpReply::json(reply.status, kept)
+        }
+        // Nothing else reaches here; should it, the client gets an error, never content.
+        None => mcp_refusal(
+            request,
+            &Refusal::new(
+                reply.status,
+                "gateway_error",
+                "the gateway could not answer",
+            ),
+        ),
     }
 }
 
@@ -137,13 +138,13 @@ impl Gateway {
             }
             Err(BodyError::Unreadable) => {
                 ctx.outcome = Some(Outcome::Refused);
-                let reply = Reply::error(
+                // Before the body is read there is no JSON-RPC request to answer: the HTTP form.
+                let refusal = Refusal::new(
                     400,
                     "unreadable_body",
                     "the request body could not be read before pricing the request",
                 );
-                let body = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-                return McpDecision::Answered(McpReply::json(400, body));
+                return McpDecision::Answered(McpReply::json(400, refusal.http_json()));
             }
         };
         let request = match McpRequest::parse(&body, MAX_BODY_BYTES) {
@@ -281,20 +282,31 @@ impl Gateway {
         }
         let paid = ctx.payment.is_some();
         if !(200..300).contains(&status) || !paid {
-            // Nothing to settle: the server's answer, as it is.
+            // No JSON-RPC result to judge: the status alone decides, as on an HTTP route (below
+            // 400 settles after success, above charges nothing; settled up front, the receipt
+            // goes with whatever the server answered).
             if let Some(payment) = ctx.payment.as_mut() {
                 let answer = self
                     .advance(&state, payment, Event::UpstreamAnswered { status })
                     .await;
-                // Settled up front: the receipt goes with whatever the server answered.
-                if let (Answer::Deliver, Some(receipt)) = (answer, payment.receipt.as_deref()) {
+                if answer != Answer::Deliver {
+                    // Settlement refused or failed: the server's answer is withheld.
+                    http.shutdown().await;
+                    let receipt = payment.settlement_receipt();
+                    let refusal = Refusal::withheld(&answer, receipt.as_ref(), &payment.network);
+                    tracing::warn!(code = %refusal.code, status, "settlement of a paid MCP call failed; its content is withheld");
+                    return mcp_refusal(request, &refusal).write(session).await;
+                }
+                if let Some(receipt) = payment.receipt.as_deref() {
                     out.insert_header(super::reply::settlement_header(payment.version), receipt)?;
                 }
             }
             return self.relay(session, http, out, &peer).await;
         }
         if content_type.starts_with("text/event-stream") {
-            return self.carry_stream(session, ctx, request, http, out).await;
+            return self
+                .carry_stream(session, ctx, request, status, http, out)
+                .await;
         }
         let mut body = Vec::new();
         let complete = loop {
@@ -320,7 +332,7 @@ impl Gateway {
         self.upstream
             .release_http_session(http, &peer, Some(state.config.upstream.idle_timeout))
             .await;
-        let answer = self.conclude(ctx, request, message).await;
+        let answer = self.conclude(ctx, request, status, message).await;
         out.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         let body = Bytes::from(answer.to_string());
         out.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
@@ -331,12 +343,13 @@ impl Gateway {
         Ok(())
     }
 
-    /// The paid call's result judged, settled when it says the work was done, and the message
-    /// the client gets.
+    /// The paid call's result (answered with `status`) judged, settled when it says the work was
+    /// done, and the message the client gets.
     async fn conclude(
         &self,
         ctx: &mut RequestCtx,
         request: &McpRequest,
+        status: u16,
         mut message: Value,
     ) -> Value {
         let state = ctx.state.clone();
@@ -344,36 +357,22 @@ impl Gateway {
             return message;
         };
         let event = match judge_response(&message) {
-            McpVerdict::Delivered => Event::UpstreamAnswered { status: 200 },
+            McpVerdict::Delivered => Event::UpstreamAnswered { status },
             McpVerdict::Failed { reason } => Event::ResultFailed {
                 reason: reason.to_string(),
             },
         };
         let answer = self.advance(&state, payment, event).await;
-        let receipt = payment
-            .receipt
-            .as_deref()
-            .and_then(|r| decode_header_json::<Value>(r.as_bytes()).ok())
-            .map(|(_, receipt)| receipt);
-        match (answer, receipt) {
-            (Answer::Deliver, Some(receipt)) => {
-                request.attach_settlement(&mut message, &receipt);
-                message
-            }
-            (Answer::Deliver, None) => message,
-            (answer, receipt) => {
-                let code = match &answer {
-                    Answer::SettleRefused { reason } => reason.clone(),
-                    Answer::Fail { failure, .. } => failure.code().to_string(),
-                    _ => "settlement_failed".to_string(),
-                };
-                let settlement = receipt.unwrap_or_else(|| {
-                    serde_json::json!({"success": false, "errorReason": code, "transaction": "", "network": payment.network})
-                });
-                tracing::warn!(%code, "settlement of a paid MCP call failed; its content is withheld");
-                request.settlement_failed_reply(&settlement)
-            }
+        let receipt = payment.settlement_receipt();
+        if answer != Answer::Deliver {
+            let refusal = Refusal::withheld(&answer, receipt.as_ref(), &payment.network);
+            tracing::warn!(code = %refusal.code, "settlement of a paid MCP call failed; its content is withheld");
+            return request.refusal_reply(&refusal);
         }
+        if let Some(settlement) = receipt.as_ref().and_then(|r| r.decoded()) {
+            request.attach_settlement(&mut message, &settlement);
+        }
+        message
     }
 
     /// A paid call answered as a Server-Sent Events stream: events pass on as they come; the one
@@ -383,6 +382,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         request: &McpRequest,
+        status: u16,
         mut http: pingora::protocols::http::client::HttpSession,
         mut out: ResponseHeader,
     ) -> pingora::Result<()> {
@@ -411,7 +411,7 @@ impl Gateway {
                         .await?;
                     continue;
                 };
-                let answer = self.conclude(ctx, request, message).await;
+                let answer = self.conclude(ctx, request, status, message).await;
                 let text = answer.to_string();
                 let mut kept = ResponseHeader::build(200, Some(1))?;
                 kept.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -433,12 +433,11 @@ impl Gateway {
             let state = ctx.state.clone();
             self.advance(&state, payment, Event::UpstreamFailed).await;
         }
-        let error = gateway_error(
-            &request.id,
+        let error = request.refusal_reply(&Refusal::new(
             502,
             "upstream_unavailable",
             "the MCP server's stream ended without a response; nothing was charged",
-        );
+        ));
         let event = format!("event: message\ndata: {error}\n\n");
         session
             .write_response_body(Some(Bytes::from(event)), true)
@@ -487,33 +486,25 @@ impl Gateway {
         ctx: &mut RequestCtx,
         request: &McpRequest,
     ) -> pingora::Result<()> {
-        let mut reply = McpReply::json(
-            200,
-            gateway_error(
-                &request.id,
-                502,
-                "upstream_unavailable",
-                "the MCP server could not be reached or gave no usable answer; nothing was charged",
-            ),
+        let mut refusal = Refusal::new(
+            502,
+            "upstream_unavailable",
+            "the MCP server could not be reached or gave no usable answer; nothing was charged",
         );
         if let Some(payment) = ctx.payment.as_mut() {
             if let Answer::UpstreamError { receipt: true } =
                 self.feed(payment, Event::UpstreamFailed).await
             {
-                if let Some(receipt) = &payment.receipt {
-                    reply.body = gateway_error(
-                        &request.id,
+                if let Some(receipt) = payment.settlement_receipt() {
+                    refusal = Refusal::new(
                         502,
                         "upstream_unavailable",
                         "the MCP server could not be reached; the payment was settled before the call",
-                    );
-                    reply.headers.push((
-                        super::reply::settlement_header(payment.version),
-                        receipt.clone(),
-                    ));
+                    )
+                    .with_receipt(receipt);
                 }
             }
         }
-        reply.write(session).await
+        mcp_refusal(request, &refusal).write(session).await
     }
 }

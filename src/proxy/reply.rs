@@ -1,14 +1,12 @@
 //! Every response the gateway writes itself: 402 challenges, refusals, errors. One place decides
 //! status, headers and JSON body, so clients see the same shape whatever went wrong.
 
+use crate::payment::{Receipt, Refusal};
 use crate::pricing::PricedRoute;
-use crate::x402::{EXPOSED_HEADERS, PAYMENT_REQUIRED, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use crate::x402::EXPOSED_HEADERS;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use serde_json::json;
 
 /// A response produced by the gateway instead of (or in place of) the upstream's.
 #[derive(Debug, Clone)]
@@ -20,32 +18,24 @@ pub struct Reply {
     pub content_type: &'static str,
     /// Headers whose names are only known at run time, written last.
     pub extra_headers: Vec<(String, String)>,
+    /// The refusal this reply renders, when it is one: other renderings (MCP) start from it
+    /// rather than from the HTTP bytes.
+    pub refusal: Option<Box<Refusal>>,
 }
 
 const JSON: &str = "application/json";
 /// Seconds a client is asked to wait after a 503 of an unavailable dependency.
-const RETRY_AFTER_SECS: u32 = 1;
+const RETRY_AFTER_SECS: u64 = 1;
 
 impl Reply {
     /// A JSON error `{error, message}` without a challenge.
     pub fn error(status: u16, code: &str, message: &str) -> Self {
-        let body = json!({"error": code, "message": message});
-        Self {
-            status,
-            headers: Vec::new(),
-            body: Bytes::from(body.to_string()),
-            content_type: JSON,
-            extra_headers: Vec::new(),
-        }
+        Self::from(Refusal::new(status, code, message))
     }
 
     /// 503 for a dependency that is down, with the pause before a retry may succeed.
     pub fn unavailable(code: &str, message: &str) -> Self {
-        let mut reply = Self::error(503, code, message);
-        reply
-            .headers
-            .push(("Retry-After", RETRY_AFTER_SECS.to_string()));
-        reply
+        Self::from(Refusal::new(503, code, message).with_retry_after(RETRY_AFTER_SECS))
     }
 
     /// A challenge listing the route's options: the v2 header and a v1 body in one response.
@@ -60,14 +50,12 @@ impl Reply {
     ) -> Self {
         let template = route.challenge();
         let required = template.v2_json(resource_url, error);
-        let body = template.v1_json(resource_url, method, error, message);
-        Self {
-            status,
-            headers: vec![(PAYMENT_REQUIRED, STANDARD.encode(required))],
-            body: Bytes::from(body),
-            content_type: JSON,
-            extra_headers: Vec::new(),
-        }
+        let refusal =
+            Refusal::new(status, error, message.unwrap_or(error)).with_challenge(required);
+        let mut reply = Self::from(refusal);
+        // The v1 form of the challenge, for clients that read the body.
+        reply.body = Bytes::from(template.v1_json(resource_url, method, error, message));
+        reply
     }
 
     /// The same challenge with a page for people in place of the v1 JSON body.
@@ -85,6 +73,7 @@ impl Reply {
             body,
             content_type: JSON,
             extra_headers: Vec::new(),
+            refusal: None,
         }
     }
 
@@ -96,12 +85,17 @@ impl Reply {
             body: Bytes::from(body),
             content_type: "",
             extra_headers: headers,
+            refusal: None,
         }
     }
 
     /// Adds the settlement header of the right protocol version.
     pub fn with_settlement(mut self, version: u8, encoded: String) -> Self {
-        self.headers.push((settlement_header(version), encoded));
+        self.headers
+            .push((settlement_header(version), encoded.clone()));
+        if let Some(refusal) = self.refusal.as_mut() {
+            refusal.receipt = Some(Receipt { version, encoded });
+        }
         self
     }
 
@@ -135,9 +129,19 @@ impl Reply {
 
 /// `PAYMENT-RESPONSE` for v2 payments, `X-PAYMENT-RESPONSE` for v1.
 pub fn settlement_header(version: u8) -> &'static str {
-    if version == 1 {
-        X_PAYMENT_RESPONSE
-    } else {
-        PAYMENT_RESPONSE
+    crate::payment::settlement_header(version)
+}
+
+/// The HTTP form of a refusal: its status, its headers and the `{error, message}` body.
+impl From<Refusal> for Reply {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            status: refusal.status,
+            headers: refusal.http_headers(),
+            body: Bytes::from(refusal.http_json().to_string()),
+            content_type: JSON,
+            extra_headers: Vec::new(),
+            refusal: Some(Box::new(refusal)),
+        }
     }
 }

@@ -10,8 +10,8 @@ use crate::facilitator::{
 use crate::metrics::Metrics;
 use crate::ops::journal::{JournalEntry, JournalError};
 use crate::payment::{
-    Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Reservation, SettleOutcome,
-    VerifiedPayment,
+    Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Receipt, Refusal, Reservation,
+    SettleOutcome, VerifiedPayment,
 };
 use crate::x402::encode_header_json;
 use std::sync::Arc;
@@ -44,6 +44,14 @@ pub(super) struct PaidRequest {
 }
 
 impl PaidRequest {
+    /// The settlement answer received for this payment, as the client gets it.
+    pub fn settlement_receipt(&self) -> Option<Receipt> {
+        self.receipt.clone().map(|encoded| Receipt {
+            version: self.version,
+            encoded,
+        })
+    }
+
     fn expected(&self) -> Expected<'_> {
         Expected {
             payer: &self.verified.payer,
@@ -174,28 +182,5 @@ impl Gateway {
 /// The gateway's reply for an answer that ends the request with an error of the payment, if it is
 /// one (`Fail`, `SettleRefused`).
 pub(super) fn payment_reply(answer: &Answer, payment: &PaidRequest) -> Option<Reply> {
-    let with_receipt = |reply: Reply, receipt: bool| match (&payment.receipt, receipt) {
-        (Some(r), true) => reply.with_settlement(payment.version, r.clone()),
-        _ => reply,
-    };
-    match answer {
-        Answer::Fail { failure, receipt } => Some(with_receipt(
-            Reply::error(failure.status(), failure.code(), failure.message()),
-            *receipt,
-        )),
-        Answer::Duplicate { settled: false } => Some(Reply::error(
-            409,
-            "payment_in_progress",
-            "this payment authorization is being used by another request",
-        )),
-        Answer::SettleRefused { reason } => Some(with_receipt(
-            Reply::error(
-                402,
-                reason,
-                &format!("the facilitator refused to settle the payment: {reason}"),
-            ),
-            true,
-        )),
-        _ => None,
-    }
+    Refusal::for_answer(answer, payment.settlement_receipt().as_ref()).map(Reply::from)
 }

@@ -1,7 +1,8 @@
 // A real MCP server (the official @modelcontextprotocol/sdk) over Streamable HTTP, with a few
 // tools, a resource and a prompt. It counts executions so tests can prove an unpaid call never ran.
 //   node support/mcp_server.mjs --port 0   → {"ready":true,"port":N}
-// Endpoints: POST|GET|DELETE /mcp (JSON responses), /mcp-sse (SSE-streamed responses).
+// Endpoints: POST|GET|DELETE /mcp (JSON responses), /mcp-sse (SSE-streamed responses), /mcp-moved
+// (the same JSON responses, body and all, sent with HTTP status 302: a server answering a redirect).
 // Control: GET /__executions ({tool: count}), GET /__hits (requests), GET /__last (the last JSON-RPC body received,
 // with its headers), POST /__reset.
 import http from 'node:http';
@@ -114,6 +115,12 @@ const server = http.createServer(async (req, res) => {
     hits++;
     if (path === '/mcp' || path === '/mcp-both') return await handleMcp(req, res, true);
     if (path === '/mcp-sse') return await handleMcp(req, res, false);
+    if (path === '/mcp-moved') {
+      // The SDK writes 200; the answer goes out as a 302 with the same headers and body.
+      const writeHead = res.writeHead.bind(res);
+      res.writeHead = (status, ...rest) => writeHead(status === 200 ? 302 : status, ...rest);
+      return await handleMcp(req, res, true);
+    }
     sendJson(res, 404, { error: 'not found' });
   } catch (e) {
     if (!res.headersSent) sendJson(res, 500, { error: String(e) });
