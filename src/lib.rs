@@ -11,6 +11,7 @@ pub mod facilitator;
 pub mod metrics;
 pub mod ops;
 pub mod payment;
+pub mod ports;
 pub mod pricing;
 pub mod proxy;
 pub mod state;

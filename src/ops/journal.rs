@@ -14,7 +14,6 @@ use crate::payment::{
     SettleOutcome, SettleVerdict,
 };
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -23,86 +22,8 @@ use std::sync::{mpsc, Arc, Mutex};
 
 pub mod postgres;
 pub use crate::payment::PaymentState;
+pub use crate::ports::{Journal, JournalEntry, JournalError};
 pub use postgres::PgJournal;
-
-/// One line of the journal. Never holds signatures or payment headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// RFC 3339, UTC, milliseconds.
-    pub time: String,
-    /// Identity of the payment across its lines (derived from the authorization).
-    pub id: String,
-    pub state: PaymentState,
-    #[serde(default)]
-    pub route: String,
-    #[serde(default)]
-    pub payer: String,
-    /// Atomic units.
-    #[serde(default)]
-    pub amount: String,
-    /// Token address.
-    #[serde(default)]
-    pub asset: String,
-    #[serde(default)]
-    pub network: String,
-    #[serde(default)]
-    pub pay_to: String,
-    #[serde(default)]
-    pub transaction: String,
-    #[serde(default)]
-    pub facilitator: String,
-    #[serde(default)]
-    pub reason: String,
-    /// The replay-guard key, so a restart keeps refusing settled authorizations.
-    #[serde(default)]
-    pub key: String,
-    /// Unix seconds after which the authorization is void on chain.
-    #[serde(default)]
-    pub valid_before: u64,
-    /// The settle request as sent, for a settlement whose outcome is unknown: a facilitator
-    /// without a status API is asked again with the identical request, as the x402 SDKs do.
-    /// It carries the signed authorization, so it is never written to a journal file; the
-    /// database keeps it only while the payment is pending.
-    #[serde(skip)]
-    pub settle_request: String,
-}
-
-impl JournalEntry {
-    /// The next state of the same payment, stamped now.
-    pub fn next(&self, state: PaymentState) -> Self {
-        Self {
-            time: rfc3339_now(),
-            state,
-            reason: String::new(),
-            ..self.clone()
-        }
-    }
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum JournalError {
-    #[error("cannot open the journal {path}: {reason}")]
-    Open { path: String, reason: String },
-    #[error("cannot write the journal: {0}")]
-    Write(String),
-    #[error("cannot read the journal {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("the journal database is unavailable: {0}")]
-    Database(String),
-    /// Another request (on this or another replica) holds this authorization, or it was settled:
-    /// `state` is where it stands.
-    #[error("this authorization is already recorded as {}", state.as_str())]
-    AlreadyRecorded { state: PaymentState },
-}
-
-/// Where payment events are recorded.
-#[async_trait]
-pub trait Journal: Send + Sync {
-    /// Records `entry` durably; returns once it is on disk.
-    async fn append(&self, entry: JournalEntry) -> Result<(), JournalError>;
-    /// Entries whose latest state is pending.
-    fn pending(&self) -> Vec<JournalEntry>;
-}
 
 type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
 
@@ -458,26 +379,7 @@ fn resent_lookup(verdict: SettleVerdict) -> SettlementLookup {
     }
 }
 
-pub use crate::time::unix_now;
-
-pub fn rfc3339_now() -> String {
-    rfc3339(crate::time::unix_now_ms())
-}
-
-/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn rfc3339(unix_ms: i64) -> String {
-    let secs = unix_ms.div_euclid(1000);
-    let ms = unix_ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::time::{parse_rfc3339, rfc3339, rfc3339_now, unix_now};
 
 /// Parses what `--since` accepts: unix seconds, an RFC 3339 UTC time (`2026-05-01T12:00:00Z`),
 /// a date (`2026-05-01`), or a duration back from now (`90m`, `24h`). Returns unix milliseconds.
@@ -495,67 +397,6 @@ pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
             "`{t}` is not unix seconds, an RFC 3339 UTC time, a date or a duration like \"24h\""
         )
     })
-}
-
-/// `YYYY-MM-DD[THH:MM[:SS[.fff]]][Z]`, UTC, to unix milliseconds.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let text = text.strip_suffix('Z').unwrap_or(text);
-    let (date, time) = match text.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (text, None),
-    };
-    let mut parts = date.split('-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let d: u32 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let mut ms = days_from_civil(y, m, d) * 86_400_000;
-    if let Some(time) = time {
-        let (hms, fraction) = match time.split_once('.') {
-            Some((a, b)) => (a, Some(b)),
-            None => (time, None),
-        };
-        let mut fields = hms.split(':');
-        let h: i64 = fields.next()?.parse().ok()?;
-        let min: i64 = fields.next()?.parse().ok()?;
-        let s: i64 = fields.next().map_or(Some(0), |s| s.parse().ok())?;
-        if fields.next().is_some() || h > 23 || min > 59 || s > 60 {
-            return None;
-        }
-        ms += (h * 3600 + min * 60 + s) * 1000;
-        if let Some(f) = fraction {
-            let digits: String = f.chars().take(3).collect();
-            let scaled = format!("{digits:0<3}");
-            ms += scaled.parse::<i64>().ok()?;
-        }
-    }
-    Some(ms)
-}
-
-// Howard Hinnant's civil calendar algorithms (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

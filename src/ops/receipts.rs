@@ -1,7 +1,8 @@
 //! `x402-gateway receipts`: the journal as a list of payments, one row per payment in its latest
 //! state, for accounting and for checking pending settlements by hand.
 
-use crate::ops::journal::{latest_states, parse_rfc3339, JournalEntry, PaymentState};
+use crate::ops::journal::{latest_states, JournalEntry, PaymentState};
+use crate::time::parse_rfc3339;
 
 /// Which payments a listing shows; every filter given must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! paths say the same thing about the same money step and neither reads the other's output back.
 
 use super::lifecycle::{Answer, Failure};
+use crate::pricing::mcp::{gateway_error, McpRequest};
 use crate::x402::{decode_header_json, PAYMENT_REQUIRED, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -63,6 +64,26 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// The MCP form of this refusal, answering `request`: a challenge becomes a payment-required
+    /// result, withheld content the settlement-failed result, anything else a JSON-RPC error
+    /// carrying the gateway's error code and the HTTP status.
+    pub fn mcp_reply(&self, request: &McpRequest) -> Value {
+        if let Some(challenge) = &self.challenge {
+            let challenge = serde_json::from_str(challenge).unwrap_or(Value::Null);
+            return request.payment_required_reply(challenge);
+        }
+        if let Some(settlement) = &self.withheld {
+            return request.settlement_failed_reply(settlement);
+        }
+        gateway_error(&request.id, self.status, &self.code, &self.message)
+    }
+
+    /// Whether the MCP form carries the challenge and settlement answer in the message itself;
+    /// otherwise they go in the HTTP headers, as the HTTP path sends them.
+    pub fn carried_in_mcp_message(&self) -> bool {
+        self.challenge.is_some() || self.withheld.is_some()
+    }
+
     pub fn new(status: u16, code: &str, message: &str) -> Self {
         Self {
             status,

@@ -6,7 +6,6 @@
 use serde_json::{json, Map, Value};
 
 use super::PricedRoute;
-use crate::payment::Refusal;
 
 /// `_meta` key carrying the client's payment.
 pub const META_PAYMENT: &str = "x402/payment";
@@ -163,26 +162,6 @@ impl McpRequest {
             result["resultType"] = json!("complete");
         }
         json!({"jsonrpc": "2.0", "id": self.id, "result": result})
-    }
-
-    /// The MCP form of a refusal of the gateway's: a challenge becomes a payment-required
-    /// result, withheld content the settlement-failed result, anything else a JSON-RPC error
-    /// carrying the gateway's error code and the HTTP status.
-    pub fn refusal_reply(&self, refusal: &Refusal) -> Value {
-        if let Some(challenge) = &refusal.challenge {
-            let challenge = serde_json::from_str(challenge).unwrap_or(Value::Null);
-            return self.payment_required_reply(challenge);
-        }
-        if let Some(settlement) = &refusal.withheld {
-            return self.settlement_failed_reply(settlement);
-        }
-        gateway_error(&self.id, refusal.status, &refusal.code, &refusal.message)
-    }
-
-    /// Whether the MCP form of `refusal` carries its challenge and settlement answer in the
-    /// message itself; otherwise they go in the HTTP headers, as the HTTP path sends them.
-    pub fn carries_in_message(refusal: &Refusal) -> bool {
-        refusal.challenge.is_some() || refusal.withheld.is_some()
     }
 
     /// Add the settlement to a JSON-RPC response from the MCP server. Errors pass unchanged.
@@ -561,15 +540,15 @@ mod tests {
 
     #[test]
     fn refusals_render_as_challenge_withheld_result_or_gateway_error() {
-        use crate::payment::{Answer, Receipt};
+        use crate::payment::{Answer, Receipt, Refusal};
         let request = McpRequest::parse(&call(json!({})), 4096).unwrap();
         let used = Refusal::new(402, "payment_already_used", "used")
             .with_challenge(challenge().to_string());
         assert_eq!(
-            request.refusal_reply(&used),
+            used.mcp_reply(&request),
             request.payment_required_reply(challenge())
         );
-        assert!(McpRequest::carries_in_message(&used));
+        assert!(used.carried_in_mcp_message());
         let receipt = Receipt {
             version: 2,
             encoded: crate::x402::encode_header_json(&settled(false)),
@@ -579,18 +558,18 @@ mod tests {
         };
         let withheld = Refusal::withheld(&refused, Some(&receipt), "eip155:31337");
         assert_eq!(
-            request.refusal_reply(&withheld),
+            withheld.mcp_reply(&request),
             request.settlement_failed_reply(&settled(false))
         );
-        assert!(McpRequest::carries_in_message(&withheld));
+        assert!(withheld.carried_in_mcp_message());
         let error = Refusal::new(503, "replay_store_unavailable", "down").with_retry_after(1);
-        let reply = request.refusal_reply(&error);
+        let reply = error.mcp_reply(&request);
         assert_eq!(
             reply,
             gateway_error(&json!(7), 503, "replay_store_unavailable", "down")
         );
         assert_eq!(reply["error"]["data"]["status"], 503);
-        assert!(!McpRequest::carries_in_message(&error));
+        assert!(!error.carried_in_mcp_message());
     }
 
     #[test]

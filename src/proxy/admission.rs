@@ -8,13 +8,14 @@ use super::settlement::{payment_reply, PaidRequest};
 use super::{Gateway, GatewayState, RequestCtx};
 use crate::facilitator::{client_reason, FacilitatorRequest};
 use crate::metrics::Metrics;
-use crate::ops::journal::{rfc3339_now, JournalEntry};
+use crate::ops::journal::JournalEntry;
 use crate::payment::{
     check_payment, Answer, Event, Failure, Lifecycle, Outcome, PaymentState, ReplayError,
     SettlementPolicy,
 };
 use crate::pricing::PricedRoute;
 use crate::state::prefers_html;
+use crate::time::rfc3339_now;
 use crate::time::unix_now;
 use crate::x402::{PaymentPayload, PAYMENT_SIGNATURE, X_PAYMENT};
 use pingora::http::RequestHeader;

@@ -75,14 +75,14 @@ impl McpReply {
 /// The MCP form of a refusal: a JSON-RPC message (HTTP 200); the challenge and the settlement
 /// answer go in the message where it has a place for them, in the headers otherwise.
 fn mcp_refusal(request: &McpRequest, refusal: &Refusal) -> McpReply {
-    let headers = if McpRequest::carries_in_message(refusal) {
+    let headers = if refusal.carried_in_mcp_message() {
         Vec::new()
     } else {
         refusal.http_headers()
     };
     McpReply {
         status: 200,
-        body: request.refusal_reply(refusal),
+        body: refusal.mcp_reply(request),
         headers,
     }
 }
@@ -367,7 +367,7 @@ impl Gateway {
         if answer != Answer::Deliver {
             let refusal = Refusal::withheld(&answer, receipt.as_ref(), &payment.network);
             tracing::warn!(code = %refusal.code, "settlement of a paid MCP call failed; its content is withheld");
-            return request.refusal_reply(&refusal);
+            return refusal.mcp_reply(request);
         }
         if let Some(settlement) = receipt.as_ref().and_then(|r| r.decoded()) {
             request.attach_settlement(&mut message, &settlement);
@@ -433,11 +433,12 @@ impl Gateway {
             let state = ctx.state.clone();
             self.advance(&state, payment, Event::UpstreamFailed).await;
         }
-        let error = request.refusal_reply(&Refusal::new(
+        let error = Refusal::new(
             502,
             "upstream_unavailable",
             "the MCP server's stream ended without a response; nothing was charged",
-        ));
+        )
+        .mcp_reply(request);
         let event = format!("event: message\ndata: {error}\n\n");
         session
             .write_response_body(Some(Bytes::from(event)), true)

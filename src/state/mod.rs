@@ -9,7 +9,6 @@ pub use pages::{escape, prefers_html, Pages, DISCOVERY_PATH};
 use crate::config::GatewayConfig;
 use crate::facilitator::{FacilitatorError, Facilitators};
 use crate::metrics::{FacilitatorMetrics, RouteMetrics};
-use crate::ops::journal;
 use crate::pricing::RouteKind;
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -47,7 +46,7 @@ pub enum StartError {
         reason: String,
     },
     #[error("{0}")]
-    Journal(#[from] journal::JournalError),
+    Journal(#[from] crate::ports::JournalError),
     #[error("cannot start: {0}")]
     Runtime(String),
     #[error("{0}")]
