@@ -20,7 +20,7 @@ pub use local::LocalFacilitator;
 pub use okx::{okx_signature, okx_timestamp, OkxFacilitator};
 pub use outcome::{client_reason, settle_outcome, unconfirmed_receipt, Expected, Judged};
 pub use preflight::{fee_tiers_for, preflight, Preflight, PreflightError};
-pub use router::Facilitators;
+pub use router::{Facilitators, SettleVerdict};
 
 use crate::config::{FacilitatorConfig, FacilitatorKind};
 use crate::payment::{Failure, Finality};

@@ -11,7 +11,7 @@ use crate::ops::journal::{JournalEntry, JournalError};
 use crate::ops::metrics::Metrics;
 use crate::payment::{
     Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Reservation, SettleOutcome,
-    VerifiedPayment,
+    SettlementPolicy, VerifiedPayment,
 };
 use crate::x402::encode_header_json;
 use std::sync::Arc;
@@ -25,8 +25,9 @@ pub(super) struct PaidRequest {
     /// The CAIP-2 network of the matched option.
     pub network: String,
     pub life: Lifecycle,
-    /// The facilitator that verified the payment (or, settling up front, the network's): the
-    /// only one that may settle it.
+    /// The facilitator that verified the payment: the only one that may settle it. Settling up
+    /// front, the network's until `/settle`, which may go to its fallback when it is unreachable;
+    /// after `/settle`, the one that answered.
     pub facilitator: Option<Arc<dyn Facilitator>>,
     /// The encoded settlement answer, sent as `PAYMENT-RESPONSE` once there is one.
     pub receipt: Option<String>,
@@ -102,13 +103,36 @@ impl Gateway {
 
     /// Calls `/settle` once and feeds its judged answer.
     pub(super) async fn settle(&self, state: &GatewayState, payment: &mut PaidRequest) -> Answer {
-        let Some(facilitator) = payment.facilitator.clone() else {
+        let Some(verifier) = payment.facilitator.clone() else {
             let outcome = SettleOutcome::NotSent(Failure::FacilitatorUnavailable);
             return self.feed(payment, Event::SettleAnswered(outcome)).await;
         };
-        let fmetrics = state.facilitator_metrics_named(facilitator.name());
         let started = Instant::now();
-        let result = facilitator.settle(&payment.request).await;
+        let (facilitator, result) = if payment.life.policy() == SettlementPolicy::Before {
+            // Nobody verified an up-front payment: the router picks the network's facilitator,
+            // or its fallback when that one cannot be reached.
+            match state
+                .facilitators
+                .settle_with_fallback(&payment.network, &payment.request)
+                .await
+            {
+                Some(verdict) => (verdict.facilitator, verdict.result),
+                None => {
+                    let outcome = SettleOutcome::NotSent(Failure::FacilitatorUnavailable);
+                    return self.feed(payment, Event::SettleAnswered(outcome)).await;
+                }
+            }
+        } else {
+            let result = verifier.settle(&payment.request).await;
+            (verifier, result)
+        };
+        // The facilitator that answered is the one that may have moved the money: the journal
+        // names it so that reconciliation asks it, not the one that was down.
+        payment.facilitator = Some(facilitator.clone());
+        if let Some(entry) = payment.entry.as_mut() {
+            entry.facilitator = facilitator.name().to_string();
+        }
+        let fmetrics = state.facilitator_metrics_named(facilitator.name());
         fmetrics
             .settle_seconds
             .observe(started.elapsed().as_secs_f64());
