@@ -137,7 +137,7 @@ impl Gateway {
             .settle_seconds
             .observe(started.elapsed().as_secs_f64());
         let expected = payment.expected();
-        let judged = settle_outcome(&result, &expected);
+        let mut judged = settle_outcome(&result, &expected);
         let receipt = match &judged.outcome {
             SettleOutcome::Settled(_) | SettleOutcome::Refused { .. } => judged.receipt.clone(),
             SettleOutcome::Unknown { .. } => Some(unconfirmed_receipt(&judged, &expected)),
@@ -172,10 +172,11 @@ impl Gateway {
         payment.receipt = receipt.map(|r| encode_header_json(&r));
         if let Some(entry) = payment.entry.as_mut() {
             entry.transaction = payment.transaction.clone();
-            // Reconciliation resends the identical request while the outcome is unknown.
-            if matches!(judged.outcome, SettleOutcome::Unknown { .. }) {
-                entry.settle_request = serde_json::to_string(&payment.request).unwrap_or_default();
-            }
+            keep_for_resend(
+                &payment.request,
+                &mut entry.settle_request,
+                &mut judged.outcome,
+            );
         }
         self.feed(payment, Event::SettleAnswered(judged.outcome))
             .await
@@ -194,6 +195,35 @@ impl Gateway {
         }
     }
 }
+
+/// Keeps the settle request of a settlement whose outcome is unknown, for reconciliation to send
+/// again identically. A request that cannot be kept is said in the outcome's journal reason
+/// (`resend_unavailable`) and logged: the payment stays pending for an operator to settle the
+/// question on chain, rather than looking like a payment that needs no resend.
+fn keep_for_resend(
+    request: &impl serde::Serialize,
+    kept: &mut String,
+    outcome: &mut SettleOutcome,
+) {
+    let SettleOutcome::Unknown { detail } = outcome else {
+        return;
+    };
+    match serde_json::to_string(request) {
+        Ok(request) => *kept = request,
+        Err(e) => {
+            tracing::error!(error = %e, reason = %detail, "the settle request cannot be kept for reconciliation to resend; the payment stays pending for an operator");
+            kept.clear();
+            *detail = if detail.is_empty() {
+                RESEND_UNAVAILABLE.to_string()
+            } else {
+                format!("{detail}; {RESEND_UNAVAILABLE}")
+            };
+        }
+    }
+}
+
+/// The journal reason's mark of a pending settlement reconciliation cannot send again.
+const RESEND_UNAVAILABLE: &str = "resend_unavailable";
 
 /// The gateway's reply for an answer that ends the request with an error of the payment, if it is
 /// one (`Fail`, `SettleRefused`).
@@ -221,5 +251,72 @@ pub(super) fn payment_reply(answer: &Answer, payment: &PaidRequest) -> Option<Re
             true,
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request whose serialisation fails, as a settle request with an unrepresentable field
+    /// would.
+    struct Unserialisable;
+
+    impl serde::Serialize for Unserialisable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("cannot be written"))
+        }
+    }
+
+    fn unknown(detail: &str) -> SettleOutcome {
+        SettleOutcome::Unknown {
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn an_unknown_settlement_keeps_its_request_for_the_resend() {
+        let mut kept = String::new();
+        let mut outcome = unknown("settlement_unconfirmed");
+        keep_for_resend(
+            &serde_json::json!({"x402Version": 2}),
+            &mut kept,
+            &mut outcome,
+        );
+        assert_eq!(kept, r#"{"x402Version":2}"#);
+        assert_eq!(outcome, unknown("settlement_unconfirmed"));
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_kept_is_said_in_the_reason_and_stays_pending() {
+        let mut kept = String::new();
+        let mut outcome = unknown("settlement_unconfirmed");
+        keep_for_resend(&Unserialisable, &mut kept, &mut outcome);
+        assert!(kept.is_empty(), "nothing to resend: {kept}");
+        // Still unknown, so the payment is journaled pending, with the reason an operator reads.
+        assert_eq!(
+            outcome,
+            unknown("settlement_unconfirmed; resend_unavailable")
+        );
+        let mut outcome = unknown("");
+        keep_for_resend(&Unserialisable, &mut kept, &mut outcome);
+        assert_eq!(outcome, unknown("resend_unavailable"));
+    }
+
+    #[test]
+    fn only_an_unknown_outcome_is_kept_for_a_resend() {
+        let mut kept = String::new();
+        let mut outcome = SettleOutcome::Refused {
+            reason: "insufficient_funds".into(),
+        };
+        keep_for_resend(&Unserialisable, &mut kept, &mut outcome);
+        keep_for_resend(&serde_json::json!({}), &mut kept, &mut outcome);
+        assert!(kept.is_empty());
+        assert_eq!(
+            outcome,
+            SettleOutcome::Refused {
+                reason: "insufficient_funds".into()
+            }
+        );
     }
 }
