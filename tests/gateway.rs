@@ -347,6 +347,125 @@ async fn settle_before_routes_settle_first_and_skip_the_upstream_when_it_fails()
     );
 }
 
+/// The rig with two `[[facilitators]]`: `primary` at `primary_url`, whose fallback is the rig's
+/// stub facilitator, and a journal whose lines `journal` reads.
+async fn rig_with_fallback(primary_url: &str) -> (Rig, std::path::PathBuf) {
+    let journal = write_config("")
+        .parent()
+        .expect("a temporary directory")
+        .join("journal.jsonl");
+    let primary = format!(
+        "[[facilitators]]\nname = \"primary\"\nkind = \"x402\"\nurl = \"{primary_url}\"\ntimeout = \"2s\"\nnetworks = [\"eip155:84532\"]\nfallback = \"stub\"\n\
+         [[facilitators]]\nname = \"stub\"\nkind = \"x402\"\nurl = \"http://127.0.0.1:"
+    );
+    let rig = Rig::edited(
+        "networks = [\"eip155:84532\", \"eip155:196\"]",
+        &format!("[journal]\npath = \"{}\"\n", journal.display()),
+        |config| {
+            let single = "[facilitator]\nkind = \"x402\"\nurl = \"http://127.0.0.1:";
+            assert!(config.contains(single), "{config}");
+            config.replacen(single, &primary, 1)
+        },
+    )
+    .await;
+    (rig, journal)
+}
+
+fn journal_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a journal line is JSON"))
+        .collect()
+}
+
+#[tokio::test]
+async fn settle_before_routes_settle_with_the_fallback_when_the_primary_is_unreachable() {
+    // Nothing listens on the primary's port: the settle request never reaches it.
+    let (rig, journal) = rig_with_fallback(&format!("http://127.0.0.1:{}", free_port())).await;
+    let payment = rig.pay_header("/before").await;
+    let r = rig
+        .http
+        .get(rig.url("/before"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let receipt = decode_b64_json(r.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(receipt["success"], true, "{receipt}");
+    assert_eq!(
+        rig.facilitator_calls().await,
+        (0, 1),
+        "settled once, on the fallback"
+    );
+    assert_eq!(rig.upstream_hits().await, 1);
+    let lines = journal_lines(&journal);
+    let last = lines.last().expect("journal lines");
+    assert_eq!(last["state"], "settled", "{lines:?}");
+    assert_eq!(
+        last["facilitator"], "stub",
+        "reconciliation must ask the facilitator that settled: {lines:?}"
+    );
+    assert_eq!(last["transaction"], receipt["transaction"]);
+}
+
+#[tokio::test]
+async fn settle_before_routes_never_settle_again_on_the_fallback_when_the_primary_may_have() {
+    // The primary is up but fails its settle (5xx, slow): it may have moved the money, so the
+    // fallback is never asked.
+    let primary = node("facilitator.mjs", &["--port", "0"]);
+    let (rig, journal) = rig_with_fallback(&format!("http://127.0.0.1:{}", primary.port)).await;
+    let primary_calls = || async {
+        let calls: Value = rig
+            .http
+            .get(format!("http://127.0.0.1:{}/__calls", primary.port))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        calls["settle"].as_u64().unwrap()
+    };
+    let mode = |settle: &'static str| {
+        let url = format!("http://127.0.0.1:{}/__mode", primary.port);
+        let http = rig.http.clone();
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({ "settle": settle }))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+    };
+    for (settle, settles) in [("http500", 1), ("hang", 2)] {
+        mode(settle).await;
+        let payment = rig.pay_header("/before").await;
+        let r = rig
+            .http
+            .get(rig.url("/before"))
+            .header("PAYMENT-SIGNATURE", &payment)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 504, "{settle}: outcome unknown");
+        assert_eq!(primary_calls().await, settles, "{settle}");
+        assert_eq!(
+            rig.facilitator_calls().await,
+            (0, 0),
+            "{settle}: the fallback is never asked to settle"
+        );
+        assert_eq!(rig.upstream_hits().await, 0, "{settle}");
+        let lines = journal_lines(&journal);
+        let last = lines.last().expect("journal lines");
+        assert_eq!(last["state"], "pending", "{settle}: {lines:?}");
+        assert_eq!(last["facilitator"], "primary", "{settle}: {lines:?}");
+    }
+}
+
 #[tokio::test]
 async fn large_uploads_stream_through_a_paid_route_intact() {
     let rig = Rig::start().await;

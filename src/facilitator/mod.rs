@@ -23,7 +23,7 @@ pub use outcome::{
     Judged,
 };
 pub use preflight::{fee_tiers_for, preflight, Preflight, PreflightError};
-pub use router::Facilitators;
+pub use router::{Facilitators, SettleVerdict};
 
 use crate::config::{FacilitatorConfig, FacilitatorKind};
 use crate::payment::{Failure, Finality};

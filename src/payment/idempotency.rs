@@ -78,10 +78,20 @@ impl StoredResponse {
         }
     }
 
-    pub fn body(&self) -> Vec<u8> {
-        STANDARD.decode(&self.body).unwrap_or_default()
+    /// The body as first delivered. A kept body that does not decode (a corrupted or tampered
+    /// store entry) is an error, never an empty body: replaying it as an empty success would
+    /// tell the buyer the paid content was nothing.
+    pub fn body(&self) -> Result<Vec<u8>, StoredResponseUnreadable> {
+        STANDARD
+            .decode(&self.body)
+            .map_err(|e| StoredResponseUnreadable(e.to_string()))
     }
 }
+
+/// A kept response whose body cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the kept response's body cannot be decoded: {0}")]
+pub struct StoredResponseUnreadable(String);
 
 /// What was kept of a completed payment's response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,11 +283,26 @@ mod tests {
         match store.claim("id", "f", TTL).await {
             Ok(Claim::Completed(Completed::Response(r))) => {
                 assert_eq!(r.status, 200);
-                assert_eq!(r.body(), b"body");
+                assert_eq!(r.body().as_deref(), Ok(&b"body"[..]));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(store.claim("id", "g", TTL).await, Ok(Claim::Mismatch));
+    }
+
+    #[test]
+    fn a_corrupt_kept_body_is_an_error_not_an_empty_body() {
+        let kept = serde_json::to_value(StoredResponse::new(200, vec![], b"paid content"))
+            .expect("a stored response serialises");
+        let mut corrupt = kept.clone();
+        corrupt["body"] = json!("not base64 at all!");
+        let corrupt: StoredResponse =
+            serde_json::from_value(corrupt).expect("the entry still parses");
+        assert!(corrupt.body().is_err(), "{corrupt:?}");
+        let intact: StoredResponse = serde_json::from_value(kept).expect("the entry parses");
+        assert_eq!(intact.body().as_deref(), Ok(&b"paid content"[..]));
+        // An empty body that was kept empty is still a body.
+        assert_eq!(StoredResponse::new(204, vec![], b"").body(), Ok(Vec::new()));
     }
 
     #[tokio::test]

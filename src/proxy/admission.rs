@@ -61,6 +61,29 @@ fn payment_id(replay_key: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The configured requirements could not be written as JSON for the facilitator.
+#[derive(Debug, thiserror::Error)]
+#[error("the payment requirements cannot be written for the facilitator: {0}")]
+pub(super) struct RequirementsUnwritable(#[from] serde_json::Error);
+
+/// The `/verify` and `/settle` body of a payment. Requirements that cannot be written are an
+/// error: a facilitator sent `null` requirements would judge the payment against nothing.
+pub(super) fn facilitator_request(
+    version: u8,
+    payment_payload: serde_json::Value,
+    requirements: &impl serde::Serialize,
+    sync_settle: bool,
+    resource: crate::x402::ResourceInfo,
+) -> Result<FacilitatorRequest, RequirementsUnwritable> {
+    Ok(FacilitatorRequest {
+        x402_version: version,
+        payment_payload,
+        payment_requirements: serde_json::to_value(requirements)?,
+        sync_settle,
+        resource: Some(resource),
+    })
+}
+
 impl Gateway {
     /// Decides a priced request: `None` lets it through to the upstream (the payment travels in
     /// `ctx`), `Some(reply)` answers it here. `priced_method` is the method the request is priced
@@ -263,26 +286,44 @@ impl Gateway {
         }
 
         let option = &route.options[verified.option_index];
-        let requirements = match payment.version() {
-            1 => serde_json::to_value(option.v1_requirements(
-                url,
-                &route.description,
-                &route.mime_type,
-                method,
-            )),
-            _ => serde_json::to_value(&option.requirements),
-        }
-        .unwrap_or_default();
-        let request = FacilitatorRequest {
-            x402_version: payment.version(),
-            payment_payload: raw,
-            payment_requirements: requirements,
-            sync_settle: route.sync_settle,
-            resource: Some(crate::x402::ResourceInfo {
-                url: url.to_string(),
-                description: route.description.clone(),
-                mime_type: route.mime_type.clone(),
-            }),
+        let resource = crate::x402::ResourceInfo {
+            url: url.to_string(),
+            description: route.description.clone(),
+            mime_type: route.mime_type.clone(),
+        };
+        let version = payment.version();
+        let request = match version {
+            1 => facilitator_request(
+                version,
+                raw,
+                &option.v1_requirements(url, &route.description, &route.mime_type, method),
+                route.sync_settle,
+                resource,
+            ),
+            _ => facilitator_request(
+                version,
+                raw,
+                &option.requirements,
+                route.sync_settle,
+                resource,
+            ),
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => {
+                // Nothing was sent and nothing is charged: the authorization is given back and the
+                // upstream is not called (the identifier claim is abandoned when the request
+                // ends, as no payment is under way).
+                tracing::error!(route = ctx.route_label(), error = %e, "cannot build the facilitator request");
+                self.replay.release(&verified.replay_key).await;
+                fmetrics.failed("internal_error");
+                ctx.outcome = Some(Outcome::Error);
+                return Some(Reply::error(
+                    500,
+                    "internal_error",
+                    "the gateway failed to handle the payment; nothing was charged",
+                ));
+            }
         };
         let entry = self.journal.as_ref().map(|_| JournalEntry {
             time: rfc3339_now(),
@@ -392,5 +433,53 @@ impl Gateway {
                 )
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Requirements whose serialisation fails.
+    struct Unwritable;
+
+    impl serde::Serialize for Unwritable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("cannot be written"))
+        }
+    }
+
+    fn resource() -> crate::x402::ResourceInfo {
+        crate::x402::ResourceInfo {
+            url: "http://gw/paid".into(),
+            description: "paid data".into(),
+            mime_type: String::new(),
+        }
+    }
+
+    #[test]
+    fn requirements_that_cannot_be_written_are_an_error_not_null() {
+        let built =
+            facilitator_request(2, json!({"x402Version": 2}), &Unwritable, true, resource());
+        assert!(built.is_err(), "{built:?}");
+    }
+
+    #[test]
+    fn the_facilitator_request_carries_the_requirements_as_written() {
+        let requirements = json!({"scheme": "exact", "network": "eip155:84532"});
+        let built = facilitator_request(
+            2,
+            json!({"x402Version": 2}),
+            &requirements,
+            true,
+            resource(),
+        )
+        .expect("writable requirements");
+        assert_eq!(built.payment_requirements, requirements);
+        assert_eq!(built.network(), "eip155:84532");
+        assert_eq!(built.x402_version, 2);
+        assert!(built.sync_settle);
+        assert_eq!(built.resource, Some(resource()));
     }
 }

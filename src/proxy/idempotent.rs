@@ -94,13 +94,25 @@ pub(super) fn held_identifier_reply(claim: Claim) -> Option<(RequestOutcome, Rep
                 "this payment was delivered once; its response was larger than {limit} bytes, so it was not kept for retries"
             ),
         ),
-        Claim::Completed(Completed::Response(stored)) => {
-            let body = stored.body();
-            Some((
+        Claim::Completed(Completed::Response(stored)) => match stored.body() {
+            Ok(body) => Some((
                 RequestOutcome::Replayed,
                 Reply::stored(stored.status, stored.headers, body),
-            ))
-        }
+            )),
+            // The payment was charged once already; the buyer is told the kept copy is lost
+            // rather than handed an empty success, and is neither charged nor served again.
+            Err(e) => {
+                tracing::error!(error = %e, "a kept response cannot be replayed");
+                Some((
+                    RequestOutcome::Error,
+                    Reply::error(
+                        500,
+                        "stored_response_unreadable",
+                        "this payment was delivered once, but the response kept for retries cannot be read; nothing was charged again",
+                    ),
+                ))
+            }
+        },
     }
 }
 
@@ -221,5 +233,49 @@ impl Gateway {
                     .await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completed(body: serde_json::Value) -> Claim {
+        let mut kept = serde_json::to_value(StoredResponse::new(
+            200,
+            vec![("payment-response".into(), "receipt".into())],
+            b"paid content",
+        ))
+        .expect("a stored response serialises");
+        kept["body"] = body;
+        let stored = serde_json::from_value(kept).expect("the entry parses");
+        Claim::Completed(Completed::Response(stored))
+    }
+
+    #[test]
+    fn a_kept_response_is_replayed_as_delivered() {
+        let intact = serde_json::Value::String(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            b"paid content",
+        ));
+        let (outcome, reply) = held_identifier_reply(completed(intact)).expect("a reply");
+        assert_eq!(outcome, RequestOutcome::Replayed);
+        assert_eq!(reply.status, 200);
+        assert_eq!(&reply.body[..], b"paid content");
+    }
+
+    #[test]
+    fn a_corrupt_kept_response_is_an_error_not_an_empty_success() {
+        let corrupt = serde_json::Value::String("%%% not base64 %%%".into());
+        let (outcome, reply) = held_identifier_reply(completed(corrupt)).expect("a reply");
+        assert_eq!(outcome, RequestOutcome::Error);
+        assert_eq!(reply.status, 500);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("a JSON error");
+        assert_eq!(body["error"], "stored_response_unreadable");
+        assert!(
+            reply.extra_headers.is_empty(),
+            "no receipt is replayed with the error: {:?}",
+            reply.extra_headers
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::ops::journal::{JournalEntry, JournalError};
 use crate::payment::{
     Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Receipt, Refusal, Reservation,
-    SettleOutcome, VerifiedPayment,
+    SettleOutcome, SettlementPolicy, VerifiedPayment,
 };
 use crate::x402::encode_header_json;
 use std::sync::Arc;
@@ -25,8 +25,9 @@ pub(super) struct PaidRequest {
     /// The CAIP-2 network of the matched option.
     pub network: String,
     pub life: Lifecycle,
-    /// The facilitator that verified the payment (or, settling up front, the network's): the
-    /// only one that may settle it.
+    /// The facilitator that verified the payment: the only one that may settle it. Settling up
+    /// front, the network's until `/settle`, which may go to its fallback when it is unreachable;
+    /// after `/settle`, the one that answered.
     pub facilitator: Option<Arc<dyn Facilitator>>,
     /// The encoded settlement answer, sent as `PAYMENT-RESPONSE` once there is one.
     pub receipt: Option<String>,
@@ -110,18 +111,41 @@ impl Gateway {
 
     /// Calls `/settle` once and feeds its judged answer.
     pub(super) async fn settle(&self, state: &GatewayState, payment: &mut PaidRequest) -> Answer {
-        let Some(facilitator) = payment.facilitator.clone() else {
+        let Some(verifier) = payment.facilitator.clone() else {
             let outcome = SettleOutcome::NotSent(Failure::FacilitatorUnavailable);
             return self.feed(payment, Event::SettleAnswered(outcome)).await;
         };
-        let fmetrics = state.facilitator_metrics_named(facilitator.name());
         let started = Instant::now();
-        let result = facilitator.settle(&payment.request).await;
+        let (facilitator, result) = if payment.life.policy() == SettlementPolicy::Before {
+            // Nobody verified an up-front payment: the router picks the network's facilitator,
+            // or its fallback when that one cannot be reached.
+            match state
+                .facilitators
+                .settle_with_fallback(&payment.network, &payment.request)
+                .await
+            {
+                Some(verdict) => (verdict.facilitator, verdict.result),
+                None => {
+                    let outcome = SettleOutcome::NotSent(Failure::FacilitatorUnavailable);
+                    return self.feed(payment, Event::SettleAnswered(outcome)).await;
+                }
+            }
+        } else {
+            let result = verifier.settle(&payment.request).await;
+            (verifier, result)
+        };
+        // The facilitator that answered is the one that may have moved the money: the journal
+        // names it so that reconciliation asks it, not the one that was down.
+        payment.facilitator = Some(facilitator.clone());
+        if let Some(entry) = payment.entry.as_mut() {
+            entry.facilitator = facilitator.name().to_string();
+        }
+        let fmetrics = state.facilitator_metrics_named(facilitator.name());
         fmetrics
             .settle_seconds
             .observe(started.elapsed().as_secs_f64());
         let expected = payment.expected();
-        let judged = settle_outcome(&result, &expected);
+        let mut judged = settle_outcome(&result, &expected);
         let receipt = match &judged.outcome {
             SettleOutcome::Settled(_) | SettleOutcome::Refused { .. } => judged.receipt.clone(),
             SettleOutcome::Unknown { .. } => Some(unconfirmed_receipt(&judged, &expected)),
@@ -156,10 +180,11 @@ impl Gateway {
         payment.receipt = receipt.map(|r| encode_header_json(&r));
         if let Some(entry) = payment.entry.as_mut() {
             entry.transaction = payment.transaction.clone();
-            // Reconciliation resends the identical request while the outcome is unknown.
-            if matches!(judged.outcome, SettleOutcome::Unknown { .. }) {
-                entry.settle_request = serde_json::to_string(&payment.request).unwrap_or_default();
-            }
+            keep_for_resend(
+                &payment.request,
+                &mut entry.settle_request,
+                &mut judged.outcome,
+            );
         }
         self.feed(payment, Event::SettleAnswered(judged.outcome))
             .await
@@ -179,8 +204,104 @@ impl Gateway {
     }
 }
 
+/// Keeps the settle request of a settlement whose outcome is unknown, for reconciliation to send
+/// again identically. A request that cannot be kept is said in the outcome's journal reason
+/// (`resend_unavailable`) and logged: the payment stays pending for an operator to settle the
+/// question on chain, rather than looking like a payment that needs no resend.
+fn keep_for_resend(
+    request: &impl serde::Serialize,
+    kept: &mut String,
+    outcome: &mut SettleOutcome,
+) {
+    let SettleOutcome::Unknown { detail } = outcome else {
+        return;
+    };
+    match serde_json::to_string(request) {
+        Ok(request) => *kept = request,
+        Err(e) => {
+            tracing::error!(error = %e, reason = %detail, "the settle request cannot be kept for reconciliation to resend; the payment stays pending for an operator");
+            kept.clear();
+            *detail = if detail.is_empty() {
+                RESEND_UNAVAILABLE.to_string()
+            } else {
+                format!("{detail}; {RESEND_UNAVAILABLE}")
+            };
+        }
+    }
+}
+
+/// The journal reason's mark of a pending settlement reconciliation cannot send again.
+const RESEND_UNAVAILABLE: &str = "resend_unavailable";
+
 /// The gateway's reply for an answer that ends the request with an error of the payment, if it is
 /// one (`Fail`, `SettleRefused`).
 pub(super) fn payment_reply(answer: &Answer, payment: &PaidRequest) -> Option<Reply> {
     Refusal::for_answer(answer, payment.settlement_receipt().as_ref()).map(Reply::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request whose serialisation fails, as a settle request with an unrepresentable field
+    /// would.
+    struct Unserialisable;
+
+    impl serde::Serialize for Unserialisable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("cannot be written"))
+        }
+    }
+
+    fn unknown(detail: &str) -> SettleOutcome {
+        SettleOutcome::Unknown {
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn an_unknown_settlement_keeps_its_request_for_the_resend() {
+        let mut kept = String::new();
+        let mut outcome = unknown("settlement_unconfirmed");
+        keep_for_resend(
+            &serde_json::json!({"x402Version": 2}),
+            &mut kept,
+            &mut outcome,
+        );
+        assert_eq!(kept, r#"{"x402Version":2}"#);
+        assert_eq!(outcome, unknown("settlement_unconfirmed"));
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_kept_is_said_in_the_reason_and_stays_pending() {
+        let mut kept = String::new();
+        let mut outcome = unknown("settlement_unconfirmed");
+        keep_for_resend(&Unserialisable, &mut kept, &mut outcome);
+        assert!(kept.is_empty(), "nothing to resend: {kept}");
+        // Still unknown, so the payment is journaled pending, with the reason an operator reads.
+        assert_eq!(
+            outcome,
+            unknown("settlement_unconfirmed; resend_unavailable")
+        );
+        let mut outcome = unknown("");
+        keep_for_resend(&Unserialisable, &mut kept, &mut outcome);
+        assert_eq!(outcome, unknown("resend_unavailable"));
+    }
+
+    #[test]
+    fn only_an_unknown_outcome_is_kept_for_a_resend() {
+        let mut kept = String::new();
+        let mut outcome = SettleOutcome::Refused {
+            reason: "insufficient_funds".into(),
+        };
+        keep_for_resend(&Unserialisable, &mut kept, &mut outcome);
+        keep_for_resend(&serde_json::json!({}), &mut kept, &mut outcome);
+        assert!(kept.is_empty());
+        assert_eq!(
+            outcome,
+            SettleOutcome::Refused {
+                reason: "insufficient_funds".into()
+            }
+        );
+    }
 }
