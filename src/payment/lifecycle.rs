@@ -253,6 +253,10 @@ pub enum Reservation {
     Release,
     /// Money moved: the authorization is never accepted again.
     Burn,
+    /// Money moved for a payment with an identifier: it is recorded settled together with its
+    /// kept response when the request ends (one exchange with a shared store); until then its
+    /// reservation keeps refusing other requests.
+    BurnWithResponse,
     /// Money may have moved (the settlement's outcome is unknown): a tombstone, refused like a
     /// settled authorization until it expires, but told apart from one so that nobody reads it as
     /// paid. Reconciliation settles the question from the journal's `pending` line.
@@ -414,6 +418,21 @@ pub struct Lifecycle {
     settle_called: bool,
     /// Settled before the upstream call: every later answer carries the receipt.
     settled_up_front: bool,
+    /// The payment carries an identifier this request claimed: its burn waits for the response.
+    identified: bool,
+}
+
+/// What became of a journal line a decision asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalWrite {
+    Written,
+    /// A shared journal already holds this authorization, in `state`: another request (on this or
+    /// another replica) is using it, or it was used.
+    HeldElsewhere {
+        state: PaymentState,
+    },
+    /// The journal could not be written.
+    Failed,
 }
 
 impl Lifecycle {
@@ -423,6 +442,35 @@ impl Lifecycle {
             stage: Stage::Admitted,
             settle_called: false,
             settled_up_front: false,
+            identified: false,
+        }
+    }
+
+    /// The life of a payment with an identifier this request claimed: once settled, it is
+    /// recorded with its kept response when the request ends ([`Reservation::BurnWithResponse`]).
+    pub fn identified(mut self) -> Self {
+        self.identified = true;
+        self
+    }
+
+    /// Feeds what became of the journal line `written` that the last decision asked for.
+    /// Returns the decision that replaces it when the write changes the payment's course: only
+    /// the `verified` line can, since nothing is charged without it. A later line that cannot be
+    /// written changes nothing (money moved or not as decided; the error is logged).
+    pub fn journal_answered(
+        &mut self,
+        written: PaymentState,
+        result: JournalWrite,
+    ) -> Option<Decision> {
+        if written != PaymentState::Verified {
+            return None;
+        }
+        match result {
+            JournalWrite::Written => None,
+            JournalWrite::HeldElsewhere { state } => Some(self.on(Event::RecordedElsewhere {
+                settled: state != PaymentState::Verified,
+            })),
+            JournalWrite::Failed => Some(self.on(Event::JournalFailed)),
         }
     }
 
@@ -630,6 +678,12 @@ impl Lifecycle {
         };
         self.settle_called |= decision.answer == Answer::Settle;
         self.stage = next;
+        if self.identified && decision.reservation == Reservation::Burn {
+            return Decision {
+                reservation: Reservation::BurnWithResponse,
+                ..decision
+            };
+        }
         decision
     }
 }

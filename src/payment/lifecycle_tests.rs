@@ -638,3 +638,106 @@ fn what_one_gateway_writes_in_order_always_moves_the_payment_forward_by_the_tabl
         assert_eq!(after, next, "{current:?} then {next:?}");
     }
 }
+
+#[test]
+fn an_identified_payment_burns_with_its_response_and_others_burn_at_once() {
+    for policy in [AfterSuccess, Before] {
+        for identified in [false, true] {
+            for life in reachable(policy) {
+                for event in events() {
+                    let plain = life.clone().on(event.clone());
+                    let mut marked = life.clone();
+                    if identified {
+                        marked = marked.identified();
+                    }
+                    let decision = marked.on(event.clone());
+                    let expected = match (plain.reservation, identified) {
+                        (Reservation::Burn, true) => Reservation::BurnWithResponse,
+                        (other, _) => other,
+                    };
+                    assert_eq!(decision.reservation, expected, "{life:?} {event:?}");
+                    assert_eq!(decision.answer, plain.answer, "{life:?} {event:?}");
+                }
+            }
+        }
+    }
+    // The settlement that moves money is one such burn.
+    let mut life = Lifecycle::new(AfterSuccess).identified();
+    life.on(Event::Accepted);
+    assert_eq!(
+        life.on(Event::UpstreamAnswered { status: 200 }).answer,
+        Answer::Settle
+    );
+    let settled = life.on(Event::SettleAnswered(SettleOutcome::Settled(
+        Finality::Confirmed,
+    )));
+    assert_eq!(settled.reservation, Reservation::BurnWithResponse);
+}
+
+#[test]
+fn only_the_verified_line_written_elsewhere_or_not_at_all_changes_the_course() {
+    for policy in [AfterSuccess, Before] {
+        // Written: the decision stands.
+        let mut life = Lifecycle::new(policy);
+        life.on(Event::Accepted);
+        assert_eq!(
+            life.journal_answered(PaymentState::Verified, JournalWrite::Written),
+            None
+        );
+        // Held by another request: ours is released, 409.
+        let mut life = Lifecycle::new(policy);
+        life.on(Event::Accepted);
+        let held = life
+            .journal_answered(
+                PaymentState::Verified,
+                JournalWrite::HeldElsewhere {
+                    state: PaymentState::Verified,
+                },
+            )
+            .expect("a new decision");
+        assert_eq!(held.answer, Answer::Duplicate { settled: false });
+        assert_eq!(held.reservation, Reservation::Release);
+        // Already settled or pending elsewhere: used.
+        for state in [PaymentState::Settled, PaymentState::Pending] {
+            let mut life = Lifecycle::new(policy);
+            life.on(Event::Accepted);
+            let used = life
+                .journal_answered(
+                    PaymentState::Verified,
+                    JournalWrite::HeldElsewhere { state },
+                )
+                .expect("a new decision");
+            assert_eq!(used.answer, Answer::Duplicate { settled: true });
+        }
+        // Not written: nothing is charged without a record.
+        let mut life = Lifecycle::new(policy);
+        life.on(Event::Accepted);
+        let failed = life
+            .journal_answered(PaymentState::Verified, JournalWrite::Failed)
+            .expect("a new decision");
+        assert_eq!(
+            failed.answer,
+            Answer::Fail {
+                failure: Failure::JournalUnavailable,
+                receipt: false
+            }
+        );
+        assert_eq!(failed.reservation, Reservation::Release);
+        assert_eq!(life.stage(), &Stage::NotCharged);
+    }
+    // After money moved, a line that cannot be written changes nothing.
+    let mut life = Lifecycle::new(AfterSuccess);
+    life.on(Event::Accepted);
+    life.on(Event::UpstreamAnswered { status: 200 });
+    life.on(Event::SettleAnswered(SettleOutcome::Settled(
+        Finality::Confirmed,
+    )));
+    for state in [
+        PaymentState::Settled,
+        PaymentState::Pending,
+        PaymentState::NotCharged,
+    ] {
+        assert_eq!(life.journal_answered(state, JournalWrite::Failed), None);
+    }
+    assert_eq!(life.stage(), &Stage::Settled(Finality::Confirmed));
+}

@@ -21,8 +21,8 @@ pub use eip712::{
 };
 pub use lifecycle::{
     is_final_status, metered_charge, Answer, ChargeBasis, Decision, Event, Failure, Finality,
-    Lifecycle, Meter, MeteredCharge, Outcome, PaymentState, Reservation, SettleOutcome, Stage,
-    Succession, UsageFallback,
+    JournalWrite, Lifecycle, Meter, MeteredCharge, Outcome, PaymentState, Reservation,
+    SettleOutcome, Stage, Succession, UsageFallback,
 };
 pub use permit2::{
     check_upto_authorization, upto_challenge_extra, upto_settle_requirements, VerifiedUpto,

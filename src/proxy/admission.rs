@@ -350,7 +350,11 @@ impl Gateway {
             verified,
             request,
             network: option.requirements.network.clone(),
-            life: Lifecycle::new(route.settle),
+            life: if settles_with_identifier {
+                Lifecycle::new(route.settle).identified()
+            } else {
+                Lifecycle::new(route.settle)
+            },
             facilitator: None,
             receipt: None,
             transaction: String::new(),
@@ -358,7 +362,6 @@ impl Gateway {
             route_index: ctx.route_index,
             item_index: ctx.mcp_item,
             outcome: None,
-            settles_with_identifier,
         });
 
         let event = if route.settle == SettlementPolicy::Before {

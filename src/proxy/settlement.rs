@@ -10,8 +10,8 @@ use crate::facilitator::{
 use crate::metrics::Metrics;
 use crate::ops::journal::{JournalEntry, JournalError};
 use crate::payment::{
-    Answer, Event, Failure, Lifecycle, Outcome, PaymentState, Receipt, Refusal, Reservation,
-    SettleOutcome, SettlementPolicy, VerifiedPayment,
+    Answer, Event, Failure, JournalWrite, Lifecycle, Outcome, PaymentState, Receipt, Refusal,
+    Reservation, SettleOutcome, SettlementPolicy, VerifiedPayment,
 };
 use crate::x402::encode_header_json;
 use std::sync::Arc;
@@ -39,9 +39,6 @@ pub(super) struct PaidRequest {
     pub item_index: Option<usize>,
     /// The outcome the lifecycle decided, counted when the request ends.
     pub outcome: Option<Outcome>,
-    /// A payment with an identifier is recorded settled when its request ends, together with
-    /// its kept response (one exchange with a shared store); until then its reservation refuses.
-    pub settles_with_identifier: bool,
 }
 
 impl PaidRequest {
@@ -72,7 +69,8 @@ impl Gateway {
             match decision.reservation {
                 Reservation::Keep => {}
                 Reservation::Release => self.replay.release(&payment.verified.replay_key).await,
-                Reservation::Burn if payment.settles_with_identifier => {}
+                // Recorded settled with the kept response when the request ends.
+                Reservation::BurnWithResponse => {}
                 Reservation::Burn => self.replay.mark_settled(&payment.verified.replay_key).await,
                 Reservation::Tombstone => {
                     self.replay.keep_unknown(&payment.verified.replay_key).await
@@ -82,27 +80,24 @@ impl Gateway {
                 payment.outcome = Some(outcome);
             }
             if let Some((state, reason)) = &decision.journal {
-                let written = self.record(payment.entry.as_ref(), *state, reason).await;
-                match (written, *state) {
-                    (Ok(()), _) => {}
+                let written = match self.record(payment.entry.as_ref(), *state, reason).await {
+                    Ok(()) => JournalWrite::Written,
                     // A shared journal knows authorizations this replica's replay guard has not
                     // seen: held by another request, or already used.
-                    (
-                        Err(JournalError::AlreadyRecorded { state: held }),
-                        PaymentState::Verified,
-                    ) => {
+                    Err(JournalError::AlreadyRecorded { state: held })
+                        if *state == PaymentState::Verified =>
+                    {
                         Metrics::global().replays_refused.inc();
-                        let settled = held != PaymentState::Verified;
-                        decision = payment.life.on(Event::RecordedElsewhere { settled });
-                        continue;
+                        JournalWrite::HeldElsewhere { state: held }
                     }
-                    (Err(_), PaymentState::Verified) => {
-                        decision = payment.life.on(Event::JournalFailed);
-                        continue;
-                    }
-                    (Err(e), _) => {
+                    Err(e) => {
                         tracing::error!(payer = %payment.verified.payer, state = state.as_str(), error = %e, "the journal could not record a payment event");
+                        JournalWrite::Failed
                     }
+                };
+                if let Some(next) = payment.life.journal_answered(*state, written) {
+                    decision = next;
+                    continue;
                 }
             }
             return decision.answer;
