@@ -12,6 +12,7 @@
 //! the authorization's reservation, which journal line is written, which outcome is counted and
 //! what the client is answered. No decision about money is taken anywhere else.
 
+use super::replay::ReplayError;
 use crate::pricing::SettlementPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -685,6 +686,50 @@ impl Lifecycle {
             };
         }
         decision
+    }
+}
+
+/// How a paid request whose authorization could not be reserved is answered. The reservation is
+/// taken before the lifecycle starts (nothing is owed yet), but what its refusal means is decided
+/// here with every other money decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationRefusal {
+    pub outcome: Outcome,
+    /// The code the client and the facilitator metrics read.
+    pub code: &'static str,
+    pub status: u16,
+    /// Answered with the route's challenge: this authorization is spent, a new one is needed.
+    pub challenge: bool,
+    /// Counted as a refused replay (a store that cannot be reached is not one).
+    pub replay: bool,
+    /// The store could not tell: a retry may succeed (`Retry-After`).
+    pub retry: bool,
+}
+
+/// What a refused reservation comes to. A store that cannot be reached fails closed: nobody can
+/// tell whether the authorization is free, so the request goes no further.
+pub fn reservation_refused(error: &ReplayError) -> ReservationRefusal {
+    let refused = |code, status, challenge| ReservationRefusal {
+        outcome: Outcome::Refused,
+        code,
+        status,
+        challenge,
+        replay: true,
+        retry: false,
+    };
+    match error {
+        ReplayError::Unavailable => ReservationRefusal {
+            outcome: Outcome::Error,
+            code: "replay_store_unavailable",
+            status: 503,
+            challenge: false,
+            replay: false,
+            retry: true,
+        },
+        ReplayError::InFlight => refused("payment_in_progress", 409, false),
+        ReplayError::AlreadySettled | ReplayError::OutcomeUnknown => {
+            refused("payment_already_used", 402, true)
+        }
     }
 }
 

@@ -20,9 +20,9 @@ pub use eip712::{
     authorization_digest, authorization_signing_hash, recover_signer, SignatureError, TokenDomain,
 };
 pub use lifecycle::{
-    is_final_status, metered_charge, Answer, ChargeBasis, Decision, Event, Failure, Finality,
-    JournalWrite, Lifecycle, Meter, MeteredCharge, Outcome, PaymentState, Reservation,
-    SettleOutcome, Stage, Succession, UsageFallback,
+    is_final_status, metered_charge, reservation_refused, Answer, ChargeBasis, Decision, Event,
+    Failure, Finality, JournalWrite, Lifecycle, Meter, MeteredCharge, Outcome, PaymentState,
+    Reservation, ReservationRefusal, SettleOutcome, Stage, Succession, UsageFallback,
 };
 pub use permit2::{
     check_upto_authorization, upto_challenge_extra, upto_settle_requirements, VerifiedUpto,

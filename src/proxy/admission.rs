@@ -10,7 +10,7 @@ use crate::facilitator::{client_reason, FacilitatorRequest};
 use crate::metrics::Metrics;
 use crate::ops::journal::JournalEntry;
 use crate::payment::{
-    check_payment, Answer, Event, Failure, Lifecycle, Outcome, PaymentState, ReplayError,
+    check_payment, reservation_refused, Answer, Event, Failure, Lifecycle, Outcome, PaymentState,
     SettlementPolicy,
 };
 use crate::pricing::PricedRoute;
@@ -257,31 +257,26 @@ impl Gateway {
             Err(Refused::Replay(e)) => Some(e),
         };
         if let Some(e) = refused {
-            ctx.outcome = Some(Outcome::Refused);
-            if e != ReplayError::Unavailable {
+            let refusal = reservation_refused(&e);
+            ctx.outcome = Some(refusal.outcome);
+            fmetrics.failed(refusal.code);
+            if refusal.replay {
                 Metrics::global().replays_refused.inc();
             }
-            return Some(match e {
-                ReplayError::Unavailable => {
-                    fmetrics.failed("replay_store_unavailable");
-                    ctx.outcome = Some(Outcome::Error);
-                    Reply::unavailable("replay_store_unavailable", &e.to_string())
-                }
-                ReplayError::InFlight => {
-                    fmetrics.failed("payment_in_progress");
-                    Reply::error(409, "payment_in_progress", &e.to_string())
-                }
-                ReplayError::AlreadySettled | ReplayError::OutcomeUnknown => {
-                    fmetrics.failed("payment_already_used");
-                    Reply::challenge(
-                        402,
-                        route,
-                        url,
-                        method,
-                        "payment_already_used",
-                        Some(&e.to_string()),
-                    )
-                }
+            let message = e.to_string();
+            return Some(if refusal.challenge {
+                Reply::challenge(
+                    refusal.status,
+                    route,
+                    url,
+                    method,
+                    refusal.code,
+                    Some(&message),
+                )
+            } else if refusal.retry {
+                Reply::unavailable(refusal.code, &message)
+            } else {
+                Reply::error(refusal.status, refusal.code, &message)
             });
         }
 
