@@ -129,7 +129,8 @@ pub struct FacilitatorConfig {
     pub timeout: Duration,
     /// Networks served; empty means every network (a single `[facilitator]`).
     pub networks: Vec<String>,
-    /// Name of the facilitator tried when this one is down during `/verify`.
+    /// Name of the facilitator tried when this one is down during `/verify`, or cannot be reached
+    /// at all for the `/settle` of a `settle = "before"` route.
     pub fallback: Option<String>,
     pub okx: Option<OkxSettings>,
     pub agentwallex: Option<AgentWallexSettings>,

@@ -746,7 +746,13 @@ fn only_the_verified_line_written_elsewhere_or_not_at_all_changes_the_course() {
 fn a_refused_reservation_is_answered_by_what_the_store_knows() {
     let used = reservation_refused(&ReplayError::AlreadySettled);
     assert_eq!(
-        (used.code, used.status, used.challenge, used.replay, used.retry),
+        (
+            used.code,
+            used.status,
+            used.challenge,
+            used.replay,
+            used.retry
+        ),
         ("payment_already_used", 402, true, true, false)
     );
     assert_eq!(used.outcome, Outcome::Refused);
@@ -754,12 +760,24 @@ fn a_refused_reservation_is_answered_by_what_the_store_knows() {
     assert_eq!(reservation_refused(&ReplayError::OutcomeUnknown), used);
     let busy = reservation_refused(&ReplayError::InFlight);
     assert_eq!(
-        (busy.code, busy.status, busy.challenge, busy.replay, busy.retry),
+        (
+            busy.code,
+            busy.status,
+            busy.challenge,
+            busy.replay,
+            busy.retry
+        ),
         ("payment_in_progress", 409, false, true, false)
     );
     let down = reservation_refused(&ReplayError::Unavailable);
     assert_eq!(
-        (down.code, down.status, down.challenge, down.replay, down.retry),
+        (
+            down.code,
+            down.status,
+            down.challenge,
+            down.replay,
+            down.retry
+        ),
         ("replay_store_unavailable", 503, false, false, true)
     );
     assert_eq!(down.outcome, Outcome::Error);
