@@ -488,6 +488,19 @@ impl Lifecycle {
         self.settle_called
     }
 
+    /// What becomes of this payment's identifier claim now that its request is over;
+    /// `delivered_whole` says whether the response reached the client complete.
+    pub fn identifier_end(&self, delivered_whole: bool) -> IdentifierEnd {
+        match (&self.stage, delivered_whole) {
+            (Stage::Settled(_), true) => IdentifierEnd::KeepResponse,
+            (Stage::Settled(_), false) => IdentifierEnd::SettledWithoutResponse,
+            (Stage::Unknown | Stage::Settling, _) => IdentifierEnd::HoldUntilExpiry,
+            (Stage::Admitted | Stage::Verified | Stage::Refused | Stage::NotCharged, _) => {
+                IdentifierEnd::Abandon
+            }
+        }
+    }
+
     /// Feeds `event`; returns what to do.
     pub fn on(&mut self, event: Event) -> Decision {
         use Answer as A;
@@ -687,6 +700,20 @@ impl Lifecycle {
         }
         decision
     }
+}
+
+/// What becomes of a payment identifier's claim when its request ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifierEnd {
+    /// Settled and delivered whole: recorded settled with the response a resend gets.
+    KeepResponse,
+    /// Settled but not delivered whole: recorded settled; resends stay refused (in flight)
+    /// until the claim expires, since there is no whole response to give them.
+    SettledWithoutResponse,
+    /// The settlement's outcome is not known: the claim stays in flight until it expires.
+    HoldUntilExpiry,
+    /// Nothing was charged: the identifier may buy a later request.
+    Abandon,
 }
 
 /// How a paid request whose authorization could not be reserved is answered. The reservation is

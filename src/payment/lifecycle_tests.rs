@@ -782,3 +782,27 @@ fn a_refused_reservation_is_answered_by_what_the_store_knows() {
     );
     assert_eq!(down.outcome, Outcome::Error);
 }
+
+#[test]
+fn an_identifier_is_kept_with_its_response_only_when_settled_and_delivered_whole() {
+    for policy in [AfterSuccess, Before] {
+        for life in reachable(policy) {
+            for whole in [false, true] {
+                let end = life.identifier_end(whole);
+                let expected = match (life.stage(), whole) {
+                    (Stage::Settled(_), true) => IdentifierEnd::KeepResponse,
+                    (Stage::Settled(_), false) => IdentifierEnd::SettledWithoutResponse,
+                    // Money may have moved: no resend may buy another request yet.
+                    (Stage::Unknown | Stage::Settling, _) => IdentifierEnd::HoldUntilExpiry,
+                    _ => IdentifierEnd::Abandon,
+                };
+                assert_eq!(end, expected, "{life:?} whole={whole}");
+            }
+        }
+    }
+    let mut refused = Lifecycle::new(AfterSuccess);
+    refused.on(Event::VerifyRefused {
+        reason: "insufficient_funds".into(),
+    });
+    assert_eq!(refused.identifier_end(true), IdentifierEnd::Abandon);
+}

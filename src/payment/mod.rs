@@ -21,8 +21,8 @@ pub use eip712::{
 };
 pub use lifecycle::{
     is_final_status, metered_charge, reservation_refused, Answer, ChargeBasis, Decision, Event,
-    Failure, Finality, JournalWrite, Lifecycle, Meter, MeteredCharge, Outcome, PaymentState,
-    Reservation, ReservationRefusal, SettleOutcome, Stage, Succession, UsageFallback,
+    Failure, Finality, IdentifierEnd, JournalWrite, Lifecycle, Meter, MeteredCharge, Outcome,
+    PaymentState, Reservation, ReservationRefusal, SettleOutcome, Stage, Succession, UsageFallback,
 };
 pub use permit2::{
     check_upto_authorization, upto_challenge_extra, upto_settle_requirements, VerifiedUpto,

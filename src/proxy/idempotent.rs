@@ -7,7 +7,7 @@ use crate::payment::claims::{Delivered, IdentifierClaim};
 use crate::payment::idempotency::{
     fingerprint, payment_identifier, Claim, Completed, StoredResponse,
 };
-use crate::payment::{Outcome as RequestOutcome, Stage};
+use crate::payment::{IdentifierEnd, Outcome as RequestOutcome, Stage};
 use pingora::http::ResponseHeader;
 use serde_json::Value;
 
@@ -201,8 +201,12 @@ impl Gateway {
         };
         let key = payment.verified.replay_key;
         let expires_at = payment.verified.valid_before;
-        match (payment.life.stage(), request.capture) {
-            (Stage::Settled(_), Some(capture)) if capture.complete => {
+        let delivered_whole = request.capture.as_ref().is_some_and(|c| c.complete);
+        match payment.life.identifier_end(delivered_whole) {
+            IdentifierEnd::KeepResponse => {
+                let Some(capture) = request.capture else {
+                    return;
+                };
                 let completed = if capture.too_large {
                     Completed::TooLarge {
                         limit: settings.max_body_bytes,
@@ -224,10 +228,11 @@ impl Gateway {
                     .finish_settled(&key, expires_at, Some(delivered))
                     .await;
             }
-            // Not delivered whole: resends stay refused (in flight) until the claim expires.
-            (Stage::Settled(_), _) => self.admission.finish_settled(&key, expires_at, None).await,
-            (Stage::Unknown | Stage::Settling, _) => {}
-            _ => {
+            IdentifierEnd::SettledWithoutResponse => {
+                self.admission.finish_settled(&key, expires_at, None).await
+            }
+            IdentifierEnd::HoldUntilExpiry => {}
+            IdentifierEnd::Abandon => {
                 self.idempotency
                     .abandon(&request.id, &request.fingerprint)
                     .await
