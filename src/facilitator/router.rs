@@ -122,24 +122,16 @@ impl Facilitators {
     /// Verifies with the facilitator of `network`, or its fallback when it is down. `None` when
     /// no facilitator serves `network`.
     pub async fn verify(&self, network: &str, request: &FacilitatorRequest) -> Option<Verdict> {
-        let primary = self.primary(network)?;
-        let result = primary.client.verify(request).await;
-        if let Err(e) = &result {
-            if let (true, Some(fallback)) = (e.is_outage(), self.fallback_of(primary, network)) {
-                tracing::warn!(
-                    facilitator = %primary.config.name,
-                    fallback = %fallback.config.name,
-                    error = %e,
-                    "facilitator is down; verifying with its fallback"
-                );
-                return Some(Verdict {
-                    facilitator: fallback.client.clone(),
-                    result: fallback.client.verify(request).await,
-                });
-            }
-        }
+        let (facilitator, result) = self
+            .with_fallback(
+                network,
+                FacilitatorError::is_outage,
+                "verifying",
+                |f| async move { f.verify(request).await },
+            )
+            .await?;
         Some(Verdict {
-            facilitator: primary.client.clone(),
+            facilitator,
             result,
         })
     }
@@ -153,28 +145,44 @@ impl Facilitators {
         network: &str,
         request: &FacilitatorRequest,
     ) -> Option<SettleVerdict> {
+        let (facilitator, result) = self
+            .with_fallback(network, may_settle_elsewhere, "settling", |f| async move {
+                f.settle(request).await
+            })
+            .await?;
+        Some(SettleVerdict {
+            facilitator,
+            result,
+        })
+    }
+
+    /// Calls the facilitator of `network`, then its fallback when the primary's error is one
+    /// `may_retry` allows; returns the facilitator that gave the answer with the answer.
+    async fn with_fallback<T, F, Fut>(
+        &self,
+        network: &str,
+        may_retry: fn(&FacilitatorError) -> bool,
+        doing: &str,
+        call: F,
+    ) -> Option<(Arc<dyn Facilitator>, Result<T, FacilitatorError>)>
+    where
+        F: Fn(Arc<dyn Facilitator>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, FacilitatorError>>,
+    {
         let primary = self.primary(network)?;
-        let result = primary.client.settle(request).await;
+        let result = call(primary.client.clone()).await;
         if let Err(e) = &result {
-            if let (true, Some(fallback)) =
-                (may_settle_elsewhere(e), self.fallback_of(primary, network))
-            {
+            if let (true, Some(fallback)) = (may_retry(e), self.fallback_of(primary, network)) {
                 tracing::warn!(
                     facilitator = %primary.config.name,
                     fallback = %fallback.config.name,
                     error = %e,
-                    "facilitator is unreachable; settling with its fallback"
+                    "facilitator is down; {doing} with its fallback"
                 );
-                return Some(SettleVerdict {
-                    facilitator: fallback.client.clone(),
-                    result: fallback.client.settle(request).await,
-                });
+                return Some((fallback.client.clone(), call(fallback.client.clone()).await));
             }
         }
-        Some(SettleVerdict {
-            facilitator: primary.client.clone(),
-            result,
-        })
+        Some((primary.client.clone(), result))
     }
 }
 
