@@ -74,12 +74,26 @@ pub fn node(script: &str, args: &[&str]) -> Proc {
     Proc { child, port, ready }
 }
 
+/// A loopback port nothing listens on now, never handed out before in this test process. The
+/// kernel may give a port that was let go to the next `bind(0)`: two tests running at once would
+/// then configure their gateways on one port, and one would talk to the other's gateway.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// A loopback port where nothing listens and nothing can start to: the port stays bound (never
