@@ -15,8 +15,15 @@ const WORKLOADS = [
   ['gateway_free', 'gateway, free route `GET /free` (10 routes)'],
   ['gateway_free_large', 'gateway, free route `GET /free`, 10,010 routes'],
   ['gateway_402', 'gateway, unpaid priced route → 402'],
+  ['gateway_free_h2', 'gateway, free route over h2c (`[server] http2`; `h2load`, up to 4 connections, c streams in flight)'],
+  ['gateway_402_h2', 'gateway, unpaid priced route → 402 over h2c (`h2load`)'],
   ['gateway_paid', 'gateway, paid route (fresh payment per request; verify → proxy → settle)'],
+  ['gateway_paid_local', 'gateway, paid route with `verify = "local"` (local checks → proxy → settle: one facilitator exchange)'],
+  ['gateway_voucher', 'gateway, `batch-settlement` route, same price (a channel per connection, a voucher per request checked at the gateway; `wrk -t<c>`)'],
+  ['gateway_free_threads', 'gateway, free route `GET /free` driven like the voucher route (`wrk -t<c>`: a thread per connection)'],
   ['gateway_paid_redis', 'gateway, paid route with `[redis]` (replay guard and idempotency in Redis)'],
+  ['gateway_paid_journal', 'gateway, paid route with `[journal] path` (each payment in the file journal before the upstream and before the answer)'],
+  ['gateway_paid_ledger', 'gateway, paid route with `[journal] url` (the PostgreSQL ledger, same promise)'],
   ['express_paid', '`@x402/express` 2.27.0, same paid route and stub facilitator'],
   ['axum_paid', '`x402-axum` 2.0 (in process, no proxy hop), same paid route and stub facilitator'],
   ['gateway_paid_slow', 'gateway, paid route, facilitator taking {SLOW} ms per call'],
@@ -50,21 +57,25 @@ function perRun(r) {
   const seconds = w.duration_us / 1e6;
   const socketErrors = w.connect_errors + w.read_errors + w.write_errors + w.timeouts;
   const problems = [];
-  if (r.workload === 'gateway_402') {
+  if (r.workload === 'gateway_402' || r.workload === 'gateway_402_h2') {
     // wrk counts every status ≥ 400 as an error: here every answer must be one (the 402).
     if (w.status_errors < w.requests * 0.999) problems.push(`only ${w.status_errors} of ${w.requests} were 4xx`);
   } else if (w.status_errors > w.requests * 0.001) {
     problems.push(`${w.status_errors} non-2xx of ${w.requests}`);
   }
   if (socketErrors > w.requests * 0.001) problems.push(`${socketErrors} socket errors/timeouts`);
-  if (w.exhausted > 0) problems.push('ran out of pre-signed payments (raise PAID_RATE_CAP)');
+  if (w.exhausted > 0) {
+    problems.push(r.workload === 'gateway_voucher'
+      ? 'ran out of pre-signed vouchers (raise VOUCHER_RATE_CAP)'
+      : 'ran out of pre-signed payments (raise PAID_RATE_CAP)');
+  }
   return {
     rps: w.requests / seconds,
     p50: w.p50_us,
     p99: w.p99_us,
     cpu: w.requests ? ((r.cpu_ticks / r.clk_tck) * 1e6) / w.requests : NaN,
     hwm: r.hwm_kib,
-    nonOk: r.workload === 'gateway_402' ? w.requests - w.status_errors : w.status_errors,
+    nonOk: r.workload === 'gateway_402' || r.workload === 'gateway_402_h2' ? w.requests - w.status_errors : w.status_errors,
     problems,
   };
 }
@@ -170,10 +181,32 @@ const redisCost = concurrencies
 if (redisCost.length) {
   p('', `What \`[redis]\` adds to a paid request (against the same route without it): ${redisCost.join('; ')}.`);
 }
+for (const [workload, what] of [['gateway_paid_journal', 'the file journal (`[journal] path`)'], ['gateway_paid_ledger', 'the PostgreSQL ledger (`[journal] url`)']]) {
+  const cost = concurrencies
+    .map((c) => [c, get('gateway_paid', c), get(workload, c)])
+    .filter(([, plain, journaled]) => plain && journaled)
+    .map(([c, plain, journaled]) => `c=${c}: ${ms(journaled.cpu - plain.cpu)} CPU and ${ms(journaled.p50 - plain.p50)} p50 per request, ` +
+      `${fmt(ratio(journaled, plain), 2)}× the requests/s (target at c=32: ≥ 0.80×)`);
+  if (cost.length) p('', `What ${what} adds to a paid request: ${cost.join('; ')}.`);
+}
+// The free route under the voucher workload's wrk shape (a thread per connection); at c up to
+// wrk's thread count that is the ordinary free run.
+const freeLike = (c) => get('gateway_free_threads', c) ?? (c <= Number(opt['wrk-threads'] || 1) ? get('gateway_free', c) : undefined);
+const voucherVsPaid = concurrencies
+  .map((c) => [c, get('gateway_paid', c), get('gateway_voucher', c), get('gateway_free', c)])
+  .filter(([, paid, voucher]) => paid && voucher)
+  .map(([c, paid, voucher]) => `c=${c}: ${fmt(ratio(voucher, paid), 2)}× the requests/s, ` +
+    `${ms(voucher.cpu)} CPU per request against ${ms(paid.cpu)}` +
+    (freeLike(c) ? ` (the free route driven the same way: ${ms(freeLike(c).cpu)}, ${fmt(voucher.cpu / freeLike(c).cpu, 2)}×)` : ''));
+if (voucherVsPaid.length) {
+  p('', 'Paying from a `batch-settlement` channel against a fresh `exact` payment per request, on the same ' +
+    `gateway: ${voucherVsPaid.join('; ')}. Each run opens its channels (a deposit each, verified and settled ` +
+    'through the stub facilitator) before the warm-up; the warm-up pays from channels of its own.');
+}
 p(
   '',
-  '"check": paid runs must be answered 200 (wrk\'s non-2xx count ≈ 0, no payment header reused),',
-  'the unpaid run must be answered 402 throughout.',
+  '"check": paid and voucher runs must be answered 200 (wrk\'s non-2xx count ≈ 0, no payment header',
+  'reused, every voucher in its channel\'s order), the unpaid run must be answered 402 throughout.',
   '',
 );
 
@@ -314,9 +347,25 @@ for (const c of concurrencies.filter((c) => get('baseline', c))) {
   const vsExpress = ratio(get('gateway_paid', c), get('express_paid', c));
   add(`paid ≥ 10× \`@x402/express\` requests/s (c=${c})`, `${fmt(vsExpress, 1)}×`, known(vsExpress) ? vsExpress >= 10 : null);
   const axum = get('axum_paid', c);
+  const voucher = get('gateway_voucher', c);
+  if (voucher) {
+    // Against the free route driven the same way: wrk's shape alone moves the server's CPU per
+    // request (a thread per connection wakes it for fewer requests at a time).
+    const free = freeLike(c);
+    const cpuVsFree = voucher.cpu / free?.cpu;
+    add(`voucher: CPU/request ≤ 2× the free route's, same wrk shape (c=${c})`,
+      `${ms(voucher.cpu)} vs ${ms(free?.cpu)}: ${fmt(cpuVsFree, 2)}×`, known(cpuVsFree) ? cpuVsFree <= 2 : null);
+  }
   if (c === 32) {
+    const voucherVsAxum = ratio(voucher, axum);
+    add('voucher ≥ 1.5× `x402-axum` (`exact`) requests/s (c=32)',
+      axum && voucher ? `${fmt(voucher.rps)} vs ${fmt(axum.rps)}: ${fmt(voucherVsAxum, 2)}×` : 'not measured',
+      known(voucherVsAxum) ? voucherVsAxum >= 1.5 : null);
     const vsAxum = ratio(get('gateway_paid', c), axum);
     add('paid ≥ 0.6× `x402-axum` requests/s (c=32)', axum ? `${fmt(vsAxum, 2)}×` : 'not measured', known(vsAxum) ? vsAxum >= 0.6 : null);
+    const localVsAxum = ratio(get('gateway_paid_local', c), axum);
+    add('paid with `verify = "local"` ≥ 0.8× `x402-axum` requests/s (c=32)',
+      axum && get('gateway_paid_local', c) ? `${fmt(localVsAxum, 2)}×` : 'not measured', known(localVsAxum) ? localVsAxum >= 0.8 : null);
   }
   if (c === 1) {
     const gap = get('gateway_paid', c)?.p50 - axum?.p50;

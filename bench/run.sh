@@ -13,11 +13,17 @@
 # (release|debug), IDLE_CONNS (5000), NONCES (1000000), PROFILE_REQUESTS (500 paid requests under
 # callgrind; 0 skips the profile), PROFILE_WARMUP (20),
 # PAID_RATE_CAP (most paid requests/s a run may need: headers are pre-signed for it),
+# VOUCHER_RATE_CAP (the same for batch-settlement vouchers, PAID_RATE_CAP unless set),
 # SLOW_FACILITATOR_MS (50), SLOW_CONCURRENCY ("1 32 2000"), ROUTES_LARGE (10000),
 # BENCH_X402_AXUM (1 builds and measures x402-axum, 0 skips it; smoke runs default to 0),
 # BENCH_REDIS_URL (redis://127.0.0.1:6379: the paid route with [redis], a key prefix of its own per
-# run; "none" skips that workload), BENCH_ONLY ("profile": only the callgrind profile of the paid
-# route, e.g. `BENCH_ONLY=profile bash bench/run.sh`; the report then holds the profile alone),
+# run; "none" skips that workload), BENCH_PG_URL (postgres://postgres@127.0.0.1:5432, a server
+# without a database name: the paid route with the PostgreSQL ledger, in a database of its own per
+# run, dropped after it; "none" skips that workload), BENCH_ONLY ("profile": only the callgrind profile of the paid
+# route, e.g. `BENCH_ONLY=profile bash bench/run.sh`; the report then holds the profile alone;
+# "profile-redis": the same with `[redis]` on BENCH_REDIS_URL; "voucher": the batch-settlement
+# voucher workload and what its targets compare it with, the passthrough, the free and paid routes
+# and x402-axum when built),
 # BENCH_PORT_BASE (19400), BENCH_OUT (the Markdown file), BENCH_DIR (work files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +32,8 @@ ROOT=$PWD
 # The command line for the report, with the settings the caller changed.
 COMMAND=""
 for v in BENCH_SMOKE DURATION REPS WARMUP CONCURRENCY WRK_THREADS BENCH_BUILD IDLE_CONNS NONCES \
-  PROFILE_REQUESTS PROFILE_WARMUP PAID_RATE_CAP SLOW_FACILITATOR_MS SLOW_CONCURRENCY ROUTES_LARGE \
-  BENCH_X402_AXUM BENCH_REDIS_URL BENCH_ONLY; do
+  PROFILE_REQUESTS PROFILE_WARMUP PAID_RATE_CAP VOUCHER_RATE_CAP SLOW_FACILITATOR_MS SLOW_CONCURRENCY ROUTES_LARGE \
+  BENCH_X402_AXUM BENCH_REDIS_URL BENCH_PG_URL BENCH_ONLY; do
   if [ -n "${!v+x}" ]; then COMMAND+="$v=$(printf '%q' "${!v}") "; fi
 done
 COMMAND+="bash bench/run.sh${*:+ $*}"
@@ -43,8 +49,9 @@ if [ "$SMOKE" = 1 ]; then
   DURATION=${DURATION:-1} REPS=${REPS:-1} WARMUP=${WARMUP:-0}
   BENCH_BUILD=${BENCH_BUILD:-debug} IDLE_CONNS=${IDLE_CONNS:-500} NONCES=${NONCES:-100000}
   PROFILE_REQUESTS=${PROFILE_REQUESTS:-10} PROFILE_WARMUP=${PROFILE_WARMUP:-3}
-  # A debug gateway pays a few hundred requests/s at most, and signing is slow in debug too.
-  if [ "$BENCH_BUILD" = debug ]; then PAID_RATE_CAP=${PAID_RATE_CAP:-1000}; fi
+  # A debug gateway pays at most about a thousand requests/s on a fast machine (1,105 seen at
+  # c=32); running out of pre-signed payments flags the run, so keep a wide margin over that.
+  if [ "$BENCH_BUILD" = debug ]; then PAID_RATE_CAP=${PAID_RATE_CAP:-4000}; fi
   BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.smoke.md}
   SLOW_CONCURRENCY=${SLOW_CONCURRENCY:-1 32 200}
   # Compiling x402-axum and its dependencies takes many minutes: a smoke run leaves it out unless
@@ -55,20 +62,27 @@ else
   BENCH_BUILD=${BENCH_BUILD:-release} IDLE_CONNS=${IDLE_CONNS:-5000} NONCES=${NONCES:-1000000}
   PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
   # A profile-only run never replaces the full table.
-  if [ "${BENCH_ONLY:-all}" = profile ]; then BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.profile.md}; fi
+  case "${BENCH_ONLY:-all}" in
+    profile | profile-redis) BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.profile.md} ;;
+    voucher) BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.voucher.md} ;;
+  esac
   BENCH_OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 fi
 PAID_RATE_CAP=${PAID_RATE_CAP:-20000} PROFILE_WARMUP=${PROFILE_WARMUP:-20}
+VOUCHER_RATE_CAP=${VOUCHER_RATE_CAP:-$PAID_RATE_CAP}
 SLOW_FACILITATOR_MS=${SLOW_FACILITATOR_MS:-50} SLOW_CONCURRENCY=${SLOW_CONCURRENCY:-1 32 2000}
 ROUTES_LARGE=${ROUTES_LARGE:-10000} BENCH_X402_AXUM=${BENCH_X402_AXUM:-1}
 CONCURRENCY=${CONCURRENCY:-1 32}
 BENCH_REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+# A PostgreSQL server (no database name: each run gets a database of its own, dropped after it).
+BENCH_PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
 BENCH_ONLY=${BENCH_ONLY:-all}
 case "$BENCH_ONLY" in
   all) ;;
-  profile) BENCH_X402_AXUM=0 PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
+  profile|profile-redis) BENCH_X402_AXUM=0 PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
     [ "$PROFILE_REQUESTS" -gt 0 ] || { echo "BENCH_ONLY=profile needs PROFILE_REQUESTS > 0" >&2; exit 2; } ;;
-  *) echo "BENCH_ONLY must be all or profile" >&2; exit 2 ;;
+  voucher) PROFILE_REQUESTS=0 ;;
+  *) echo "BENCH_ONLY must be all, profile, profile-redis or voucher" >&2; exit 2 ;;
 esac
 WRK_THREADS=${WRK_THREADS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19400}
@@ -123,12 +137,13 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ---- build -------------------------------------------------------------------------------------
 log "build ($BENCH_BUILD)"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$BENCH_BUILD" = release ]; then
   cargo build --release --locked --bin x402-gateway --examples
-  BIN=$ROOT/target/release
+  BIN=$TARGET_DIR/release
 else
   cargo build --locked --bin x402-gateway --examples
-  BIN=$ROOT/target/debug
+  BIN=$TARGET_DIR/debug
 fi
 GATEWAY=$BIN/x402-gateway
 EX=$BIN/examples
@@ -161,6 +176,31 @@ write_redis_config() {
     cat bench/gateway.toml
     printf '\n[redis]\nurl = "%s"\nkey_prefix = "x402-bench-%s-%s:"\n' "$BENCH_REDIS_URL" "$$" "$(date +%s%N)"
   } >"$REDIS_CONFIG"
+}
+
+# The paid route with the settlement journal: a file (each run starts an empty one), or the
+# PostgreSQL ledger (each run in a new database, so no run sees another's authorizations).
+JOURNAL_CONFIG=$BENCH_DIR/gateway-journal.toml
+write_journal_config() {
+  rm -f "$BENCH_DIR/journal.jsonl"
+  { cat bench/gateway.toml; printf '\n[journal]\npath = "%s"\n' "$BENCH_DIR/journal.jsonl"; } >"$JOURNAL_CONFIG"
+}
+LEDGER_CONFIG=$BENCH_DIR/gateway-ledger.toml
+LEDGER_DB=""
+write_ledger_config() {
+  LEDGER_DB=x402_bench_$$_$(date +%s%N)
+  psql -X -q "$BENCH_PG_URL/postgres" -c "CREATE DATABASE $LEDGER_DB" >/dev/null
+  rm -f "$BENCH_DIR/ledger-spool.jsonl"
+  {
+    cat bench/gateway.toml
+    printf '\n[journal]\nurl = "%s/%s"\npath = "%s"\n' "$BENCH_PG_URL" "$LEDGER_DB" "$BENCH_DIR/ledger-spool.jsonl"
+  } >"$LEDGER_CONFIG"
+}
+drop_ledger() {
+  if [ -n "$LEDGER_DB" ]; then
+    psql -X -q "$BENCH_PG_URL/postgres" -c "DROP DATABASE IF EXISTS $LEDGER_DB" >/dev/null || true
+    LEDGER_DB=""
+  fi
 }
 
 # nginx with as many workers as the Pingora servers have threads, the same forwarding headers and a
@@ -206,6 +246,7 @@ cleanup() {
   sleep 0.5
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  drop_ledger
 }
 trap cleanup EXIT
 
@@ -260,6 +301,12 @@ start_server() { # KIND
     gateway_large) start gateway-large "$GATEWAY_ADDR" "$GATEWAY" run --config "$LARGE_CONFIG" ;;
     gateway_redis) write_redis_config
       start gateway-redis "$GATEWAY_ADDR" "$GATEWAY" run --config "$REDIS_CONFIG" ;;
+    gateway_h2) sed 's/^\[server\]$/[server]\nhttp2 = true/' bench/gateway.toml >"$BENCH_DIR/gateway-h2.toml"
+      start gateway-h2 "$GATEWAY_ADDR" "$GATEWAY" run --config "$BENCH_DIR/gateway-h2.toml" ;;
+    gateway_journal) write_journal_config
+      start gateway-journal "$GATEWAY_ADDR" "$GATEWAY" run --config "$JOURNAL_CONFIG" ;;
+    gateway_ledger) write_ledger_config
+      start gateway-ledger "$GATEWAY_ADDR" "$GATEWAY" run --config "$LEDGER_CONFIG" ;;
   esac
 }
 
@@ -299,9 +346,10 @@ PAID_COUNT=$(((WARMUP + DURATION) * PAID_RATE_CAP))
 WARMUP_COUNT=$((WARMUP * PAID_RATE_CAP))
 SIGNED_KINDS="gateway express"
 # The profile alone needs only its own warm-up and measured payments.
-if [ "$BENCH_ONLY" = profile ]; then
-  PAID_COUNT=$((PROFILE_WARMUP + PROFILE_REQUESTS + 3)) SIGNED_KINDS=gateway
-fi
+case "$BENCH_ONLY" in
+  profile | profile-redis) PAID_COUNT=$((PROFILE_WARMUP + PROFILE_REQUESTS + 3)) SIGNED_KINDS=gateway ;;
+esac
+[ "$BENCH_ONLY" = voucher ] && SIGNED_KINDS=gateway
 [ "$BENCH_X402_AXUM" = 1 ] && SIGNED_KINDS+=" axum"
 log "signing $PAID_COUNT payments for each of: $SIGNED_KINDS"
 for kind in $SIGNED_KINDS; do
@@ -315,8 +363,57 @@ for kind in $SIGNED_KINDS; do
   stop "$pid" "$(stop_signal "$kind")"
 done
 
+# batch-settlement vouchers: a channel per connection (wrk -t C -c C), each with a file of its own
+# whose first line is the deposit that opens the channel and the rest the vouchers, in order. Each
+# run opens its channels before the load (its server is fresh); the warm-up pays from channels of
+# its own, so the measured run starts exactly where its channels' records say it must.
+VOUCHER_DIR=$BENCH_DIR/vouchers
+# voucher_need CONC SECONDS: vouchers one connection may need. Alone it may take the whole rate cap;
+# with others, twice its even share (wrk's threads are not served perfectly evenly).
+voucher_need() {
+  if [ "$1" -le 1 ]; then echo $(($2 * VOUCHER_RATE_CAP)); else echo $(((2 * $2 * VOUCHER_RATE_CAP + $1 - 1) / $1)); fi
+}
+# voucher_counts SECONDS: how many vouchers the file of each connection k holds: the most any
+# concurrency that uses connection k needs.
+voucher_counts() {
+  local k c need most counts=()
+  local max_conc=0
+  for c in $CONCURRENCY; do [ "$c" -gt "$max_conc" ] && max_conc=$c; done
+  for k in $(seq 0 $((max_conc - 1))); do
+    most=0
+    for c in $CONCURRENCY; do
+      [ "$c" -gt "$k" ] || continue
+      need=$(voucher_need "$c" "$1")
+      [ "$need" -gt "$most" ] && most=$need
+    done
+    counts+=("$most")
+  done
+  echo "${counts[@]}"
+}
+# sign_vouchers NAME SECONDS: the files NAME-<k>.txt for SECONDS of load at every concurrency.
+sign_vouchers() {
+  local counts total=0 n
+  read -ra counts <<<"$(voucher_counts "$2")"
+  for n in "${counts[@]}"; do total=$((total + n)); done
+  log "signing batch-settlement vouchers ($1): ${#counts[@]} channels, $total vouchers"
+  "$EX/bench_payments" vouchers "http://$GATEWAY_ADDR/voucher" "$VOUCHER_DIR/$1-" "${counts[@]}"
+}
+if [ "$BENCH_ONLY" != profile ] && [ "$BENCH_ONLY" != profile-redis ]; then
+  rm -rf "$VOUCHER_DIR"
+  mkdir -p "$VOUCHER_DIR"
+  start_server gateway
+  pid=$STARTED
+  sign_vouchers run "$DURATION"
+  if [ "$WARMUP" -gt 0 ]; then sign_vouchers warm "$WARMUP"; fi
+  # The deposit and two vouchers end to end before measuring anything.
+  check=$("$EX/bench_client" paid "$GATEWAY_ADDR" /voucher "$VOUCHER_DIR/run-0.txt" 3)
+  case "$check" in *'"200":3'*) ;; *) echo "gateway refused the pre-signed vouchers: $check" >&2; exit 1 ;; esac
+  stop "$pid" INT
+fi
+
 # ---- load --------------------------------------------------------------------------------------
-# run_load WORKLOAD KIND PATH CONC REP [paid]
+# run_load WORKLOAD KIND PATH CONC REP [paid|voucher|threads] (threads: a thread per connection,
+# the shape of wrk that the voucher workload needs, without payments)
 run_load() {
   local workload=$1 kind=$2 path=$3 conc=$4 rep=$5 paid=${6:-}
   local threads=$((conc < WRK_THREADS ? conc : WRK_THREADS))
@@ -324,7 +421,23 @@ run_load() {
   local pid=$STARTED addr
   addr=$(server_addr "$kind")
   local script=(-s "$ROOT/bench/wrk/report.lua") warm_script=() measured=()
-  if [ -n "$paid" ]; then
+  if [ "$paid" = threads ]; then
+    threads=$conc
+  elif [ "$paid" = voucher ]; then
+    # One connection per thread, each on its own channel; the channels are opened first.
+    threads=$conc
+    local k channels=()
+    for k in $(seq 0 $((conc - 1))); do
+      channels+=("$VOUCHER_DIR/run-$k.txt")
+      if [ "$WARMUP" -gt 0 ]; then channels+=("$VOUCHER_DIR/warm-$k.txt"); fi
+    done
+    local opened
+    opened=$("$EX/bench_client" first "$addr" "$path" "${channels[@]}")
+    case "$opened" in *"\"200\":${#channels[@]}"*) ;; *) echo "$workload c=$conc: the deposits were not all answered 200: $opened" >&2; exit 1 ;; esac
+    script=(-s "$ROOT/bench/wrk/voucher.lua")
+    warm_script=(-- "$VOUCHER_DIR/warm-" "$(voucher_need "$conc" "$WARMUP")" "$path")
+    measured=(-- "$VOUCHER_DIR/run-" "$(voucher_need "$conc" "$DURATION")" "$path")
+  elif [ -n "$paid" ]; then
     # Every gateway flavour pays with the gateway's headers (each run has a fresh replay guard).
     local signed=$kind
     case "$kind" in gateway*) signed=gateway ;; esac
@@ -348,9 +461,66 @@ run_load() {
     "$workload" "$conc" "$rep" "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" \
     "$(status_kib "$pid" VmHWM)" "$(status_kib "$pid" VmRSS)" "$line" >>"$RESULTS"
   stop "$pid" "$(stop_signal "$kind")"
+  if [ "$kind" = gateway_ledger ]; then drop_ledger; fi
   printf '   %-16s c=%-3s rep %s: %s\n' "$workload" "$conc" "$rep" \
     "$(printf '%s' "$line" | sed 's/.*"requests":\([0-9]*\),"duration_us":\([0-9]*\).*"status_errors":\([0-9]*\).*"p50_us":\([0-9]*\).*"p99_us":\([0-9]*\).*/\1 requests, non-2xx \3, p50 \4 us, p99 \5 us/')" >&2
 }
+
+# run_load_h2 WORKLOAD KIND PATH CONC REP: the same measurement over h2c with prior knowledge,
+# driven by h2load (nghttp2): CONC streams in flight on up to 4 connections. Its per-request log
+# gives the percentiles; the record has the shape of wrk's, so the report reads both alike.
+run_load_h2() {
+  local workload=$1 kind=$2 path=$3 conc=$4 rep=$5
+  local conns=$((conc < 4 ? conc : 4))
+  local streams=$(((conc + conns - 1) / conns))
+  start_server "$kind"
+  local pid=$STARTED addr
+  addr=$(server_addr "$kind")
+  local reqlog=$BENCH_DIR/logs/h2load-requests.tsv ticks_before ticks_after out
+  rm -f "$reqlog"
+  ticks_before=$(cpu_ticks "$pid")
+  out=$(h2load -c "$conns" -m "$streams" -D "$DURATION" --warm-up-time="${WARMUP}s" --log-file="$reqlog" \
+    "http://$addr$path" 2>&1) || { echo "h2load failed for $workload c=$conc:" >&2; printf '%s\n' "$out" >&2; exit 1; }
+  ticks_after=$(cpu_ticks "$pid")
+  printf '%s\n' "--- $workload c=$conc rep=$rep" "$out" >>"$BENCH_DIR/logs/h2load.log"
+  local line
+  line=$(node -e '
+    const fs = require("node:fs");
+    const [logFile, durationS, outText] = process.argv.slice(1);
+    const rows = fs.readFileSync(logFile, "utf8").split("\n").filter(Boolean).map((l) => l.split("\t").map(Number));
+    const times = rows.map((r) => r[2]).sort((a, b) => a - b);
+    const pct = (q) => (times.length ? times[Math.min(times.length - 1, Math.floor((q / 100) * times.length))] : 0);
+    // h2load counts a 4xx as failed; only requests that errored (no answer) are socket errors.
+    const failed = Number((/(\d+) errored/.exec(outText) || [0, 0])[1]);
+    const mean = times.length ? times.reduce((a, b) => a + b, 0) / times.length : 0;
+    process.stdout.write(JSON.stringify({ requests: rows.length, duration_us: Number(durationS) * 1e6, bytes: 0,
+      connect_errors: 0, read_errors: failed, write_errors: 0, status_errors: rows.filter((r) => r[1] >= 400 || r[1] < 200).length,
+      timeouts: 0, p50_us: pct(50), p90_us: pct(90), p99_us: pct(99), mean_us: mean, max_us: times.at(-1) ?? 0, exhausted: 0 }));
+  ' "$reqlog" "$DURATION" "$out")
+  printf '{"workload":"%s","concurrency":%d,"rep":%d,"cpu_ticks":%d,"clk_tck":%d,"hwm_kib":%d,"rss_kib":%d,"wrk":%s}\n' \
+    "$workload" "$conc" "$rep" "$((ticks_after - ticks_before))" "$(getconf CLK_TCK)" \
+    "$(status_kib "$pid" VmHWM)" "$(status_kib "$pid" VmRSS)" "$line" >>"$RESULTS"
+  stop "$pid" "$(stop_signal "$kind")"
+  printf '   %-16s c=%-3s rep %s: %s\n' "$workload" "$conc" "$rep" \
+    "$(printf '%s' "$line" | sed 's/.*"requests":\([0-9]*\),"duration_us":\([0-9]*\).*"status_errors":\([0-9]*\).*"p50_us":\([0-9]*\).*"p99_us":\([0-9]*\).*/\1 requests, non-2xx \3, p50 \4 us, p99 \5 us/')" >&2
+}
+
+if [ "$BENCH_ONLY" = voucher ]; then
+  log "load (vouchers and their comparisons): ${DURATION}s x $REPS per workload, concurrency $CONCURRENCY"
+  for rep in $(seq 1 "$REPS"); do
+    for conc in $CONCURRENCY; do
+      run_load baseline baseline /free "$conc" "$rep"
+      run_load gateway_free gateway /free "$conc" "$rep"
+      run_load gateway_paid gateway /paid "$conc" "$rep" paid
+      run_load gateway_paid_local gateway /paid-local "$conc" "$rep" paid
+      run_load gateway_voucher gateway /voucher "$conc" "$rep" voucher
+      # The free route driven like the voucher workload: a thread per connection costs the server
+      # more per request than one thread for them all (fewer requests per wake-up).
+      if [ "$conc" -gt "$WRK_THREADS" ]; then run_load gateway_free_threads gateway /free "$conc" "$rep" threads; fi
+      if [ "$BENCH_X402_AXUM" = 1 ]; then run_load axum_paid axum /paid "$conc" "$rep" paid; fi
+    done
+  done
+fi
 
 # Everything but the profile (BENCH_ONLY=profile skips it; kept unindented so its history reads).
 if [ "$BENCH_ONLY" = all ]; then
@@ -368,6 +538,7 @@ stop "$pid" INT
 start_server gateway; pid=$STARTED
 [ "$(http_status "http://$GATEWAY_ADDR/free")" = 200 ] || { echo "gateway /free is not 200" >&2; exit 1; }
 [ "$(http_status "http://$GATEWAY_ADDR/paid")" = 402 ] || { echo "gateway /paid is not 402" >&2; exit 1; }
+[ "$(http_status "http://$GATEWAY_ADDR/voucher")" = 402 ] || { echo "gateway /voucher is not 402" >&2; exit 1; }
 stop "$pid" INT
 
 log "load: ${DURATION}s x $REPS per workload, concurrency $CONCURRENCY, wrk -t$WRK_THREADS"
@@ -379,7 +550,16 @@ for rep in $(seq 1 "$REPS"); do
     run_load gateway_free_large gateway_large /free "$conc" "$rep"
     run_load gateway_402 gateway /paid "$conc" "$rep"
     run_load gateway_paid gateway /paid "$conc" "$rep" paid
+    run_load gateway_paid_local gateway /paid-local "$conc" "$rep" paid
+    run_load gateway_voucher gateway /voucher "$conc" "$rep" voucher
+    if [ "$conc" -gt "$WRK_THREADS" ]; then run_load gateway_free_threads gateway /free "$conc" "$rep" threads; fi
     if [ "$BENCH_REDIS_URL" != none ]; then run_load gateway_paid_redis gateway_redis /paid "$conc" "$rep" paid; fi
+    if command -v h2load >/dev/null 2>&1; then
+      run_load_h2 gateway_free_h2 gateway_h2 /free "$conc" "$rep"
+      run_load_h2 gateway_402_h2 gateway_h2 /paid "$conc" "$rep"
+    fi
+    run_load gateway_paid_journal gateway_journal /paid "$conc" "$rep" paid
+    if [ "$BENCH_PG_URL" != none ]; then run_load gateway_paid_ledger gateway_ledger /paid "$conc" "$rep" paid; fi
     run_load express_paid express /paid "$conc" "$rep" paid
     if [ "$BENCH_X402_AXUM" = 1 ]; then run_load axum_paid axum /paid "$conc" "$rep" paid; fi
   done
@@ -458,12 +638,14 @@ fi # BENCH_ONLY = all
 # callgrind rather than perf: virtual machines often expose no hardware counters (`perf stat -e
 # instructions` reports "not supported" on ours), and instruction counts repeat on a noisy machine.
 if [ "$PROFILE_REQUESTS" -gt 0 ]; then
-  log "profile: callgrind over $PROFILE_REQUESTS paid requests"
+  PROFILE_CONFIG=bench/gateway.toml
+  if [ "$BENCH_ONLY" = profile-redis ]; then write_redis_config; PROFILE_CONFIG=$REDIS_CONFIG; fi
+  log "profile: callgrind over $PROFILE_REQUESTS paid requests ($PROFILE_CONFIG)"
   rm -f "$BENCH_DIR"/callgrind.out*
   # Instrumentation starts off (start-up runs at near native speed) and is switched on only for the
   # measured requests, after a warm-up that fills connection pools and lazy statics.
   START_TIMEOUT=180 start gateway-callgrind "$GATEWAY_ADDR" valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$BENCH_DIR/callgrind.out" "$GATEWAY" run --config bench/gateway.toml
+    --callgrind-out-file="$BENCH_DIR/callgrind.out" "$GATEWAY" run --config "$PROFILE_CONFIG"
   pid=$STARTED
   "$EX/bench_client" paid "$GATEWAY_ADDR" /paid "$BENCH_DIR/payments-gateway.txt" "$PROFILE_WARMUP" >/dev/null
   callgrind_control -i on "$pid" >/dev/null 2>&1

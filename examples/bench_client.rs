@@ -5,6 +5,9 @@
 //! * `paid ADDR PATH FILE N [SKIP]`: sends N payment headers of FILE (after the first SKIP lines),
 //!   one request each, in sequence on one keep-alive connection; prints the status counts as JSON.
 //!   Used under a profiler, where a fixed request count matters more than speed.
+//! * `first ADDR PATH FILE...`: sends the first header of each FILE, in sequence on one keep-alive
+//!   connection; prints the status counts as JSON. Opens the `batch-settlement` channels of a
+//!   voucher run (each file's first line is its channel's deposit) before the load starts.
 //!
 //! ```sh
 //! cargo run --release --example bench_client -- hold 127.0.0.1:18402 5000 /free
@@ -80,13 +83,8 @@ fn paid(addr: &str, path: &str, file: &str, count: usize, skip: usize) -> Result
     let mut buf = Vec::new();
     let mut sent = 0;
     for line in reader.lines().skip(skip).take(count) {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nPAYMENT-SIGNATURE: {}\r\n\r\n",
-            line?
-        );
-        stream.write_all(request.as_bytes())?;
         *statuses
-            .entry(read_response(&mut stream, &mut buf)?)
+            .entry(send_paid(&mut stream, addr, path, &line?, &mut buf)?)
             .or_default() += 1;
         sent += 1;
     }
@@ -100,6 +98,42 @@ fn paid(addr: &str, path: &str, file: &str, count: usize, skip: usize) -> Result
     Ok(())
 }
 
+/// Sends `header` as the payment of one `GET path`; returns the status.
+fn send_paid(
+    stream: &mut TcpStream,
+    addr: &str,
+    path: &str,
+    header: &str,
+    buf: &mut Vec<u8>,
+) -> Result<u16> {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nPAYMENT-SIGNATURE: {header}\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
+    read_response(stream, buf)
+}
+
+fn first(addr: &str, path: &str, files: &[&str]) -> Result<()> {
+    let mut stream = TcpStream::connect(addr).with_context(|| addr.to_string())?;
+    stream.set_nodelay(true)?;
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut buf = Vec::new();
+    for file in files {
+        let reader = BufReader::new(std::fs::File::open(file).with_context(|| file.to_string())?);
+        let line = reader
+            .lines()
+            .next()
+            .with_context(|| format!("{file} is empty"))??;
+        *statuses
+            .entry(send_paid(&mut stream, addr, path, &line, &mut buf)?)
+            .or_default() += 1;
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "sent": files.len(), "statuses": statuses })
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -107,6 +141,9 @@ fn main() -> Result<()> {
         ["hold", addr, n, path] => hold(addr, n.parse()?, path),
         ["paid", addr, path, file, n] => paid(addr, path, file, n.parse()?, 0),
         ["paid", addr, path, file, n, skip] => paid(addr, path, file, n.parse()?, skip.parse()?),
-        _ => bail!("usage: bench_client hold ADDR N PATH | paid ADDR PATH FILE N [SKIP]"),
+        ["first", addr, path, files @ ..] if !files.is_empty() => first(addr, path, files),
+        _ => bail!(
+            "usage: bench_client hold ADDR N PATH | paid ADDR PATH FILE N [SKIP] | first ADDR PATH FILE..."
+        ),
     }
 }

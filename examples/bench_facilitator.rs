@@ -3,7 +3,14 @@
 //! never point a real deployment at it.
 //!
 //! `POST /verify` → `{"isValid":true,"payer":…}`, `POST /settle` → `{"success":true,…}`,
-//! `GET /supported` → exact on `eip155:84532` (v2) and `base-sepolia` (v1).
+//! `GET /supported` → exact on `eip155:84532` (v2) and `base-sepolia` (v1), and `batch-settlement`
+//! on `eip155:84532` with a fixed receiver authorizer.
+//!
+//! `batch-settlement` deposits get what the official facilitator answers for a fresh channel: the
+//! `/verify` reports the channel's on-chain state before the deposit (empty), the `/settle` the
+//! deposit as the channel's balance. The stub keeps no channel state, so it refuses to judge a
+//! plain voucher: the gateway asks only when its mirror of a channel has gone stale, minutes after
+//! the deposit, longer than any benchmark run keeps one server.
 //!
 //! ```sh
 //! cargo run --release --example bench_facilitator -- 127.0.0.1:18081 [DELAY_MS]
@@ -16,7 +23,74 @@ mod stub_http;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const SUPPORTED: &str = r#"{"kinds":[{"x402Version":2,"scheme":"exact","network":"eip155:84532"},{"x402Version":1,"scheme":"exact","network":"base-sepolia"}],"extensions":[],"signers":{}}"#;
+/// The `batch-settlement` kind names a receiver authorizer, which the gateway puts in its channel
+/// routes' challenge and buyers bind into their channels; any fixed address will do, since the
+/// stub signs no claim.
+const SUPPORTED: &str = concat!(
+    r#"{"kinds":[{"x402Version":2,"scheme":"exact","network":"eip155:84532"},"#,
+    r#"{"x402Version":1,"scheme":"exact","network":"base-sepolia"},"#,
+    r#"{"x402Version":2,"scheme":"batch-settlement","network":"eip155:84532","extra":{"receiverAuthorizer":"0x90F79bf6EB2c4f870365E785982E1f101E93b906"}}],"#,
+    r#""extensions":[],"signers":{}}"#
+);
+
+/// A channel's on-chain state holding `balance`, as the official facilitator reports it.
+fn channel_state(balance: &str) -> serde_json::Value {
+    serde_json::json!({
+        "balance": balance,
+        "totalClaimed": "0",
+        "withdrawRequestedAt": 0,
+        "refundNonce": "0",
+    })
+}
+
+/// The answer to a `batch-settlement` call, `None` if `body` is not one. Parsed in full: deposits
+/// are one per channel, so the parse costs nothing that the benchmark measures.
+fn batch_answer(path: &str, body: &str, settled: &AtomicU64) -> Option<String> {
+    if !body.contains(r#""batch-settlement""#) {
+        return None;
+    }
+    let request: serde_json::Value = serde_json::from_str(body).ok()?;
+    let payload = &request["paymentPayload"]["payload"];
+    let payer = payload["channelConfig"]["payer"]
+        .as_str()
+        .unwrap_or_default();
+    let network = request["paymentRequirements"]["network"]
+        .as_str()
+        .unwrap_or("eip155:84532");
+    let deposit = payload["deposit"]["amount"].as_str();
+    let answer = match (path, payload["type"].as_str(), deposit) {
+        (p, Some("deposit"), Some(_)) if p.ends_with("/verify") => serde_json::json!({
+            "isValid": true,
+            "payer": payer,
+            "extra": channel_state("0"),
+        }),
+        (p, Some("deposit"), Some(amount)) if p.ends_with("/settle") => {
+            let n = settled.fetch_add(1, Ordering::Relaxed);
+            serde_json::json!({
+                "success": true,
+                "transaction": format!("0x{n:064x}"),
+                "network": network,
+                "payer": payer,
+                "amount": amount,
+                "extra": {"channelState": channel_state(amount)},
+            })
+        }
+        (p, _, _) if p.ends_with("/verify") => serde_json::json!({
+            "isValid": false,
+            "invalidReason": "invalid_batch_settlement_evm_verification_state_unavailable",
+            "invalidMessage": "the benchmark's stub facilitator keeps no channel state",
+            "payer": payer,
+        }),
+        _ => serde_json::json!({
+            "success": false,
+            "errorReason": "invalid_batch_settlement_evm_payload",
+            "errorMessage": "the benchmark's stub facilitator settles deposits only",
+            "transaction": "",
+            "network": network,
+        }),
+    };
+    Some(answer.to_string())
+}
 
 /// The first string value of `"key":"…"` in `body`; payers and networks are echoed back the way a
 /// real facilitator would, without paying for a JSON parse.
@@ -42,7 +116,16 @@ fn main() -> std::io::Result<()> {
         let payer =
             string_field(body, "from").unwrap_or("0x0000000000000000000000000000000000000000");
         let path = req.path.split('?').next().unwrap_or("");
-        let json = match (req.method, path.trim_end_matches('/')) {
+        let path = path.trim_end_matches('/');
+        if req.method == "POST" {
+            if let Some(json) = batch_answer(path, body, &settled) {
+                return stub_http::Response {
+                    status: 200,
+                    body: json.into_bytes(),
+                };
+            }
+        }
+        let json = match (req.method, path) {
             ("POST", p) if p.ends_with("/verify") => {
                 format!(r#"{{"isValid":true,"payer":"{payer}"}}"#)
             }

@@ -3,7 +3,7 @@
 
 use crate::payment::authorization_signing_hash;
 use crate::x402::{chain_id_of, encode_header_json, Authorization, PaymentRequirements};
-use alloy_primitives::Address;
+use alloy_primitives::{Address, B256};
 use k256::ecdsa::SigningKey;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,12 @@ impl Wallet {
         let digest =
             authorization_signing_hash(authorization, name, version, chain_id, &requirements.asset)
                 .map_err(|e| BuyerError::Sign(e.to_string()))?;
+        self.sign_digest(&digest)
+    }
+
+    /// Signs an EIP-712 digest computed elsewhere (a `batch-settlement` voucher, for one); returns
+    /// `0x` r‖s‖v hex, the form the gateway and the contracts recover.
+    pub fn sign_digest(&self, digest: &B256) -> Result<String, BuyerError> {
         let (signature, recovery) = self
             .key
             .sign_prehash_recoverable(digest.as_slice())

@@ -4,7 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use x402_gateway::config::{
-    primary_facilitator, FacilitatorConfig, FacilitatorKind, GatewayConfig, UnmatchedPolicy,
+    openapi, primary_facilitator, FacilitatorConfig, FacilitatorKind, GatewayConfig,
+    UnmatchedPolicy,
 };
 use x402_gateway::facilitator::{fee_tiers_for, preflight, Facilitators};
 use x402_gateway::pricing::{format_units, quote_fee, FeeTier, PricedRoute, RouteKind};
@@ -47,6 +48,61 @@ enum Command {
         #[arg(default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Write a gateway.toml from an OpenAPI 3.0 or 3.1 document, one route per operation.
+    ///
+    /// The document is YAML or JSON. An operation's price is its `x-x402-price` (or `x-price`)
+    /// extension, else its path item's, else --price; `x-x402-free: true` (or a price of "free"
+    /// or zero) makes it free. Operations without a price are written commented out, never
+    /// priced by guess. The written file is then checked as `check` does.
+    Init {
+        /// The OpenAPI document.
+        #[arg(long = "from-openapi", value_name = "FILE")]
+        from_openapi: PathBuf,
+        /// The price of operations that name none ("$0.01"; "free" makes them free).
+        #[arg(long, value_name = "PRICE")]
+        price: Option<String>,
+        /// Where to write the configuration.
+        #[arg(long, value_name = "PATH", default_value = "gateway.toml")]
+        out: PathBuf,
+        /// The API's address (http:// or https://, no path), instead of the document's first
+        /// absolute server (else http://127.0.0.1:8080).
+        #[arg(long, value_name = "URL")]
+        upstream: Option<String>,
+        /// Overwrite the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the configured routes as an OpenAPI 3.1 JSON document.
+    ///
+    /// Each priced operation carries its price as `x-x402-price` and the payment options its 402
+    /// lists as `x-x402-accepts`; free routes carry neither.
+    Openapi {
+        /// Configuration file.
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// List the batch-settlement channels the gateway keeps: what each buyer was charged, what is
+    /// claimed on chain, and the unclaimed value at stake. Reads the store the configuration
+    /// names (`[redis]`, else the `[journal] url` database).
+    Channels {
+        /// Configuration file.
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReceiptsFormat::Csv)]
+        format: ReceiptsFormat,
+    },
+    /// List the live access grants (routes with `access`): which wallet may sign in to which
+    /// resource, and until when. Reads the store the configuration names (`[redis]`, else the
+    /// `[journal] url` database).
+    Grants {
+        /// Configuration file.
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReceiptsFormat::Csv)]
+        format: ReceiptsFormat,
+    },
     /// List the payments recorded in the settlement journal, one row per payment.
     Receipts {
         /// Configuration file naming the journal (`[journal] url` for the database every
@@ -69,6 +125,11 @@ enum Command {
         /// Only payments in this latest state.
         #[arg(long, value_enum)]
         state: Option<ReceiptState>,
+        /// Only refund candidates: settled payments whose answer did not reach the buyer whole
+        /// (a stream the upstream cut, `upstream_body_cut`; settled up front, an upstream that
+        /// failed or answered an error).
+        #[arg(long)]
+        refund_candidates: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReceiptsFormat::Csv)]
         format: ReceiptsFormat,
@@ -119,6 +180,23 @@ fn main() -> Result<()> {
             demo_upstream,
         } => run(config, demo_upstream),
         Command::Check { config } => check(config),
+        Command::Init {
+            from_openapi,
+            price,
+            out,
+            upstream,
+            force,
+        } => init(&from_openapi, price, upstream, &out, force),
+        Command::Openapi { config } => {
+            let config = GatewayConfig::load(&config).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&openapi::document(&config))?
+            );
+            Ok(())
+        }
+        Command::Channels { config, format } => channels(config, format),
+        Command::Grants { config, format } => grants(config, format),
         Command::Receipts {
             config,
             journal,
@@ -126,6 +204,7 @@ fn main() -> Result<()> {
             route,
             payer,
             state,
+            refund_candidates,
             format,
         } => {
             use x402_gateway::ops::PaymentState as S;
@@ -143,9 +222,12 @@ fn main() -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("--since {e}"))?;
             let query = x402_gateway::ops::receipts::ReceiptQuery {
                 since_ms,
+                until_ms: None,
                 route,
                 payer,
                 state,
+                refund_candidates,
+                page: None,
             };
             receipts(config, journal, &query, format)
         }
@@ -153,7 +235,7 @@ fn main() -> Result<()> {
 }
 
 fn run(path: PathBuf, demo_upstream: bool) -> Result<()> {
-    let config = GatewayConfig::load(&path).map_err(anyhow::Error::msg)?;
+    let mut config = GatewayConfig::load(&path).map_err(anyhow::Error::msg)?;
     if demo_upstream {
         start_demo_upstream(&config)?;
     }
@@ -165,11 +247,97 @@ fn run(path: PathBuf, demo_upstream: bool) -> Result<()> {
         .map(|f| format!("{} ({})", f.name, f.kind.as_str()))
         .collect();
     check_facilitators(&config)?;
+    resolve_upto_settlers(&mut config)?;
     let admin = config.admin.listen;
     let state = GatewayState::new(config).context("cannot start")?;
     let server = build_server(state).context("cannot start")?;
     tracing::info!(%listen, %admin, routes = route_count, facilitators = %facilitators.join(", "), "x402-gateway listening");
     server.run();
+    Ok(())
+}
+
+fn channels(config: PathBuf, format: ReceiptsFormat) -> Result<()> {
+    use x402_gateway::store::{ChannelStore, PostgresChannels, RedisChannels, RedisStore};
+    let loaded = GatewayConfig::load(&config).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store: std::sync::Arc<dyn ChannelStore> = match (&loaded.redis, &loaded.journal) {
+        (Some(redis), _) => {
+            let shared = std::sync::Arc::new(
+                RedisStore::connect(redis).context("cannot connect to the [redis] store")?,
+            );
+            std::sync::Arc::new(RedisChannels::new(shared))
+        }
+        (None, Some(journal)) if journal.url.is_some() => {
+            let url = journal.url.as_ref().map(|u| u.expose().to_string()).unwrap_or_default();
+            std::sync::Arc::new(
+                runtime
+                    .block_on(PostgresChannels::connect(&url))
+                    .context("cannot open the channels of the journal database")?,
+            )
+        }
+        _ => anyhow::bail!(
+            "{} keeps batch-settlement channels in the gateway's memory (no [redis] and no [journal] url): only the running gateway knows them; its /metrics show x402_batch_channels and x402_batch_unclaimed_atomic",
+            config.display()
+        ),
+    };
+    let now_ms = u64::try_from(x402_gateway::time::unix_now_ms()).unwrap_or_default();
+    let rows = runtime
+        .block_on(x402_gateway::ops::claims::list_channels(
+            store.as_ref(),
+            now_ms,
+        ))
+        .context("cannot list the channels")?;
+    match format {
+        ReceiptsFormat::Csv => print!("{}", x402_gateway::ops::claims::channels_csv(&rows)),
+        ReceiptsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+    }
+    Ok(())
+}
+
+fn grants(config: PathBuf, format: ReceiptsFormat) -> Result<()> {
+    use x402_gateway::store::{PostgresChannels, RedisSignIn, RedisStore, SignInStore};
+    let loaded = GatewayConfig::load(&config).map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store: Box<dyn SignInStore> = match (&loaded.redis, &loaded.journal) {
+        (Some(redis), _) => Box::new(RedisSignIn::new(std::sync::Arc::new(
+            RedisStore::connect(redis).context("cannot connect to the [redis] store")?,
+        ))),
+        (None, Some(journal)) if journal.url.is_some() => {
+            let url = journal.url.as_ref().map(|u| u.expose().to_string()).unwrap_or_default();
+            let database = runtime
+                .block_on(PostgresChannels::connect(&url))
+                .context("cannot open the journal database")?;
+            Box::new(database.sign_in())
+        }
+        _ => anyhow::bail!(
+            "{} has no [redis] and no [journal] url: access grants are kept in the gateway's memory and only the running gateway knows them",
+            config.display()
+        ),
+    };
+    let now_ms = x402_gateway::time::unix_now_ms();
+    let mut rows = runtime
+        .block_on(store.grants(now_ms))
+        .context("cannot list the access grants")?;
+    rows.sort_by(|a, b| (&a.resource, &a.payer).cmp(&(&b.resource, &b.payer)));
+    match format {
+        ReceiptsFormat::Csv => {
+            println!("resource,payer,until");
+            for g in &rows {
+                // A resource is a route label and a path: quoted, as it may hold commas.
+                println!(
+                    "\"{}\",{},{}",
+                    g.resource.replace('"', "\"\""),
+                    g.payer,
+                    x402_gateway::time::rfc3339(g.until_ms)
+                );
+            }
+        }
+        ReceiptsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+    }
     Ok(())
 }
 
@@ -249,6 +417,49 @@ fn check_facilitators(config: &GatewayConfig) -> Result<()> {
     })
 }
 
+/// Reads, once, the address each facilitator settles `upto` payments from, into the metered
+/// routes' requirements (on a runtime of its own, like the checks above). A facilitator that
+/// cannot tell leaves its metered routes refusing payments (503) until a reload or restart.
+fn resolve_upto_settlers(config: &mut GatewayConfig) -> Result<()> {
+    let needs_facilitator_address = |p: &x402_gateway::pricing::PricedRoute| {
+        p.metering.is_some()
+            || p.options
+                .iter()
+                .any(|o| o.requirements.scheme == x402_gateway::payment::batch::BATCH_SETTLEMENT)
+    };
+    let metered = config.routes.in_file_order().iter().any(|r| {
+        r.kind.priced_routes().any(|p| {
+            needs_facilitator_address(p)
+                || p.price_rules
+                    .iter()
+                    .any(|r| needs_facilitator_address(&r.priced))
+        })
+    });
+    if !metered {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let facilitators =
+            Facilitators::from_config(&config.facilitators).context("cannot start")?;
+        let report = x402_gateway::facilitator::resolve_upto_settlers(
+            config,
+            &facilitators,
+            &Default::default(),
+        )
+        .await;
+        for network in report.missing {
+            tracing::warn!(%network, "no facilitator named an address that settles `upto` payments on this network; its metered routes answer 503 until a reload");
+        }
+        for network in report.missing_authorizers {
+            tracing::warn!(%network, "no facilitator named a `batch-settlement` receiver authorizer on this network; its channel routes answer 503 until a reload");
+        }
+        Ok(())
+    })
+}
+
 fn describe_tier(tier: &FeeTier) -> String {
     match &tier.max {
         Some(max) => format!("{}% from ${} to ${}", tier.percentage, tier.min, max),
@@ -305,6 +516,63 @@ fn start_demo_upstream(config: &GatewayConfig) -> Result<()> {
     Ok(())
 }
 
+/// `init --from-openapi`: nothing is written unless the whole document converts, an existing file
+/// is kept unless `--force`, and the written file is checked at once so that its route table (or
+/// what is wrong with it) is the first thing the operator sees.
+fn init(
+    document: &std::path::Path,
+    price: Option<String>,
+    upstream: Option<String>,
+    out: &std::path::Path,
+    force: bool,
+) -> Result<()> {
+    use std::io::Write as _;
+    let doc = openapi::ApiDocument::read(document)?;
+    let options = openapi::InitOptions {
+        default_price: price,
+        upstream,
+    };
+    let generated = openapi::gateway_toml(&doc, &options)?;
+    let mut file = if force {
+        std::fs::File::create(out)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(out)
+    }
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "{} exists already; pass --force to overwrite it, or --out to write elsewhere",
+            out.display()
+        ),
+        _ => anyhow::anyhow!("cannot write {}: {e}", out.display()),
+    })?;
+    file.write_all(generated.text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let unpriced: Vec<&str> = generated
+        .routes
+        .iter()
+        .filter(|r| r.pricing == openapi::Pricing::Unpriced)
+        .map(|r| r.pattern.as_str())
+        .collect();
+    println!(
+        "wrote {} from {}: {} routes, upstream {}",
+        out.display(),
+        document.display(),
+        generated.routes.len() - unpriced.len(),
+        generated.upstream
+    );
+    for pattern in &unpriced {
+        println!(
+            "not priced (commented out): {pattern}: add x-x402-price to the operation, or pass --price"
+        );
+    }
+    println!();
+    check(out.to_path_buf())
+}
+
 fn check(path: PathBuf) -> Result<()> {
     let config = GatewayConfig::load(&path).map_err(anyhow::Error::msg)?;
     println!("{}: OK", path.display());
@@ -332,8 +600,13 @@ fn check(path: PathBuf) -> Result<()> {
     }
     println!("unmatched    {:?}", config.unmatched);
     println!(
-        "admin        {} (/healthz, /readyz, /metrics)",
-        config.admin.listen
+        "admin        {} (/healthz, /readyz, /metrics, /admin/api/, /console; {})",
+        config.admin.listen,
+        if config.admin.token.is_some() {
+            "admin API with its token"
+        } else {
+            "no token: admin API on loopback only"
+        }
     );
     match &config.journal {
         Some(j) if j.url.is_some() => println!(
@@ -405,6 +678,34 @@ fn check(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// Where a metered route's charge comes from, in `check`'s words.
+fn describe_usage(
+    metering: &x402_gateway::pricing::Metering,
+    symbol: &str,
+    decimals: u8,
+) -> String {
+    use x402_gateway::pricing::Meter;
+    if let Some(body) = &metering.body {
+        return format!(
+            "usage_json `{}` (JSON body or last server-sent event) × unit price {} {symbol} ({})",
+            body.path,
+            body.unit_amount,
+            format_units(body.unit_amount, decimals)
+        );
+    }
+    match &metering.header {
+        Some(h) => match h.meter {
+            Meter::PerUnit { unit_amount } => format!(
+                "usage header `{}` × unit price {unit_amount} {symbol} ({})",
+                h.name,
+                format_units(unit_amount, decimals)
+            ),
+            Meter::Absolute => format!("amount header `{}` (atomic units)", h.name),
+        },
+        None => "no usage source (the fallback)".to_string(),
+    }
+}
+
 /// `check`'s lines for one price: each option, its fee, and its price rules.
 fn print_prices(
     label: &str,
@@ -421,8 +722,13 @@ fn print_prices(
             format!(" {}", r.scheme)
         };
         let sync = if priced.sync_settle { ", sync" } else { "" };
+        let local = if priced.verify == x402_gateway::pricing::VerifyPolicy::Local {
+            ", verify local"
+        } else {
+            ""
+        };
         println!(
-            "{name:<32} {amount:>12} {symbol} ({dollars}){scheme} on {network} to {pay_to}, settle {settle}{sync}",
+            "{name:<32} {amount:>12} {symbol} ({dollars}){scheme} on {network} to {pay_to}, settle {settle}{sync}{local}",
             amount = r.amount,
             symbol = option.asset_symbol,
             dollars = format_units(option.amount, option.decimals),
@@ -430,6 +736,41 @@ fn print_prices(
             pay_to = r.pay_to,
             settle = priced.settle.as_str(),
         );
+        if let Some(metering) = priced.metering.as_ref().filter(|_| r.scheme == "upto") {
+            println!(
+                "{:<32} metered: maximum {} {symbol} ({}); charged from Settlement-Overrides, else {}; when missing or unreadable: {}",
+                "",
+                r.amount,
+                format_units(option.amount, option.decimals),
+                describe_usage(metering, &option.asset_symbol, option.decimals),
+                metering.fallback.as_str(),
+                symbol = option.asset_symbol,
+            );
+        }
+        if r.scheme == x402_gateway::payment::batch::BATCH_SETTLEMENT {
+            let extra = |key: &str| {
+                r.extra
+                    .get(key)
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .unwrap_or_default()
+            };
+            println!(
+                "{:<32} channel: vouchers of {} {symbol} each; deposits of at least {} {symbol}; withdrawals wait {}s; claimed every {}s",
+                "",
+                r.amount,
+                extra(x402_gateway::payment::batch::MIN_DEPOSIT_KEY),
+                extra(x402_gateway::payment::batch::WITHDRAW_DELAY_KEY),
+                config.batch.claim_interval.as_secs(),
+                symbol = option.asset_symbol,
+            );
+        }
+        if let (0, Some(window)) = (i, priced.access) {
+            println!(
+                "{:<32} access: a settled payment lets its wallet sign in instead of paying again for {}s",
+                "",
+                window.as_secs()
+            );
+        }
         let served_by = primary_facilitator(&config.facilitators, &r.network);
         if let Some(Some(Ok(tiers))) = served_by.and_then(|i| fees.get(i)) {
             let facilitator = served_by
@@ -469,6 +810,15 @@ fn print_prices(
             "",
             rule.condition.describe(),
             prices.join(", ")
+        );
+    }
+    if let Some(discovery) = &priced.discovery {
+        // The label of an HTTP route is its `match` string, which starts with the method.
+        let method = label.split_whitespace().next().unwrap_or("*");
+        println!(
+            "{:<32} listed in the Bazaar: {}",
+            "",
+            discovery.describe(method)
         );
     }
 }

@@ -34,6 +34,12 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub shared_store_up: IntGauge,
     pub shared_store_unavailable: IntCounterVec,
+    /// `batch-settlement` vouchers claimed on chain or refused, by result.
+    pub batch_claims: IntCounterVec,
+    /// Charges kept on `batch-settlement` channels and not yet claimed on chain (atomic units,
+    /// summed across assets): what a lost channel store would forfeit.
+    pub batch_unclaimed: IntGauge,
+    pub batch_channels: IntGauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -138,6 +144,19 @@ impl Metrics {
                 "When the configuration now serving was loaded (unix seconds)",
             ),
             facilitator_up,
+            batch_claims: counter(
+                "x402_batch_claims_total",
+                "batch-settlement vouchers claimed on chain (claimed) or refused by the escrow (failed)",
+                &["result"],
+            ),
+            batch_unclaimed: gauge(
+                "x402_batch_unclaimed_atomic",
+                "Charges kept on batch-settlement channels and not yet claimed on chain, in atomic units",
+            ),
+            batch_channels: gauge(
+                "x402_batch_channels",
+                "batch-settlement channels the gateway keeps state for",
+            ),
             journal_pending: gauge(
                 "x402_journal_pending_settlements",
                 "Settlements recorded as pending and not reconciled yet",
@@ -199,7 +218,7 @@ impl Metrics {
 
 /// Counters of one route, resolved once per configuration version.
 pub struct RouteMetrics {
-    outcomes: [IntCounter; 8],
+    outcomes: [IntCounter; Outcome::ALL.len()],
     pub payment_required: IntCounter,
     /// Revenue counter per payment option, in the route's option order.
     pub revenue: Vec<IntCounter>,

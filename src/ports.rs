@@ -7,17 +7,20 @@
 //! | [`IdempotencyStore`] | identified payments and their kept responses | [`crate::payment::idempotency::InMemoryIdempotency`], [`crate::store::RedisIdempotency`] |
 //! | [`RateCounter`] | rate-limit windows | [`crate::store::LocalRateCounter`], [`crate::store::RedisRateCounter`] |
 //! | [`AdmissionStore`] | a paid request's claims (rates, identifier, reservation) in one exchange | [`crate::store::LocalAdmission`], [`crate::store::RedisAdmission`] |
+//! | [`SignInStore`] | sign-in grants and used sign-in nonces | [`crate::store::LocalSignIn`], [`crate::store::RedisSignIn`], [`crate::store::PostgresSignIn`] |
+//! | [`ChannelStore`] | `batch-settlement` channels: compare-and-set records and the claim lease | [`crate::store::LocalChannels`], [`crate::store::RedisChannels`], [`crate::store::PostgresChannels`] |
 //! | [`Journal`] | the durable record of every payment event | [`crate::ops::FileJournal`], [`crate::ops::PgJournal`] |
 //! | [`Facilitator`] | `/verify`, `/settle`, `/supported` | standard x402, OKX, AgentWallex, local test mode ([`crate::facilitator`]) |
 //! | clock | the wall clock, read in one place | [`crate::time`] |
 //!
-//! [`crate::store::Stores`] chooses the four state ports together (in memory or in Redis).
+//! [`crate::store::Stores`] chooses the state ports together (in memory, in Redis, or, for
+//! sign-ins and channels without Redis, in the journal's PostgreSQL).
 
 pub use crate::facilitator::Facilitator;
 pub use crate::payment::claims::AdmissionStore;
 pub use crate::payment::idempotency::IdempotencyStore;
 pub use crate::payment::ReplayGuard;
-pub use crate::store::RateCounter;
+pub use crate::store::{ChannelStore, RateCounter, SignInStore};
 
 use crate::payment::PaymentState;
 use crate::time::rfc3339_now;

@@ -39,7 +39,7 @@ settle = "before"
 struct AwxRig {
     upstream: Proc,
     awx: Proc,
-    gateway: Gateway,
+    gateway: TestGateway,
 }
 
 impl AwxRig {
@@ -53,7 +53,7 @@ impl AwxRig {
             &agentwallex_facilitator(awx.port),
             ROUTES,
         );
-        let gateway = Gateway::start(&config, port);
+        let gateway = vendor_gateway(&config).start();
         Self {
             upstream,
             awx,
@@ -90,15 +90,13 @@ async fn an_agentwallex_settlement_moves_the_token_on_a_real_chain() {
          [assets.\"eip155:84532\".USDC]\naddress = \"{}\"\ndecimals = 6\nname = \"USDC\"\nversion = \"2\"\n",
         chain.pay_to, chain.token
     );
-    let gateway = Gateway::start(
-        &vendor_config(
-            port,
-            upstream.port,
-            &agentwallex_facilitator(awx.port),
-            &routes,
-        ),
+    let gateway = vendor_gateway(&vendor_config(
         port,
-    );
+        upstream.port,
+        &agentwallex_facilitator(awx.port),
+        &routes,
+    ))
+    .start();
     let url = gateway.url("/api/data");
     let (status, settlement, body) =
         paid_get(&url, &pay_exact_with(&accepted(&url).await, &chain.buyer.1)).await;
@@ -182,7 +180,7 @@ async fn agentwallex_payment_errors_are_402_with_their_code() {
 
 #[tokio::test]
 async fn agentwallex_refusing_the_api_key_is_a_502_that_never_shows_it() {
-    let mut rig = AwxRig::start();
+    let rig = AwxRig::start();
     set_mode(&rig.awx, json!({"verify": "forbidden"})).await;
     let (status, _, body) = rig.pay("/api/data").await;
     assert_eq!(status, 502);
@@ -322,7 +320,7 @@ async fn two_facilitators_each_get_the_payments_of_their_network() {
         &two_facilitators(okx.port, awx.port, ""),
         &routes,
     );
-    let gateway = Gateway::start(&config, port);
+    let gateway = vendor_gateway(&config).start();
 
     let url = gateway.url("/api/xlayer");
     let (status, settlement, _) = paid_get(&url, &pay_exact(&accepted(&url).await)).await;
@@ -358,10 +356,8 @@ async fn verification_falls_back_during_an_outage_and_only_that_facilitator_sett
         two_facilitators(okx.port, awx.port, "fallback = \"backup\""),
         backup.port
     );
-    let mut gateway = Gateway::start(
-        &vendor_config(port, upstream.port, &facilitators, ROUTES),
-        port,
-    );
+    let gateway =
+        vendor_gateway(&vendor_config(port, upstream.port, &facilitators, ROUTES)).start();
     let url = gateway.url("/api/data");
     let backup_calls = || async { control(&backup, "/__calls").await };
 
@@ -411,10 +407,8 @@ async fn verification_falls_back_when_the_facilitator_is_unreachable() {
         down.port,
         backup.port
     );
-    let gateway = Gateway::start(
-        &vendor_config(port, upstream.port, &facilitators, ROUTES),
-        port,
-    );
+    let gateway =
+        vendor_gateway(&vendor_config(port, upstream.port, &facilitators, ROUTES)).start();
     let url = gateway.url("/api/data");
     let (status, _, body) = paid_get(&url, &pay_exact(&accepted(&url).await)).await;
     assert_eq!(status, 200, "{body}");

@@ -527,7 +527,7 @@ async fn unmatched_deny_answers_404_without_upstream() {
     let port = free_port();
     let config = config(port, upstream.port, facilitator.port, "", "")
         .replace("unmatched = \"proxy\"", "unmatched = \"deny\"");
-    let _gateway = start_gateway(&config, port);
+    let _gateway = TestGateway::builder(&config).start();
     let r = reqwest::get(format!("http://127.0.0.1:{port}/elsewhere"))
         .await
         .unwrap();
@@ -566,4 +566,146 @@ async fn cors_preflights_reach_the_upstream_unpriced_and_other_options_requests_
         .unwrap();
     assert_eq!(plain.status(), 402);
     assert_eq!(rig.upstream_hits().await, 1);
+}
+
+/// `verify = "local"`: the gateway's own checks stand in for `/verify`, so a paid request is one
+/// facilitator exchange (`/settle`); what the checks cannot see (the buyer's funds) is found at
+/// `/settle`, after the upstream worked, and that answer is withheld and not charged.
+#[tokio::test]
+async fn verify_local_routes_settle_without_a_verify_call_and_withhold_what_does_not_settle() {
+    let local = "[[routes]]\nmatch = \"GET /local\"\nprice = \"$0.01\"\nverify = \"local\"\n";
+    let rig = Rig::with("", local).await;
+    let payment = rig.pay_header("/local").await;
+    let paid = |payment: String| {
+        let http = rig.http.clone();
+        let url = rig.url("/local");
+        async move {
+            http.get(url)
+                .header("PAYMENT-SIGNATURE", payment)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = paid(payment.clone()).await;
+    assert_eq!(r.status(), 200);
+    let receipt = decode_b64_json(r.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(receipt["success"], true);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(
+        echo["headers"]["x-payment-payer"],
+        "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+    );
+    assert_eq!(rig.upstream_hits().await, 1);
+    assert_eq!(
+        rig.facilitator_calls().await,
+        (0, 1),
+        "no /verify: the local checks stood in for it"
+    );
+
+    // A replay and an underpaying authorization are refused by the local checks alone.
+    assert_eq!(paid(payment).await.status(), 402);
+    let challenge = rig.http.get(rig.url("/local")).send().await.unwrap();
+    let challenge = decode_b64_json(challenge.headers()["payment-required"].to_str().unwrap());
+    let requirements: PaymentRequirements =
+        serde_json::from_value(challenge["accepts"][0].clone()).unwrap();
+    let underpaid = sign_v2(&requirements, |a| a.value = "9999".into());
+    let r = paid(underpaid).await;
+    assert_eq!(r.status(), 402);
+    assert_eq!(rig.upstream_hits().await, 1, "neither reached the upstream");
+    assert_eq!(rig.facilitator_calls().await, (0, 1), "nor the facilitator");
+
+    // Funds short at /settle: the upstream did the work (the trade-off), the buyer gets nothing
+    // and is charged nothing.
+    rig.facilitator_mode(json!({"settle": "invalid"})).await;
+    let r = paid(rig.pay_header("/local").await).await;
+    assert_eq!(r.status(), 402);
+    let receipt = decode_b64_json(r.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(receipt["success"], false);
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains("\"ok\":true"),
+        "upstream body leaked: {text}"
+    );
+    assert_eq!(rig.upstream_hits().await, 2);
+    assert_eq!(rig.facilitator_calls().await, (0, 2));
+
+    // Other routes of the same gateway still verify with the facilitator.
+    rig.facilitator_mode(json!({"settle": "normal"})).await;
+    let r = rig
+        .http
+        .get(rig.url("/paid"))
+        .header("PAYMENT-SIGNATURE", rig.pay_header("/paid").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rig.facilitator_calls().await, (1, 3));
+}
+
+/// Headers of the client's connection stay at the gateway on a paid (carried) request, and so do
+/// the headers its `Connection` names; naming one of the gateway's own headers does not remove it.
+#[tokio::test]
+async fn a_paid_request_s_hop_by_hop_headers_do_not_reach_the_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rig = Rig::start().await;
+    let payment = rig.pay_header("/paid").await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", rig.gateway.port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /paid HTTP/1.1\r\nHost: 127.0.0.1\r\nPAYMENT-SIGNATURE: {payment}\r\n\
+         Connection: close, X-Secret, X-Payment-Payer\r\nX-Secret: for the gateway only\r\n\
+         Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the gateway answers and closes")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").expect("a head") + 4..];
+    let echo: Value = serde_json::from_str(body).expect("the upstream's echo");
+    let headers = &echo["headers"];
+    for name in ["x-secret", "keep-alive", "te", "proxy-connection"] {
+        assert!(
+            headers.get(name).is_none(),
+            "{name} reached the upstream: {echo}"
+        );
+    }
+    assert_eq!(
+        headers["x-payment-payer"], "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+        "the verified payer is the gateway's header, whatever the client's Connection says"
+    );
+    assert_eq!(rig.facilitator_calls().await, (1, 1));
+
+    // A free route, proxied by Pingora, treats them alike.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", rig.gateway.port))
+        .await
+        .unwrap();
+    let request = "GET /free/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close, X-Secret\r\n\
+         X-Secret: for the gateway only\r\nKeep-Alive: timeout=5\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the gateway answers and closes")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let body = &answer[answer.find("\r\n\r\n").expect("a head") + 4..];
+    let echo: Value = serde_json::from_str(body).expect("the upstream's echo");
+    for name in ["x-secret", "keep-alive"] {
+        assert!(
+            echo["headers"].get(name).is_none(),
+            "{name} reached the upstream: {echo}"
+        );
+    }
 }

@@ -9,7 +9,7 @@ mod vendor;
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vendor::*;
 
@@ -101,20 +101,9 @@ fn rand_u16() -> u16 {
     u16::from_be_bytes([n[0], n[1]])
 }
 
-/// A gateway process on the shared journal, its stderr kept in a file; killed on drop.
+/// A gateway process on the shared journal, its log kept in a file; killed on drop.
 struct Replica {
-    child: Child,
-    port: u16,
-    admin: u16,
-    config: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    gateway: TestGateway,
 }
 
 impl Replica {
@@ -136,26 +125,13 @@ impl Replica {
             "{gateway}[journal]\nurl = \"{}\"\npath = \"spool.jsonl\"\nreconcile_interval = \"{reconcile}\"\n",
             db.config_url()
         );
-        let admin = admin_port(&text);
-        let config = write_config(&text);
-        let log = config.with_file_name("gateway.log");
-        let child = Command::new(gateway_bin())
-            .args(["run", "--config"])
-            .arg(&config)
+        let gateway = TestGateway::builder(&text)
+            .port(port)
             .envs(credentials_env())
             .env("JOURNAL_DB_PASSWORD", DB_PASSWORD)
-            .env("RUST_LOG", "info,pingora_core=warn,pingora_proxy=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            port,
-            admin,
-            config,
-            log,
-        }
+            .rust_log("info,pingora_core=warn,pingora_proxy=warn")
+            .spawn();
+        Self { gateway }
     }
 
     fn start(upstream: &Proc, okx: &Proc, db: &TestDatabase, reconcile: &str) -> Self {
@@ -165,26 +141,20 @@ impl Replica {
     }
 
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !listening(self.port) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("gateway exited with {status}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        self.gateway.wait_listening();
+    }
+
+    /// The replica's configuration file, which `receipts` reads too.
+    fn config(&self) -> &Path {
+        self.gateway.config_path()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.gateway.log()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.gateway.url(path)
     }
 
     async fn pay(&self, path: &str) -> (u16, Option<Value>, Value, String) {
@@ -196,7 +166,7 @@ impl Replica {
 
     async fn metrics(&self) -> String {
         http()
-            .get(format!("http://127.0.0.1:{}/metrics", self.admin))
+            .get(self.gateway.admin_url("/metrics"))
             .send()
             .await
             .unwrap()
@@ -206,8 +176,7 @@ impl Replica {
     }
 
     fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.gateway.kill();
     }
 }
 
@@ -334,7 +303,7 @@ async fn replicas_share_one_ledger_migrated_once_and_list_each_payment_once() {
     );
 
     // Any replica's configuration lists every replica's payments, each once.
-    let rows = receipts(&replicas[2].config, &[]);
+    let rows = receipts(replicas[2].config(), &[]);
     assert_eq!(rows.len(), 6, "{rows:?}");
     let mut seen: Vec<&str> = rows
         .iter()
@@ -351,29 +320,32 @@ async fn replicas_share_one_ledger_migrated_once_and_list_each_payment_once() {
     // Filters: route, payer, state, time; csv has a header and one line per payment.
     let payer = rows[0]["payer"].as_str().unwrap().to_lowercase();
     assert_eq!(
-        receipts(&replicas[0].config, &["--route", "GET /api/sync"]).len(),
+        receipts(replicas[0].config(), &["--route", "GET /api/sync"]).len(),
         6
     );
     assert_eq!(
-        receipts(&replicas[0].config, &["--route", "GET /api/data"]).len(),
+        receipts(replicas[0].config(), &["--route", "GET /api/data"]).len(),
         0
     );
-    assert_eq!(receipts(&replicas[0].config, &["--payer", &payer]).len(), 6);
-    assert_eq!(receipts(&replicas[0].config, &["--payer", OTHER]).len(), 0);
     assert_eq!(
-        receipts(&replicas[0].config, &["--state", "settled"]).len(),
+        receipts(replicas[0].config(), &["--payer", &payer]).len(),
+        6
+    );
+    assert_eq!(receipts(replicas[0].config(), &["--payer", OTHER]).len(), 0);
+    assert_eq!(
+        receipts(replicas[0].config(), &["--state", "settled"]).len(),
         6
     );
     assert_eq!(
-        receipts(&replicas[0].config, &["--state", "pending"]).len(),
+        receipts(replicas[0].config(), &["--state", "pending"]).len(),
         0
     );
-    assert_eq!(receipts(&replicas[0].config, &["--since", "1h"]).len(), 6);
+    assert_eq!(receipts(replicas[0].config(), &["--since", "1h"]).len(), 6);
     assert_eq!(
-        receipts(&replicas[0].config, &["--since", "2999-01-01"]).len(),
+        receipts(replicas[0].config(), &["--since", "2999-01-01"]).len(),
         0
     );
-    let csv = receipts_output(&replicas[1].config, &["--state", "settled"]);
+    let csv = receipts_output(replicas[1].config(), &["--state", "settled"]);
     assert_eq!(csv.lines().count(), 7, "{csv}");
     assert!(csv.starts_with("time,id,state,route,payer,amount"));
 
@@ -432,7 +404,7 @@ async fn a_pending_settlement_of_a_replica_killed_with_kill_9_is_finished_by_ano
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(unclaimed(&db).await, 0, "the first replica holds the claim");
-    let rows = receipts(&first.config, &["--state", "pending"]);
+    let rows = receipts(first.config(), &["--state", "pending"]);
     assert_eq!(rows.len(), 1, "{rows:?}");
 
     first.kill_9();
@@ -452,7 +424,7 @@ async fn a_pending_settlement_of_a_replica_killed_with_kill_9_is_finished_by_ano
     // The emulator answers pending once, then confirmed.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = receipts(&second.config, &[]);
+        let rows = receipts(second.config(), &[]);
         assert_eq!(rows.len(), 1, "{rows:?}");
         if rows[0]["state"] == "settled" {
             assert_eq!(rows[0]["transaction"], tx.as_str());
@@ -621,7 +593,7 @@ async fn postgres_stopped_and_restarted_mid_run_loses_no_receipt_and_duplicates_
     // The spooled settlement reaches the database; nothing is there twice.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = receipts(&replica.config, &[]);
+        let rows = receipts(replica.config(), &[]);
         let settled: Vec<&Value> = rows.iter().filter(|r| r["state"] == "settled").collect();
         if settled.len() == 3 {
             assert_eq!(
@@ -642,7 +614,7 @@ async fn postgres_stopped_and_restarted_mid_run_loses_no_receipt_and_duplicates_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(duplicate_events(&db).await, 0);
-    let spool = replica.config.with_file_name("spool.jsonl");
+    let spool = replica.config().with_file_name("spool.jsonl");
     assert_eq!(
         std::fs::read_to_string(&spool).unwrap(),
         "",
@@ -695,6 +667,16 @@ async fn unknown_and_pending_standard_settlements_are_resent_identically_and_clo
     let (status, _, body) = paid_get(&other.url("/paid"), &payment).await;
     assert_eq!(status, 402, "{body}");
     assert_eq!(body["error"], "payment_already_used");
+    // The other replica now refuses it itself: a further copy costs no facilitator call.
+    let verifies = get_json(calls.clone()).await["verify"].as_u64().unwrap();
+    let (status, _, body) = paid_get(&other.url("/paid"), &payment).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"], "payment_already_used");
+    assert_eq!(
+        get_json(calls.clone()).await["verify"].as_u64().unwrap(),
+        verifies,
+        "a copy the replica knows is spent never reaches the facilitator"
+    );
     // (Reconciliation may already be sending the same request again: that is the only other
     // settle call there can be.)
 
@@ -703,10 +685,10 @@ async fn unknown_and_pending_standard_settlements_are_resent_identically_and_clo
         facilitator.port
     ))
     .await;
-    let rows = receipts(&replica.config, &["--state", "pending"]);
+    let rows = receipts(replica.config(), &["--state", "pending"]);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["reason"], "facilitator_timeout");
-    let text = receipts_output(&replica.config, &["--format", "json"]);
+    let text = receipts_output(replica.config(), &["--format", "json"]);
     assert!(
         !text.contains("signature"),
         "receipts never show the authorization: {text}"
@@ -716,7 +698,7 @@ async fn unknown_and_pending_standard_settlements_are_resent_identically_and_clo
     mode(json!({"settle": "normal"})).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = receipts(&replica.config, &[]);
+        let rows = receipts(replica.config(), &[]);
         if rows[0]["state"] == "settled" {
             assert!(rows[0]["transaction"].as_str().unwrap().starts_with("0x"));
             break;
@@ -749,7 +731,7 @@ async fn unknown_and_pending_standard_settlements_are_resent_identically_and_clo
     let (status, _, body, _) = other.pay("/paid").await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"], "settlement_unconfirmed");
-    let rows = receipts(&other.config, &["--state", "pending"]);
+    let rows = receipts(other.config(), &["--state", "pending"]);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["reason"], "settlement_unconfirmed");
     let pending_id = rows[0]["id"].clone();
@@ -761,7 +743,7 @@ async fn unknown_and_pending_standard_settlements_are_resent_identically_and_clo
     mode(json!({"settle": "normal"})).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = receipts(&other.config, &["--state", "settled"]);
+        let rows = receipts(other.config(), &["--state", "settled"]);
         if rows.iter().any(|r| r["id"] == pending_id) {
             break;
         }
@@ -776,7 +758,7 @@ async fn unknown_and_pending_standard_settlements_are_resent_identically_and_clo
     assert_eq!(again, first, "the resend is the identical request");
     // Sent again on each pass until the facilitator gives a final answer.
     assert!(get_json(calls).await["settle"].as_u64().unwrap() >= 4);
-    assert_eq!(receipts(&other.config, &[]).len(), 2);
+    assert_eq!(receipts(other.config(), &[]).len(), 2);
     replica.kill_9();
     other.kill_9();
 }
@@ -934,4 +916,60 @@ fn every_pair_of_states_is_stored_as_the_state_table_says() {
     assert_eq!(checked, 6 * 5 * 3);
     // Nothing was spooled: every record reached the database.
     assert_eq!(std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0), 0);
+}
+
+/// A settled payment whose streamed answer the upstream cut gets a second `settled` record with
+/// the reason: the row takes it, so `receipts --refund-candidates` lists the payment from the
+/// database as it does from a file.
+#[test]
+fn a_settled_payment_cut_afterwards_is_a_refund_candidate_in_the_database() {
+    use x402_gateway::ops::{Journal, PaymentState as S, PgJournal};
+    use x402_gateway::payment::{BODY_CUT, BODY_INCOMPLETE};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDatabase::create());
+    let spool = write_config("").with_file_name("spool.jsonl");
+    let journal = PgJournal::open(&db.url(), &spool).unwrap();
+    let append = |e: &x402_gateway::ops::JournalEntry| runtime.block_on(journal.append(e.clone()));
+
+    let cut = entry("cut", S::Verified);
+    append(&cut).unwrap();
+    let mut settled = cut.next(S::Settled);
+    settled.transaction = "0x01".into();
+    append(&settled).unwrap();
+    let mut cut_line = settled.next(S::Settled);
+    cut_line.reason = BODY_CUT.into();
+    append(&cut_line).unwrap();
+    // An older copy of the first settled record (a spool drained late) does not undo it.
+    append(&settled).unwrap();
+
+    let whole = entry("whole", S::Verified);
+    append(&whole).unwrap();
+    append(&whole.next(S::Settled)).unwrap();
+    let incomplete = entry("incomplete", S::Verified);
+    append(&incomplete).unwrap();
+    let mut not_charged = incomplete.next(S::NotCharged);
+    not_charged.reason = BODY_INCOMPLETE.into();
+    append(&not_charged).unwrap();
+
+    let all = runtime
+        .block_on(PgJournal::read_receipts(
+            &db.url(),
+            &x402_gateway::ops::receipts::ReceiptQuery::default(),
+        ))
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    let query = x402_gateway::ops::receipts::ReceiptQuery {
+        refund_candidates: true,
+        ..Default::default()
+    };
+    let rows = runtime
+        .block_on(PgJournal::read_receipts(&db.url(), &query))
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].id, "cut");
+    assert_eq!(rows[0].reason, BODY_CUT);
+    assert_eq!(rows[0].transaction, "0x01");
 }

@@ -262,14 +262,12 @@ async fn the_shipped_configuration_serves_the_probed_paths() {
         );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(gateway_bin())
-        .args(["run", "--config"])
-        .arg(&path)
+    // Spawned, not started: the probes below are what this test waits on.
+    let gateway = TestGateway::builder_at(&path)
+        .port(port)
+        .admin_port(admin)
         .envs(&env)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut results = Vec::new();
@@ -297,8 +295,7 @@ async fn the_shipped_configuration_serves_the_probed_paths() {
         .send()
         .await
         .map(|r| r.status().as_u16());
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(gateway);
     let _ = redis.kill();
     let _ = redis.wait();
     assert_eq!(results, ["/healthz", "/readyz"]);

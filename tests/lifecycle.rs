@@ -21,18 +21,6 @@ struct RawUpstream {
     hits: Arc<AtomicU64>,
 }
 
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
 fn response(status: &str, body: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -101,7 +89,7 @@ impl RawUpstream {
 struct Bed {
     upstream: RawUpstream,
     facilitator: Proc,
-    _gateway: Proc,
+    _gateway: TestGateway,
     port: u16,
     journal: PathBuf,
     http: reqwest::Client,
@@ -127,10 +115,9 @@ impl Bed {
         let dir = write_config("").parent().unwrap().to_path_buf();
         let journal = dir.join("journal.jsonl");
         let extra = format!("{ROUTES}[journal]\npath = \"{}\"\n", journal.display());
-        let gateway = start_gateway(
-            &config(port, upstream.port, facilitator.port, "", &extra),
-            port,
-        );
+        let gateway =
+            TestGateway::builder(&config(port, upstream.port, facilitator.port, "", &extra))
+                .start();
         Self {
             upstream,
             facilitator,

@@ -14,11 +14,10 @@ const PROTOCOL: &str = "2025-06-18";
 struct McpRig {
     mcp: Proc,
     facilitator: Proc,
-    _gateways: Vec<Proc>,
-    /// The gateways' ports: replicas of one configuration when there are several.
-    ports: Vec<u16>,
+    /// Replicas of one configuration when there are several.
+    gateways: Vec<TestGateway>,
+    /// The first gateway's public port.
     port: u16,
-    admin_ports: Vec<u16>,
     journal: std::path::PathBuf,
     http: reqwest::Client,
 }
@@ -133,17 +132,17 @@ impl McpRig {
         let dir = write_config("").parent().unwrap().to_path_buf();
         let journal = dir.join("journal.jsonl");
         let mut gateways = Vec::new();
-        let mut ports = Vec::new();
-        let mut admin_ports = Vec::new();
         for replica in 0..replicas {
             let (port, admin) = (free_port(), free_port());
             let own_journal = dir.join(format!("journal-{replica}.jsonl"));
             let path = if replica == 0 { &journal } else { &own_journal };
             let extra = format!("{extra}\n[journal]\npath = \"{}\"\n", path.display());
             let config = mcp_config(port, admin, mcp.port, facilitator.port, &extra);
-            gateways.push(start_gateway(&config, port));
-            ports.push(port);
-            admin_ports.push(admin);
+            gateways.push(
+                TestGateway::builder(&config)
+                    .name(format!("replica {replica}"))
+                    .start(),
+            );
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -152,10 +151,8 @@ impl McpRig {
         Self {
             mcp,
             facilitator,
-            _gateways: gateways,
-            port: ports[0],
-            ports,
-            admin_ports,
+            port: gateways[0].port,
+            gateways,
             journal,
             http,
         }
@@ -171,7 +168,7 @@ impl McpRig {
     }
 
     async fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.admin_ports[0]);
+        let url = self.gateways[0].admin_url("/metrics");
         self.http
             .get(url)
             .send()
@@ -286,6 +283,53 @@ impl McpRig {
             serde_json::to_vec(&message).unwrap(),
         )
         .await
+    }
+
+    /// Calls `tool` without a payment as request `id`: the payment-required object it answers.
+    async fn challenge_for(
+        &self,
+        path: &str,
+        session: &str,
+        id: u64,
+        tool: &str,
+        arguments: Value,
+    ) -> Value {
+        challenge_of(
+            &self
+                .call(path, session, id, tool, arguments, Value::Null)
+                .await,
+        )
+    }
+
+    /// A payment signed for the challenge of an unpaid call to `tool` (request `id`).
+    async fn payment_for_call(
+        &self,
+        path: &str,
+        session: &str,
+        id: u64,
+        tool: &str,
+        arguments: Value,
+    ) -> Value {
+        payment_for(&self.challenge_for(path, session, id, tool, arguments).await)
+    }
+
+    /// A whole paid call: unpaid as request `id` for the challenge, then paid as `id + 1` with
+    /// the same arguments. Returns the payment (for resending) and the paid call's answer.
+    async fn pay_and_call(
+        &self,
+        path: &str,
+        session: &str,
+        id: u64,
+        tool: &str,
+        arguments: Value,
+    ) -> (Value, Answer) {
+        let payment = self
+            .payment_for_call(path, session, id, tool, arguments.clone())
+            .await;
+        let answer = self
+            .call(path, session, id + 1, tool, arguments, paid(&payment))
+            .await;
+        (payment, answer)
     }
 
     async fn control(&self, path: &str) -> Value {
@@ -414,18 +458,9 @@ async fn an_unpaid_priced_call_gets_a_payment_required_result_and_the_tool_never
 async fn a_paid_call_runs_once_settles_once_and_carries_the_settlement() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
-    let challenge = challenge_of(
-        &rig.call(
-            "/mcp",
-            &session,
-            1,
-            "search",
-            json!({"q": "rust"}),
-            Value::Null,
-        )
-        .await,
-    );
-    let payment = payment_for(&challenge);
+    let payment = rig
+        .payment_for_call("/mcp", &session, 1, "search", json!({"q": "rust"}))
+        .await;
     let answer = rig
         .call(
             "/mcp",
@@ -543,27 +578,8 @@ async fn free_tools_listing_and_session_requests_pass_through_untouched() {
 async fn a_replayed_payment_is_refused_and_the_tool_runs_once() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
-    let challenge = challenge_of(
-        &rig.call(
-            "/mcp",
-            &session,
-            1,
-            "search",
-            json!({"q": "a"}),
-            Value::Null,
-        )
-        .await,
-    );
-    let payment = payment_for(&challenge);
-    let first = rig
-        .call(
-            "/mcp",
-            &session,
-            2,
-            "search",
-            json!({"q": "a"}),
-            paid(&payment),
-        )
+    let (payment, first) = rig
+        .pay_and_call("/mcp", &session, 1, "search", json!({"q": "a"}))
         .await;
     assert_eq!(
         first.result()["_meta"]["x402/payment-response"]["success"],
@@ -591,17 +607,9 @@ async fn a_replayed_payment_is_refused_and_the_tool_runs_once() {
 async fn tampered_and_mispriced_payments_never_run_the_tool() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
-    let cheap = challenge_of(
-        &rig.call(
-            "/mcp",
-            &session,
-            1,
-            "search",
-            json!({"q": "a"}),
-            Value::Null,
-        )
-        .await,
-    );
+    let cheap = rig
+        .challenge_for("/mcp", &session, 1, "search", json!({"q": "a"}))
+        .await;
     // Signed, then the value raised: the signature no longer matches.
     let mut tampered = payment_for(&cheap);
     tampered["payload"]["authorization"]["value"] = json!("50000");
@@ -667,17 +675,9 @@ async fn tampered_and_mispriced_payments_never_run_the_tool() {
 async fn a_failed_settlement_withholds_the_content_and_a_tool_error_charges_nothing() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
-    let challenge = challenge_of(
-        &rig.call(
-            "/mcp",
-            &session,
-            1,
-            "search",
-            json!({"q": "a"}),
-            Value::Null,
-        )
-        .await,
-    );
+    let payment = rig
+        .payment_for_call("/mcp", &session, 1, "search", json!({"q": "a"}))
+        .await;
     rig.facilitator_mode(json!({"settle": "invalid"})).await;
     let answer = rig
         .call(
@@ -686,7 +686,7 @@ async fn a_failed_settlement_withholds_the_content_and_a_tool_error_charges_noth
             2,
             "search",
             json!({"q": "a"}),
-            paid(&payment_for(&challenge)),
+            paid(&payment),
         )
         .await;
     let result = answer.result();
@@ -704,19 +704,8 @@ async fn a_failed_settlement_withholds_the_content_and_a_tool_error_charges_noth
 
     // A tool that reports an error: delivered as it is, never settled.
     rig.facilitator_mode(json!({"settle": "normal"})).await;
-    let broken = challenge_of(
-        &rig.call("/mcp", &session, 3, "broken", json!({}), Value::Null)
-            .await,
-    );
-    let answer = rig
-        .call(
-            "/mcp",
-            &session,
-            4,
-            "broken",
-            json!({}),
-            paid(&payment_for(&broken)),
-        )
+    let (_, answer) = rig
+        .pay_and_call("/mcp", &session, 3, "broken", json!({}))
         .await;
     assert_eq!(answer.result()["isError"], true);
     assert_eq!(answer.result()["content"][0]["text"], "the tool failed");
@@ -733,17 +722,9 @@ async fn a_failed_settlement_withholds_the_content_and_a_tool_error_charges_noth
 async fn sse_responses_stream_notifications_and_settle_in_the_final_event() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp-sse").await;
-    let unpaid = rig
-        .call(
-            "/mcp-sse",
-            &session,
-            1,
-            "search",
-            json!({"q": "s"}),
-            Value::Null,
-        )
+    let challenge = rig
+        .challenge_for("/mcp-sse", &session, 1, "search", json!({"q": "s"}))
         .await;
-    let challenge = challenge_of(&unpaid);
     assert_eq!(rig.executions("search").await, 0);
     let answer = rig
         .call(
@@ -844,26 +825,8 @@ async fn the_extension_binding_answers_payment_required_and_complete() {
 async fn a_paid_call_is_journaled_and_counted_under_its_tool() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
-    let challenge = challenge_of(
-        &rig.call(
-            "/mcp",
-            &session,
-            1,
-            "search",
-            json!({"q": "j"}),
-            Value::Null,
-        )
-        .await,
-    );
-    let answer = rig
-        .call(
-            "/mcp",
-            &session,
-            2,
-            "search",
-            json!({"q": "j"}),
-            paid(&payment_for(&challenge)),
-        )
+    let (_, answer) = rig
+        .pay_and_call("/mcp", &session, 1, "search", json!({"q": "j"}))
         .await;
     let tx = answer.result()["_meta"]["x402/payment-response"]["transaction"].clone();
     let journal = rig.journal();
@@ -906,18 +869,9 @@ async fn a_paid_call_is_journaled_and_counted_under_its_tool() {
 async fn a_resent_payment_with_an_identifier_gets_its_result_back_under_the_new_id() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
-    let challenge = challenge_of(
-        &rig.call(
-            "/mcp",
-            &session,
-            1,
-            "search",
-            json!({"q": "i"}),
-            Value::Null,
-        )
-        .await,
-    );
-    let mut payment = payment_for(&challenge);
+    let mut payment = rig
+        .payment_for_call("/mcp", &session, 1, "search", json!({"q": "i"}))
+        .await;
     payment["extensions"] =
         json!({"payment-identifier": {"info": {"id": "mcp-retry-0123456789abcdef"}}});
     let first = rig
@@ -960,21 +914,12 @@ async fn replicas_sharing_redis_run_a_payment_once_whichever_gets_it() {
     let redis = format!("[redis]\nurl = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}\"\n");
     let rig = McpRig::start_with(&redis, 2).await;
     let session = rig.session("/mcp").await;
-    let challenge = challenge_of(
-        &rig.call(
-            "/mcp",
-            &session,
-            1,
-            "search",
-            json!({"q": "r"}),
-            Value::Null,
-        )
-        .await,
-    );
-    let payment = payment_for(&challenge);
+    let payment = rig
+        .payment_for_call("/mcp", &session, 1, "search", json!({"q": "r"}))
+        .await;
     let (a, b) = tokio::join!(
         rig.call_at(
-            rig.ports[0],
+            rig.gateways[0].port,
             "/mcp",
             &session,
             2,
@@ -983,7 +928,7 @@ async fn replicas_sharing_redis_run_a_payment_once_whichever_gets_it() {
             paid(&payment)
         ),
         rig.call_at(
-            rig.ports[1],
+            rig.gateways[1].port,
             "/mcp",
             &session,
             3,
@@ -1000,7 +945,7 @@ async fn replicas_sharing_redis_run_a_payment_once_whichever_gets_it() {
         .count();
     assert_eq!(settled, 1, "{:?} {:?}", a.messages, b.messages);
     // Later copies, at either replica, are refused as used.
-    for (id, port) in [(4, rig.ports[0]), (5, rig.ports[1])] {
+    for (id, port) in [(4, rig.gateways[0].port), (5, rig.gateways[1].port)] {
         let again = rig
             .call_at(
                 port,
@@ -1117,18 +1062,9 @@ async fn a_body_read_for_a_method_override_is_priced_and_forwarded_once_read() {
 async fn a_paid_call_answered_with_a_redirect_withholds_its_content_when_settlement_fails() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
-    let challenge = challenge_of(
-        &rig.call(
-            "/mcp-moved",
-            &session,
-            1,
-            "search",
-            json!({"q": "m"}),
-            Value::Null,
-        )
-        .await,
-    );
-    let payment = payment_for(&challenge);
+    let payment = rig
+        .payment_for_call("/mcp-moved", &session, 1, "search", json!({"q": "m"}))
+        .await;
     rig.facilitator_mode(json!({"settle": "invalid"})).await;
     let answer = rig
         .call(
@@ -1193,26 +1129,8 @@ async fn a_paid_call_answered_with_a_redirect_withholds_its_content_when_settlem
 async fn a_paid_call_answered_with_a_redirect_is_settled_and_relayed_with_the_receipt() {
     let rig = McpRig::start().await;
     let session = rig.session("/mcp").await;
-    let challenge = challenge_of(
-        &rig.call(
-            "/mcp-moved",
-            &session,
-            1,
-            "search",
-            json!({"q": "r"}),
-            Value::Null,
-        )
-        .await,
-    );
-    let answer = rig
-        .call(
-            "/mcp-moved",
-            &session,
-            2,
-            "search",
-            json!({"q": "r"}),
-            paid(&payment_for(&challenge)),
-        )
+    let (_, answer) = rig
+        .pay_and_call("/mcp-moved", &session, 1, "search", json!({"q": "r"}))
         .await;
     // A status below 400 is a success, as on an HTTP route: settled, the answer relayed as it
     // is with the receipt in the header.

@@ -122,7 +122,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// facilitator is never asked anything.
 struct Stand {
     upstream: RawUpstream,
-    gateway: Proc,
+    gateway: TestGateway,
 }
 
 impl Stand {
@@ -160,7 +160,7 @@ free = true
 "#,
             upstream.port
         );
-        let gateway = start_gateway(&config, port);
+        let gateway = TestGateway::builder(&config).start();
         Self { upstream, gateway }
     }
 

@@ -14,7 +14,7 @@ use vendor::*;
 struct OkxRig {
     upstream: Proc,
     okx: Proc,
-    gateway: Gateway,
+    gateway: TestGateway,
 }
 
 impl OkxRig {
@@ -32,7 +32,7 @@ impl OkxRig {
             &okx_facilitator(okx.port, facilitator_extra),
             routes,
         );
-        let gateway = Gateway::start(&config, port);
+        let gateway = vendor_gateway(&config).start();
         Self {
             upstream,
             okx,
@@ -312,7 +312,7 @@ async fn batch_payment_is_still_matched_on_every_declared_field() {
 
 #[tokio::test]
 async fn refused_credentials_are_a_502_and_a_log_line_naming_the_cause() {
-    let mut rig = OkxRig::start("");
+    let rig = OkxRig::start("");
     let cases = [
         (json!({"secret": "rotated-secret"}), json!({}), "50113"),
         (
@@ -469,13 +469,13 @@ async fn a_route_on_a_network_okx_does_not_offer_stops_start_up_naming_it() {
 
 #[tokio::test]
 async fn a_reload_onto_a_network_okx_does_not_offer_is_refused_and_the_old_routes_keep_serving() {
-    let mut rig = OkxRig::start("");
+    let rig = OkxRig::start("");
     let path = rig.gateway.config_path();
-    let original = std::fs::read_to_string(&path).unwrap();
+    let original = std::fs::read_to_string(path).unwrap();
     let with_base = format!(
         "{original}[[routes]]\nmatch = \"GET /base\"\nprice = \"$0.01\"\nnetwork = \"eip155:8453\"\nasset = \"USDC\"\n"
     );
-    std::fs::write(&path, with_base).unwrap();
+    std::fs::write(path, with_base).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !rig.gateway.log().contains("configuration reload refused") {
         assert!(
@@ -520,10 +520,13 @@ async fn an_okx_settlement_moves_the_token_on_a_real_chain() {
          [assets.\"eip155:196\".USDT0]\naddress = \"{}\"\ndecimals = 6\nname = \"USD\u{20AE}0\"\nversion = \"2\"\n",
         chain.pay_to, chain.token
     );
-    let gateway = Gateway::start(
-        &vendor_config(port, upstream.port, &okx_facilitator(okx.port, ""), &routes),
+    let gateway = vendor_gateway(&vendor_config(
         port,
-    );
+        upstream.port,
+        &okx_facilitator(okx.port, ""),
+        &routes,
+    ))
+    .start();
     let url = gateway.url("/api/data");
     let payment = pay_exact_with(&accepted(&url).await, &chain.buyer.1);
     let (status, settlement, body) = paid_get(&url, &payment).await;
@@ -582,7 +585,7 @@ async fn a_pending_okx_settlement_is_reconciled_in_the_journal_through_settle_st
         ),
         journal.display()
     );
-    let mut gateway = Gateway::start(&config, port);
+    let gateway = vendor_gateway(&config).start();
     let url = gateway.url("/api/data");
     let (status, settlement, body) = paid_get(&url, &pay_exact(&accepted(&url).await)).await;
     assert_eq!(status, 200, "{body}");
@@ -638,7 +641,7 @@ async fn unreachable_okx_at_start_up_is_a_warning_and_payments_get_502() {
         &okx_facilitator(okx.port, ""),
         OKX_ROUTES,
     );
-    let mut gateway = Gateway::start(&config, port);
+    let gateway = vendor_gateway(&config).start();
     let url = gateway.url("/api/data");
     let (status, _, body) = paid_get(&url, &pay_exact(&accepted(&url).await)).await;
     assert_eq!(status, 502);

@@ -5,56 +5,31 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use x402_gateway::x402::PaymentRequirements;
 
-/// A gateway process with its admin port, configuration file and captured log.
+/// A [`TestGateway`] that counts as started once `/readyz` says ready, with the admin, payment
+/// and signal calls these tests make.
 struct Gateway {
-    child: Child,
-    port: u16,
-    admin: u16,
-    config: PathBuf,
-    log: PathBuf,
+    process: TestGateway,
     http: reqwest::Client,
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Gateway {
-    /// Starts the binary on `config_path` and waits until `/readyz` says ready.
+    /// Starts the binary on `config_path` with `args` before `run`, and waits until `/readyz`
+    /// says ready.
     async fn start_at(config_path: &Path, args: &[&str]) -> Self {
-        let text = std::fs::read_to_string(config_path).unwrap();
-        let port = listen_port(&text);
-        let admin = admin_port(&text);
-        let log = config_path.with_extension("log");
-        let child = Command::new(gateway_bin())
+        let process = TestGateway::builder_at(config_path)
             .args(args)
-            .args(["run", "--config"])
-            .arg(config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .rust_log("info")
+            .start();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let gw = Self {
-            child,
-            port,
-            admin,
-            config: config_path.to_path_buf(),
-            log,
-            http,
-        };
+        let gw = Self { process, http };
         gw.wait_ready(true, Duration::from_secs(20)).await;
         gw
     }
@@ -63,12 +38,16 @@ impl Gateway {
         Self::start_at(&write_config(config), &[]).await
     }
 
+    fn config(&self) -> &Path {
+        self.process.config_path()
+    }
+
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.process.url(path)
     }
 
     fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin)
+        self.process.admin_url(path)
     }
 
     async fn readyz(&self) -> Option<(u16, Value)> {
@@ -118,16 +97,11 @@ impl Gateway {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name}");
+        self.process.signal(name);
     }
 
     async fn challenge(&self, path: &str) -> Value {
@@ -151,18 +125,6 @@ impl Gateway {
             .await
             .unwrap()
     }
-}
-
-fn listen_port(config: &str) -> u16 {
-    let line = config
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .expect("a listen line");
-    line.trim_end_matches('"')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap()
 }
 
 /// The value of one sample of the Prometheus text, 0 when absent.
@@ -394,8 +356,7 @@ async fn journal_survives_kill_9_and_pending_settlements_resume() {
     let r = gw.paid_get("/paid", &unknown).await;
     assert_eq!(r.status(), 504);
 
-    gw.child.kill().unwrap(); // SIGKILL
-    gw.child.wait().unwrap();
+    gw.process.kill(); // SIGKILL
 
     let lines: Vec<Value> = std::fs::read_to_string(&journal)
         .unwrap()
@@ -534,7 +495,7 @@ async fn reload_under_load_loses_no_request() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         // SIGHUP after an in-place edit...
         std::fs::write(
-            &gw.config,
+            gw.config(),
             text.replace(
                 "price = \"$0.01\"\ndescription = \"paid data\"",
                 "price = \"$0.02\"\ndescription = \"paid data\"",
@@ -545,7 +506,7 @@ async fn reload_under_load_loses_no_request() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         // ...and a plain file change, picked up without a signal.
         std::fs::write(
-            &gw.config,
+            gw.config(),
             text.replace(
                 "price = \"$0.01\"\ndescription = \"paid data\"",
                 "price = \"$0.03\"\ndescription = \"paid data\"",
@@ -576,7 +537,7 @@ async fn invalid_reload_is_refused_and_the_old_routes_keep_serving() {
     let text = support.config("", "");
     let gw = Gateway::start(&text).await;
     let broken = text.replace("description = \"paid data\"", "descripton = \"paid data\"");
-    std::fs::write(&gw.config, &broken).unwrap();
+    std::fs::write(gw.config(), &broken).unwrap();
     gw.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -666,14 +627,14 @@ async fn sigterm_under_load_fails_no_in_flight_request() {
     gw.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_err(),
+        std::net::TcpStream::connect(("127.0.0.1", gw.process.port)).is_err(),
         "still accepting after SIGTERM"
     );
     for r in requests {
         assert_eq!(r.await.unwrap(), Ok((200, true)));
     }
     let status = loop {
-        if let Some(status) = gw.child.try_wait().unwrap() {
+        if let Some(status) = gw.process.try_wait() {
             break status;
         }
         assert!(

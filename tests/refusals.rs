@@ -195,7 +195,7 @@ async fn an_unreachable_facilitator_is_a_502() {
     let upstream = node("upstream.mjs", &["--port", "0"]);
     let port = free_port();
     let closed = ClosedPort::new();
-    let _gateway = start_gateway(&config(port, upstream.port, closed.port, "", ""), port);
+    let _gateway = TestGateway::builder(&config(port, upstream.port, closed.port, "", "")).start();
     let http = reqwest::Client::new();
     let payment = pay_header_for(&format!("http://127.0.0.1:{port}/paid")).await;
     let r = http
@@ -223,7 +223,8 @@ async fn an_unreachable_upstream_is_a_502_and_charges_nothing() {
     let facilitator = node("facilitator.mjs", &["--port", "0"]);
     let port = free_port();
     let closed = ClosedPort::new();
-    let _gateway = start_gateway(&config(port, closed.port, facilitator.port, "", ""), port);
+    let _gateway =
+        TestGateway::builder(&config(port, closed.port, facilitator.port, "", "")).start();
     let http = reqwest::Client::new();
     let r = http
         .get(format!("http://127.0.0.1:{port}/free/x"))

@@ -36,6 +36,18 @@ impl Redis {
         redis
     }
 
+    /// The `[redis]` settings of a gateway using this server, as its configuration reads them.
+    fn settings(&self) -> x402_gateway::config::RedisConfig {
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:9\"\n[facilitator]\nkind = \"local\"\n[redis]\nurl = \"{}\"\n",
+            self.url()
+        );
+        x402_gateway::config::GatewayConfig::parse(&text, std::path::Path::new("g.toml"), &|_| None)
+            .expect("a valid configuration")
+            .redis
+            .expect("[redis] is set")
+    }
+
     /// Starts (again) on the same port and waits for `PING`.
     fn restart(&mut self) {
         let child = Command::new("redis-server")
@@ -129,7 +141,7 @@ struct Replicas {
     upstream: Proc,
     okx: Proc,
     redis: Redis,
-    gateways: Vec<(Gateway, u16)>,
+    gateways: Vec<TestGateway>,
 }
 
 impl Replicas {
@@ -152,7 +164,7 @@ impl Replicas {
             String::new()
         };
         let gateways = (0..replicas)
-            .map(|_| {
+            .map(|replica| {
                 let port = free_port();
                 let config = vendor_config(
                     port,
@@ -161,8 +173,9 @@ impl Replicas {
                     &format!("{ROUTES}{extra}\n{redis_table}"),
                 )
                 .replace("[admin]\n", "[admin]\nprobe_interval = \"200ms\"\n");
-                let admin = admin_port(&config);
-                (Gateway::start(&config, port), admin)
+                vendor_gateway(&config)
+                    .name(format!("replica {replica}"))
+                    .start()
             })
             .collect();
         Self {
@@ -174,15 +187,12 @@ impl Replicas {
     }
 
     fn url(&self, replica: usize, path: &str) -> String {
-        self.gateways[replica % self.gateways.len()].0.url(path)
+        self.gateways[replica % self.gateways.len()].url(path)
     }
 
     async fn readyz(&self, replica: usize) -> (u16, Value) {
         let r = http()
-            .get(format!(
-                "http://127.0.0.1:{}/readyz",
-                self.gateways[replica].1
-            ))
+            .get(self.gateways[replica].admin_url("/readyz"))
             .send()
             .await
             .unwrap();
@@ -340,7 +350,7 @@ async fn redis_not_answering_fails_closed_and_heals_without_restart() {
     assert_heals(&rig, 0).await;
 
     let metrics = http()
-        .get(format!("http://127.0.0.1:{}/metrics", rig.gateways[1].1))
+        .get(rig.gateways[1].admin_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -575,20 +585,52 @@ async fn rate_limits_are_counted_locally_without_redis() {
     assert_rate_limits(&rig).await;
 }
 
+/// A restarted replica remembers the journal's live settled authorizations in batches of one
+/// round trip each; a key another replica holds right now is left to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_is_released_by_its_owner_only_and_kept_once_settled_or_unknown() {
+async fn settled_authorizations_from_a_journal_are_remembered_in_bulk_and_held_keys_left_alone() {
     use std::sync::Arc;
-    use x402_gateway::config::GatewayConfig;
     use x402_gateway::payment::{ReplayError, ReplayGuard, ReplayKey};
     use x402_gateway::store::{RedisReplayGuard, RedisStore};
 
     let redis = Redis::start();
-    let text = format!(
-        "[upstream]\nurl = \"http://127.0.0.1:9\"\n[facilitator]\nkind = \"local\"\n[redis]\nurl = \"{}\"\n",
-        redis.url()
+    let settings = redis.settings();
+    let running = RedisReplayGuard::new(Arc::new(RedisStore::connect(&settings).unwrap()));
+    let restarted = RedisReplayGuard::new(Arc::new(RedisStore::connect(&settings).unwrap()));
+    let key =
+        |n: usize| ReplayKey::new("eip155:84532", "0xasset", "0xfrom", &format!("0x{n:064x}"));
+    let (now, valid_before) = (now(), now() + 120);
+    // The running replica is using one of them at this moment.
+    running.reserve(&key(7), valid_before, now).await.unwrap();
+
+    // More than one batch.
+    let recorded: Vec<(ReplayKey, u64)> = (0..1_203).map(|n| (key(n), valid_before)).collect();
+    let remembered = restarted.remember_settled(&recorded, now).await;
+    assert_eq!(remembered, 1_202, "every key but the one held elsewhere");
+    for n in [0, 499, 500, 1_000, 1_202] {
+        assert_eq!(
+            running.reserve(&key(n), valid_before, now).await,
+            Err(ReplayError::AlreadySettled),
+            "key {n}"
+        );
+    }
+    assert_eq!(
+        restarted.reserve(&key(7), valid_before, now).await,
+        Err(ReplayError::InFlight),
+        "the running replica's reservation is untouched"
     );
-    let config = GatewayConfig::parse(&text, std::path::Path::new("g.toml"), &|_| None).unwrap();
-    let settings = config.redis.unwrap();
+    running.release(&key(7)).await;
+    restarted.reserve(&key(7), valid_before, now).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_is_released_by_its_owner_only_and_kept_once_settled_or_unknown() {
+    use std::sync::Arc;
+    use x402_gateway::payment::{ReplayError, ReplayGuard, ReplayKey};
+    use x402_gateway::store::{RedisReplayGuard, RedisStore};
+
+    let redis = Redis::start();
+    let settings = redis.settings();
     // Two replicas: each its own client, one Redis.
     let first = RedisReplayGuard::new(Arc::new(RedisStore::connect(&settings).unwrap()));
     let second = RedisReplayGuard::new(Arc::new(RedisStore::connect(&settings).unwrap()));
@@ -698,7 +740,7 @@ async fn the_redis_password_authenticates_and_is_never_printed() {
     let (ok, stdout, stderr) = check(&config);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("redis://:***@127.0.0.1"), "{stdout}");
-    let mut gateway = Gateway::start(&config, port);
+    let gateway = vendor_gateway(&config).start();
     let url = gateway.url("/api/data");
     let (status, settlement, body) = paid_get(&url, &pay_exact(&accepted(&url).await)).await;
     assert_eq!(status, 200, "authenticated: {body}");
@@ -866,7 +908,6 @@ async fn an_unknown_outcome_leaves_a_tombstone_every_replica_refuses() {
     assert_eq!(rig.settles().await, 1);
     set_mode(&rig.okx, json!({"settle": "normal"})).await;
     let journal = rig.gateways[0]
-        .0
         .config_path()
         .with_file_name("journal.jsonl");
     let last: Value = std::fs::read_to_string(&journal)
@@ -919,4 +960,120 @@ async fn an_unknown_outcome_leaves_a_tombstone_every_replica_refuses() {
     assert_eq!(cli(&["GET", key]), "unknown");
     let pttl: u64 = cli(&["PTTL", key]).parse().unwrap();
     assert!((60_000..=181_000).contains(&pttl), "{pttl} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_redis_honour_one_access_grant_and_one_sign_in_nonce() {
+    use std::sync::Arc;
+    use x402_gateway::store::{RedisSignIn, RedisStore, SignInStore};
+
+    let redis = Redis::start();
+    let settings = redis.settings();
+    // Two replicas: each its own client, one Redis.
+    let first = RedisSignIn::new(Arc::new(RedisStore::connect(&settings).unwrap()));
+    let second = RedisSignIn::new(Arc::new(RedisStore::connect(&settings).unwrap()));
+    let now = x402_gateway::time::unix_now_ms();
+    let resource = "GET /report /report";
+    let payer = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+    assert!(!second.granted(resource, payer, now).await.unwrap());
+    first.grant(resource, payer, now + 60_000).await.unwrap();
+    assert!(
+        second
+            .granted(resource, &payer.to_lowercase(), now)
+            .await
+            .unwrap(),
+        "a grant written by one replica is honoured by the other, whatever the address case"
+    );
+    assert!(!second
+        .granted("GET /other /other", payer, now)
+        .await
+        .unwrap());
+    assert!(!second
+        .granted(resource, "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", now)
+        .await
+        .unwrap());
+    // a shorter grant written later does not cut the longer one
+    second.grant(resource, payer, now + 1).await.unwrap();
+    assert!(first.granted(resource, payer, now).await.unwrap());
+
+    assert!(first.use_nonce("nonce-a", now + 60_000, now).await.unwrap());
+    assert!(
+        !second
+            .use_nonce("nonce-a", now + 60_000, now)
+            .await
+            .unwrap(),
+        "a nonce used on one replica is refused on the other"
+    );
+    assert!(second
+        .use_nonce("nonce-b", now + 60_000, now)
+        .await
+        .unwrap());
+}
+
+#[test]
+fn each_runtime_gets_its_own_redis_connection_and_an_ended_one_gives_it_up() {
+    use std::sync::Arc;
+    use x402_gateway::payment::{ReplayError, ReplayGuard, ReplayKey};
+    use x402_gateway::store::{RedisReplayGuard, RedisStore, StoreHealth};
+
+    let redis = Redis::start();
+    // Made outside any runtime, as the gateway makes it at start-up.
+    let store = Arc::new(RedisStore::connect(&redis.settings()).unwrap());
+    let guard = RedisReplayGuard::new(store.clone());
+    let key = ReplayKey::new("eip155:196", "0xasset", "0xfrom", "runtimes");
+    let valid_before = now() + 120;
+    let runtime = |threads: usize| {
+        if threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        .enable_all()
+        .build()
+        .unwrap()
+    };
+    let bounded = Duration::from_secs(5);
+
+    // A runtime that ends right after its calls, like the one that replays the journal.
+    let first = runtime(1);
+    first.block_on(async {
+        guard.reserve(&key, valid_before, now()).await.unwrap();
+        guard.mark_settled(&key).await;
+        tokio::time::timeout(bounded, store.detached_done())
+            .await
+            .expect("the detached write ends within its timeout");
+    });
+    assert_eq!(store.runtimes_connected(), 1);
+    assert!(store.reachable());
+    drop(first);
+    assert_eq!(
+        store.runtimes_connected(),
+        0,
+        "an ended runtime gives its connection up"
+    );
+
+    // What the ended runtime wrote landed, and another runtime reads it on a connection of its own.
+    let second = runtime(2);
+    assert_eq!(
+        second.block_on(guard.reserve(&key, valid_before, now())),
+        Err(ReplayError::AlreadySettled)
+    );
+    let third = runtime(1);
+    assert!(third.block_on(store.ping()));
+    assert_eq!(store.runtimes_connected(), 2);
+
+    // Redis going away and coming back heals each runtime's connection.
+    redis.pause();
+    assert!(!second.block_on(store.ping()));
+    assert!(!store.reachable());
+    redis.resume();
+    let deadline = Instant::now() + bounded;
+    while !(second.block_on(store.ping()) && third.block_on(store.ping())) {
+        assert!(Instant::now() < deadline, "redis did not answer again");
+    }
+    assert!(store.reachable());
+    assert_eq!(store.runtimes_connected(), 2);
 }

@@ -26,6 +26,11 @@ echo "== end-to-end on a local chain"
 GATEWAY_BIN="$PWD/target/debug/x402-gateway" PAY_EXAMPLE_BIN="$PWD/target/debug/examples/pay" \
   node --test --test-concurrency=1 tests/e2e/
 
+echo "== soak and chaos: a minute of paid load through two replicas while Redis, PostgreSQL and a replica are killed (bench/soak.sh)"
+GATEWAY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/x402-gateway" \
+  BENCH_PAYMENTS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/bench_payments" \
+  SOAK_DURATION=60s bash bench/soak.sh
+
 echo "== Kubernetes manifests against the official schemas"
 [ -x target/venv/bin/kubernetes-validate ] || {
   python3 -m venv target/venv

@@ -1,5 +1,5 @@
 //! Facilitator credentials never leave the gateway: not in its logs, not in `check`, not in any
-//! response a client gets, whatever goes wrong.
+//! response a client gets, whatever goes wrong, and not in the admin API's configuration listing.
 
 mod common;
 mod vendor;
@@ -48,7 +48,7 @@ networks = ["eip155:84532"]
     assert!(ok, "{stderr}");
     assert_clean("check", &format!("{stdout}{stderr}"));
 
-    let mut gateway = Gateway::start(&config, port);
+    let gateway = vendor_gateway(&config).start();
     let mut seen = String::new();
     let okx_url = format!("http://127.0.0.1:{}", okx.port);
     // Every way a facilitator call can go wrong, plus the good path.
@@ -83,6 +83,16 @@ networks = ["eip155:84532"]
     }
     assert!(seen.contains("facilitator_credentials"), "{seen}");
     assert_clean("client responses", &seen);
+    // The operator's view of the configuration names the facilitators, never their credentials.
+    let listing = http()
+        .get(gateway.admin_url("/admin/api/config"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+    let listing = listing.text().await.unwrap();
+    assert!(listing.contains("\"agentwallex\""), "{listing}");
+    assert_clean("the admin API's configuration", &listing);
     let log = gateway.log();
     assert!(log.contains("refused the gateway's credentials"), "{log}");
     assert_clean("the gateway log", &log);

@@ -32,7 +32,7 @@ async fn the_gateway_serves_challenges_and_payments_over_tls() {
             dir.join("key.pem").display()
         ),
     );
-    let _gateway = start_gateway(&config, port);
+    let _gateway = TestGateway::builder(&config).start();
 
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())

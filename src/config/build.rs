@@ -5,17 +5,26 @@ use super::duration::parse_duration;
 use super::model::*;
 use super::surface;
 use super::surface::Text;
-use crate::payment::{SettlementPolicy, PAYMENT_FLOW};
+use crate::payment::batch::{
+    ReceiverAuthorizerKey, BATCH_SETTLEMENT, MAX_WITHDRAW_DELAY_SECS, MIN_DEPOSIT_KEY,
+    MIN_WITHDRAW_DELAY_SECS, RECEIVER_AUTHORIZER_KEY, WITHDRAW_DELAY_KEY,
+};
+use crate::payment::{upto_challenge_extra, SettlementPolicy, PAYMENT_FLOW};
 use crate::pricing::mcp::{McpItemKind, McpPricedItem, McpRoute};
 use crate::pricing::{
-    canonical_path, checksum_address, parse_price, Asset, AssetRegistry, PaymentOption,
-    PriceCondition, PriceRule, PricedRoute, Route, RouteKind, RoutePattern, RouteTable,
+    canonical_path, checksum_address, parse_price, Asset, AssetRegistry, Meter, Metering,
+    PaymentOption, PriceCondition, PriceRule, PricedRoute, Route, RouteKind, RoutePattern,
+    RouteTable, UsageFallback, UsageHeader, UsageJson, UsagePath, VerifyPolicy,
 };
-use crate::x402::{chain_id_of, v1_name_of, PaymentRequirements};
+use crate::x402::{chain_id_of, v1_name_of, PaymentRequirements, EXACT, UPTO};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
+
+#[path = "listing.rs"]
+mod listing;
+use listing::Listed;
 
 impl GatewayConfig {
     /// Reads and validates `path`.
@@ -49,7 +58,8 @@ impl GatewayConfig {
 }
 
 /// Payment schemes a route may ask for. `aggr_deferred` is OKX's batch settlement.
-const SCHEMES: &[&str] = &["exact", "aggr_deferred"];
+/// `upto` is metered: the price is a maximum and the charge is read from the response.
+const SCHEMES: &[&str] = &["exact", "aggr_deferred", "upto", BATCH_SETTLEMENT];
 
 struct Ctx<'a> {
     text: &'a str,
@@ -167,6 +177,14 @@ impl Ctx<'_> {
         let mut routes = Vec::with_capacity(file.routes.len());
         for (index, route) in file.routes.iter().enumerate() {
             let built = self.route(index, route, defaults, default_settle, &assets)?;
+            // Sign-in messages name the gateway's public URL; the request's own `Host` or
+            // `X-Forwarded-*` would let a client choose the domain it signs in to.
+            if let (Some(access), None) = (&route.get_ref().access, &server.public_url) {
+                return Err(self.err(
+                    access,
+                    format!("route `{}`: `access` needs `[server] public_url`, the address buyers sign in to", built.source),
+                ));
+            }
             self.check_route_facilitators(route, &built, &facilitators)?;
             routes.push(built);
         }
@@ -188,7 +206,14 @@ impl Ctx<'_> {
             None => None,
             Some(j) => Some(self.journal(j.get_ref(), path)?),
         };
-        Ok(GatewayConfig {
+        let batch = self.batch(&file.batch, &routes)?;
+        let own_authorizer = batch
+            .receiver_authorizer_key
+            .as_ref()
+            .and_then(|k| ReceiverAuthorizerKey::from_hex(k.expose()).ok())
+            .map(|k| k.address());
+        let mut config = GatewayConfig {
+            batch,
             source: path.to_path_buf(),
             server,
             upstream,
@@ -211,6 +236,86 @@ impl Ctx<'_> {
                     Some(n) => *n.get_ref(),
                 },
             },
+        };
+        if let Some(address) = own_authorizer {
+            // Channels name the gateway's own key: no facilitator is asked for one.
+            config.routes.complete_options(|option| {
+                if option.requirements.scheme == BATCH_SETTLEMENT {
+                    if let Some(map) = option.requirements.extra.as_object_mut() {
+                        map.insert(RECEIVER_AUTHORIZER_KEY.into(), serde_json::json!(address));
+                    }
+                }
+            });
+        }
+        Ok(config)
+    }
+
+    /// `[batch]`, checked against the routes' withdraw delays: a claim must land well inside the
+    /// shortest one, or a buyer could withdraw what was charged but not yet claimed.
+    fn batch(&self, b: &surface::Batch, routes: &[Route]) -> Result<BatchConfig, ConfigError> {
+        let defaults = BatchConfig::default();
+        let claim_interval = self.positive_duration(&b.claim_interval, defaults.claim_interval)?;
+        let claim_threshold = match &b.claim_threshold {
+            None => None,
+            Some(text) => {
+                let value = self.expand(text)?;
+                match value.parse::<u128>() {
+                    Ok(n) if n > 0 && value.bytes().all(|c| c.is_ascii_digit()) => Some(n),
+                    _ => {
+                        return Err(self.err(
+                            text,
+                            format!("claim_threshold `{value}` is not a positive whole number of atomic units"),
+                        ))
+                    }
+                }
+            }
+        };
+        if let Some(text) = &b.receiver_authorizer {
+            let value = self.expand(text)?;
+            if value != "facilitator" {
+                return Err(self.err(
+                    text,
+                    format!("receiver_authorizer `{value}`: only \"facilitator\" is named here (the facilitator from its /supported signs claims and refunds); for the gateway's own key set receiver_authorizer_key"),
+                ));
+            }
+            if let Some(key) = &b.receiver_authorizer_key {
+                return Err(self.err(
+                    key,
+                    "[batch] sets both receiver_authorizer = \"facilitator\" and receiver_authorizer_key: use one",
+                ));
+            }
+        }
+        let receiver_authorizer_key = self.secret(&b.receiver_authorizer_key)?;
+        if let (Some(key), Some(text)) = (&receiver_authorizer_key, &b.receiver_authorizer_key) {
+            // Checked here so that a bad key stops the start, never a claim hours later; the
+            // message never shows the value.
+            ReceiverAuthorizerKey::from_hex(key.expose())
+                .map_err(|e| self.err(text, e.to_string()))?;
+        }
+        let shortest = routes
+            .iter()
+            .flat_map(|r| r.kind.priced_routes())
+            .flat_map(|p| &p.options)
+            .filter(|o| o.requirements.scheme == BATCH_SETTLEMENT)
+            .filter_map(|o| o.requirements.extra.get(WITHDRAW_DELAY_KEY)?.as_u64())
+            .min();
+        if let Some(delay) = shortest {
+            if claim_interval.as_secs().saturating_mul(3) > delay {
+                let at = b
+                    .claim_interval
+                    .as_ref()
+                    .map(|v| v.span())
+                    .unwrap_or_default();
+                return Err(self.error_at(
+                    at,
+                    format!("[batch] claim_interval must be at most a third of the shortest withdraw_delay ({delay}s), so that every charge is claimed before a buyer can withdraw it"),
+                ));
+            }
+        }
+        Ok(BatchConfig {
+            claim_interval,
+            claim_threshold,
+            receiver_authorizer_key,
         })
     }
 
@@ -373,9 +478,37 @@ impl Ctx<'_> {
                 })?
             }
         };
+        let mut explorers: std::collections::BTreeMap<String, String> = DEFAULT_EXPLORERS
+            .iter()
+            .map(|(n, u)| (n.to_string(), u.to_string()))
+            .collect();
+        for (network, prefix) in &a.explorers {
+            let text = self.expand(prefix)?;
+            let parsed = url::Url::parse(&text)
+                .map_err(|e| self.err(prefix, format!("explorer `{text}`: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https")
+                || parsed.host_str().is_none()
+                || !parsed.username().is_empty()
+                || parsed.password().is_some()
+            {
+                return Err(self.err(
+                    prefix,
+                    format!("explorer for `{network}` must be an http(s) URL with a host and no credentials, e.g. \"https://basescan.org/tx/\""),
+                ));
+            }
+            if !network.starts_with("eip155:") || chain_id_of(network).is_none() {
+                return Err(self.err(
+                    prefix,
+                    format!("explorer network `{network}` is not a CAIP-2 network such as \"eip155:8453\""),
+                ));
+            }
+            explorers.insert(network.clone(), text);
+        }
         Ok(AdminConfig {
             listen,
             probe_interval: self.positive_duration(&a.probe_interval, Duration::from_secs(5))?,
+            token: self.secret(&a.token)?,
+            explorers,
         })
     }
 
@@ -438,7 +571,38 @@ impl Ctx<'_> {
                 },
                 drop_underscore_headers: s.drop_underscore_headers.unwrap_or(false),
             },
+            http2: s.http2.unwrap_or(false),
+            settle_buffer: self
+                .settle_buffer(&s.settle_buffer)?
+                .unwrap_or(crate::payment::DEFAULT_SETTLE_BUFFER),
         })
+    }
+
+    /// A `settle_buffer` size: whole bytes or a number with a unit, at most
+    /// [`MAX_SETTLE_BUFFER`](crate::payment::MAX_SETTLE_BUFFER).
+    fn settle_buffer(
+        &self,
+        value: &Option<Spanned<surface::Size>>,
+    ) -> Result<Option<u64>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let bytes = match value.get_ref() {
+            surface::Size::Bytes(n) => *n,
+            surface::Size::Text(text) => {
+                let text = self.expand(&Spanned::new(value.span(), text.clone()))?;
+                super::parse_size(&text)
+                    .map_err(|e| self.err(value, format!("settle_buffer: {e}")))?
+            }
+        };
+        let max = crate::payment::MAX_SETTLE_BUFFER;
+        if bytes > max {
+            return Err(self.err(
+                value,
+                format!("settle_buffer must be at most {max} bytes (64 MiB): each paid answer up to it is held in memory"),
+            ));
+        }
+        Ok(Some(bytes))
     }
 
     fn upstream(&self, u: &Spanned<surface::Upstream>) -> Result<UpstreamConfig, ConfigError> {
@@ -484,6 +648,7 @@ impl Ctx<'_> {
             connect_timeout: self.duration(&u.connect_timeout, Duration::from_secs(5))?,
             read_timeout: self.duration(&u.read_timeout, Duration::from_secs(60))?,
             idle_timeout: self.duration(&u.idle_timeout, Duration::from_secs(4))?,
+            http2: u.http2.unwrap_or(false),
         })
     }
 
@@ -793,6 +958,49 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// `verify = "local"` (on the route, or in `[defaults]`): the local checks stand in for the
+    /// facilitator's `/verify`. Only where they are the whole check short of the funds: `exact`
+    /// payments settled after the upstream succeeded.
+    fn verify_policy(
+        &self,
+        source: &str,
+        route: &surface::Route,
+        defaults: &surface::Defaults,
+        settle: SettlementPolicy,
+        options: &[PaymentOption],
+    ) -> Result<VerifyPolicy, ConfigError> {
+        let (text, on_route) = match (&route.verify, &defaults.verify) {
+            (Some(v), _) => (v, true),
+            (None, Some(v)) => (v, false),
+            (None, None) => return Ok(VerifyPolicy::Facilitator),
+        };
+        match self.expand(text)?.as_str() {
+            "facilitator" => return Ok(VerifyPolicy::Facilitator),
+            "local" => {}
+            other => {
+                return Err(self.err(
+                    text,
+                    format!("verify = `{other}`: expected \"facilitator\" or \"local\""),
+                ))
+            }
+        }
+        let other_scheme = options
+            .iter()
+            .map(|o| o.requirements.scheme.as_str())
+            .find(|scheme| *scheme != EXACT);
+        let refusal = if settle == SettlementPolicy::Before {
+            Some("settle = \"before\" routes make no `/verify` call: `/settle` checks the payment first".to_string())
+        } else {
+            other_scheme.map(|scheme| format!("`{scheme}` payments are verified by the facilitator; verify = \"local\" applies to `exact` payments"))
+        };
+        match refusal {
+            // A `[defaults]` choice applies where it can and leaves the other routes as they are.
+            Some(_) if !on_route => Ok(VerifyPolicy::Facilitator),
+            Some(reason) => Err(self.err(text, format!("route `{source}`: {reason}"))),
+            None => Ok(VerifyPolicy::Local),
+        }
+    }
+
     fn settle_policy(&self, v: &Text) -> Result<SettlementPolicy, ConfigError> {
         match self.expand(v)?.as_str() {
             "after-success" => Ok(SettlementPolicy::AfterSuccess),
@@ -848,6 +1056,12 @@ impl Ctx<'_> {
             }
             RouteKind::Free
         } else if route.mcp {
+            if let Some(access) = &route.access {
+                return Err(self.err(
+                    access,
+                    format!("route `{source}`: `access` is for HTTP routes; MCP tools pay for each call"),
+                ));
+            }
             RouteKind::Mcp(self.mcp_route(
                 &source,
                 &pattern,
@@ -857,14 +1071,18 @@ impl Ctx<'_> {
                 assets,
             )?)
         } else {
-            RouteKind::Priced(self.priced_route(
-                &source,
-                &pattern,
-                spanned,
-                defaults,
-                default_settle,
-                assets,
-            )?)
+            RouteKind::Priced(
+                self.priced_route(&source, &pattern, spanned, defaults, default_settle, assets)
+                    .and_then(|priced| {
+                        self.listed(
+                            priced,
+                            &source,
+                            spanned,
+                            defaults,
+                            Listed::Http { pattern: &source },
+                        )
+                    })?,
+            )
         };
         Ok(Route {
             index,
@@ -886,10 +1104,35 @@ impl Ctx<'_> {
         assets: &AssetRegistry,
     ) -> Result<McpRoute, ConfigError> {
         let route = spanned.get_ref();
+        if let Some((key, _)) = route.metering_keys().into_iter().find(|(_, set)| *set) {
+            return Err(self.err(
+                spanned,
+                format!("route `{source}` is `mcp = true` and sets `{key}`: metered prices are not supported on MCP routes yet"),
+            ));
+        }
         if route.has_inline_terms() || route.accepts.is_some() || route.price_rules.is_some() {
             return Err(self.err(
                 spanned,
                 format!("route `{source}` is `mcp = true`: price its items in [[routes.tools]], [[routes.resources]] or [[routes.prompts]], not the route"),
+            ));
+        }
+        if let Some(at) = &route.settle_buffer {
+            return Err(self.err(
+                at,
+                format!("route `{source}` is `mcp = true`: a paid MCP call's answer is always received whole before it is settled, so settle_buffer cannot apply"),
+            ));
+        }
+        let per_tool = [
+            ("input_schema", route.input_schema.is_some()),
+            ("input_example", route.input_example.is_some()),
+            ("output_schema", route.output_schema.is_some()),
+            ("output_example", route.output_example.is_some()),
+            ("body_type", route.body_type.is_some()),
+        ];
+        if let Some((key, _)) = per_tool.into_iter().find(|(_, set)| *set) {
+            return Err(self.err(
+                spanned,
+                format!("route `{source}` is `mcp = true` and sets `{key}`: set it on each [[routes.tools]] entry"),
             ));
         }
         let mut items: Vec<McpPricedItem> = Vec::new();
@@ -931,12 +1174,39 @@ impl Ctx<'_> {
                         format!("route `{source}` prices {kind_name} `{name}` twice"),
                     ));
                 }
+                let listing = if kind == McpItemKind::Tool {
+                    // The route's catalog fields are its tools' defaults; inputs and outputs
+                    // belong to each tool.
+                    let own = e.listing();
+                    surface::Listing {
+                        discoverable: own.discoverable.or_else(|| route.discoverable.clone()),
+                        service_name: own.service_name.or_else(|| route.service_name.clone()),
+                        tags: own.tags.or_else(|| route.tags.clone()),
+                        icon_url: own.icon_url.or_else(|| route.icon_url.clone()),
+                        ..own
+                    }
+                } else {
+                    let own = e.listing();
+                    let set = own.discoverable.is_some().then_some("discoverable");
+                    if let Some(key) = set.or_else(|| own.set_keys().first().copied()) {
+                        return Err(self.err(
+                            entry,
+                            format!("{kind_name} `{name}` of route `{source}` sets `{key}`: only MCP tools are listed in the Bazaar"),
+                        ));
+                    }
+                    surface::Listing::default()
+                };
                 let as_route = surface::Route {
                     pattern: route.pattern.clone(),
                     free: false,
+                    // A channel's terms are the MCP route's; each tool's deposit is ten calls.
+                    withdraw_delay: route.withdraw_delay.clone(),
+                    min_deposit: None,
                     description: e.description.clone().or_else(|| route.description.clone()),
                     mime_type: e.mime_type.clone().or_else(|| route.mime_type.clone()),
                     settle: e.settle.clone().or_else(|| route.settle.clone()),
+                    // A tool is verified as its MCP route says.
+                    verify: route.verify.clone(),
                     sync_settle: e.sync_settle.clone().or_else(|| route.sync_settle.clone()),
                     // Each `accepts` entry falls back on these merged keys, as on a route.
                     accepts: e.accepts.clone(),
@@ -955,10 +1225,36 @@ impl Ctx<'_> {
                     tools: None,
                     resources: None,
                     prompts: None,
+                    usage_header: None,
+                    unit_price: None,
+                    unit_amount: None,
+                    amount_header: None,
+                    usage_json: None,
+                    usage_fallback: None,
+                    access: None,
+                    discoverable: listing.discoverable,
+                    input_schema: listing.input_schema,
+                    input_example: listing.input_example,
+                    output_schema: listing.output_schema,
+                    output_example: listing.output_example,
+                    service_name: listing.service_name,
+                    tags: listing.tags,
+                    icon_url: listing.icon_url,
+                    body_type: None,
+                    settle_buffer: None,
                 };
                 let label = format!("{source} {kind_name} {name}");
                 let as_route = Spanned::new(entry.span(), as_route);
-                let priced = self.priced_route(
+                // Only tools have a Bazaar shape; resources and prompts are never listed.
+                let listed = (kind == McpItemKind::Tool).then(|| Listed::Tool {
+                    name: &name,
+                    description: as_route
+                        .get_ref()
+                        .description
+                        .as_ref()
+                        .map(|d| d.get_ref().clone()),
+                });
+                let mut priced = self.priced_route(
                     &label,
                     pattern,
                     &as_route,
@@ -966,10 +1262,45 @@ impl Ctx<'_> {
                     default_settle,
                     assets,
                 )?;
+                if let Some(listed) = listed {
+                    priced = self.listed(priced, &label, &as_route, defaults, listed)?;
+                }
+                // A paid MCP call is settled from the JSON-RPC result, which carries no usage
+                // report the gateway reads yet.
+                if priced.metering.is_some() {
+                    return Err(self.err(
+                        entry,
+                        format!("{kind_name} `{name}` of route `{source}`: scheme \"upto\" is not supported on MCP items yet"),
+                    ));
+                }
                 items.push(McpPricedItem { kind, name, priced });
             }
         }
         Ok(McpRoute { items })
+    }
+
+    /// `priced` with its Bazaar declaration (and its price rules with the same one), when listed.
+    fn listed(
+        &self,
+        mut priced: PricedRoute,
+        source: &str,
+        spanned: &Spanned<surface::Route>,
+        defaults: &surface::Defaults,
+        listed: Listed<'_>,
+    ) -> Result<PricedRoute, ConfigError> {
+        let owner = format!("route `{source}`");
+        let discovery = self.listing(
+            &owner,
+            &spanned.get_ref().listing(),
+            defaults,
+            listed,
+            spanned,
+        )?;
+        for rule in &mut priced.price_rules {
+            rule.priced.discovery = discovery.clone();
+        }
+        priced.discovery = discovery;
+        Ok(priced)
     }
 
     /// The prices of a priced route (or of one item of an MCP route, given as a route).
@@ -1027,6 +1358,7 @@ impl Ctx<'_> {
             Ok::<_, ConfigError>(options)
         };
         let options = build_options(None, None)?;
+        let verify = self.verify_policy(source, route, defaults, settle, &options)?;
         let mut rules = Vec::new();
         for rule in route.price_rules.iter().flatten() {
             let condition = self.price_condition(source, pattern, rule)?;
@@ -1042,13 +1374,49 @@ impl Ctx<'_> {
                 build_options(r.price.as_ref(), r.amount.as_ref())?,
             ));
         }
+        let metering = self.metering(source, spanned, &options, settle)?;
+        let access = self.access(source, spanned, metering.is_some())?;
+        // Bounded by `MAX_SETTLE_BUFFER`, so it fits.
+        let settle_buffer = self
+            .settle_buffer(&route.settle_buffer)?
+            .map(|b| u32::try_from(b).unwrap_or(u32::MAX));
+        if let (Some(_), Some(at), SettlementPolicy::Before) =
+            (settle_buffer, &route.settle_buffer, settle)
+        {
+            return Err(self.err(
+                at,
+                format!("route `{source}` is settled before the upstream is called (settle = \"before\"): no answer waits for its settlement, so settle_buffer cannot apply"),
+            ));
+        }
+        if options
+            .iter()
+            .any(|o| o.requirements.scheme == BATCH_SETTLEMENT)
+        {
+            // A voucher is charged once the upstream has answered, from the buyer's channel.
+            if settle == SettlementPolicy::Before {
+                return Err(self.err(
+                    spanned,
+                    format!("route `{source}` takes batch-settlement vouchers, which are charged once the upstream has answered: settle = \"before\" cannot apply"),
+                ));
+            }
+            if access.is_some() {
+                return Err(self.err(
+                    spanned,
+                    format!("route `{source}`: access windows are sold with exact or upto payments, not through batch-settlement channels"),
+                ));
+            }
+        }
         let mut priced = PricedRoute {
+            metering,
+            access,
+            discovery: None,
             options,
             description: self.opt(&route.description)?.unwrap_or_default(),
             mime_type: self
                 .opt(&route.mime_type)?
                 .unwrap_or_else(|| "application/json".into()),
             settle,
+            verify,
             sync_settle: route
                 .sync_settle
                 .as_ref()
@@ -1056,6 +1424,7 @@ impl Ctx<'_> {
                 .is_some_and(|s| *s.get_ref()),
             challenge: Default::default(),
             price_rules: Vec::new(),
+            settle_buffer,
         };
         priced.price_rules = rules
             .into_iter()
@@ -1069,6 +1438,187 @@ impl Ctx<'_> {
             })
             .collect();
         Ok(priced)
+    }
+
+    /// The access window of a priced HTTP route (`access = "24h"`): how long a settled payment
+    /// lets its payer sign in instead of paying again. Fixed prices only: a metered charge says
+    /// nothing about later use.
+    fn access(
+        &self,
+        source: &str,
+        spanned: &Spanned<surface::Route>,
+        metered: bool,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some(text) = &spanned.get_ref().access else {
+            return Ok(None);
+        };
+        if metered {
+            return Err(self.err(
+                text,
+                format!("route `{source}`: `access` needs a fixed price; a metered (upto) route charges each request for its use"),
+            ));
+        }
+        let value = self.expand(text)?;
+        let window = parse_duration(&value)
+            .map_err(|e| self.err(text, format!("route `{source}`: access = `{value}`: {e}")))?;
+        if window.is_zero() {
+            return Err(self.err(
+                text,
+                format!("route `{source}`: access must be longer than 0s"),
+            ));
+        }
+        Ok(Some(window))
+    }
+
+    /// The metering of a route whose options are `upto`: where the charge is read from and the
+    /// fallback. Metering keys anywhere else are refused, since they would be silently ignored.
+    fn metering(
+        &self,
+        source: &str,
+        spanned: &Spanned<surface::Route>,
+        options: &[PaymentOption],
+        settle: SettlementPolicy,
+    ) -> Result<Option<Box<Metering>>, ConfigError> {
+        let route = spanned.get_ref();
+        let upto = options.iter().any(|o| o.requirements.scheme == UPTO);
+        if !upto {
+            if let Some((key, _)) = route.metering_keys().into_iter().find(|(_, set)| *set) {
+                return Err(self.err(
+                    spanned,
+                    format!("route `{source}` sets `{key}`, which only metered routes read: add scheme = \"upto\" or remove it"),
+                ));
+            }
+            return Ok(None);
+        }
+        // One meter reads one asset's units: a metered route offers one way to pay.
+        let [option] = options else {
+            return Err(self.err(
+                spanned,
+                format!("route `{source}` is metered (scheme = \"upto\") and must offer exactly one payment option, not {}", options.len()),
+            ));
+        };
+        if settle == SettlementPolicy::Before {
+            return Err(self.err(
+                spanned,
+                format!("route `{source}` is metered (scheme = \"upto\"): it is settled from the response, so settle = \"before\" cannot apply"),
+            ));
+        }
+        let header_name = |text: &Text| -> Result<http::HeaderName, ConfigError> {
+            let value = self.expand(text)?;
+            http::HeaderName::from_bytes(value.as_bytes())
+                .map_err(|_| self.err(text, format!("`{value}` is not a header name")))
+        };
+        let unit = match (&route.unit_price, &route.unit_amount) {
+            (Some(_), Some(a)) => {
+                return Err(self.err(
+                    a,
+                    format!("route `{source}` sets both `unit_price` and `unit_amount`: use one"),
+                ))
+            }
+            (Some(p), None) => Some(
+                parse_price(&self.expand(p)?, option.decimals)
+                    .map_err(|e| self.err(p, format!("unit_price: {e}")))?,
+            ),
+            (None, Some(a)) => {
+                let text = self.expand(a)?;
+                match text.parse::<u128>() {
+                    Ok(n) if text.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+                    _ => {
+                        return Err(self.err(
+                            a,
+                            format!("unit_amount `{text}` is not a whole number of atomic units"),
+                        ))
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        if let Some(json) = &route.usage_json {
+            // One source per route: the body is read only when the head names nothing.
+            let other = [
+                ("usage_header", &route.usage_header),
+                ("amount_header", &route.amount_header),
+            ]
+            .into_iter()
+            .find_map(|(key, set)| set.as_ref().map(|_| key));
+            if let Some(key) = other {
+                return Err(self.err(
+                    json,
+                    format!("route `{source}` sets both `usage_json` and `{key}`: the charge comes from one"),
+                ));
+            }
+            let Some(unit_amount) = unit else {
+                return Err(self.err(
+                    json,
+                    format!("route `{source}` sets `usage_json` without `unit_price` or `unit_amount`: say what one unit costs"),
+                ));
+            };
+            let text = self.expand(json)?;
+            let path = UsagePath::parse(&text)
+                .map_err(|e| self.err(json, format!("usage_json = `{text}`: {e}")))?;
+            let fallback = self.usage_fallback(route)?;
+            return Ok(Some(Box::new(Metering {
+                header: None,
+                body: Some(UsageJson { path, unit_amount }),
+                fallback,
+            })));
+        }
+        let header = match (&route.usage_header, &route.amount_header, unit) {
+            (Some(_), Some(a), _) => {
+                return Err(self.err(
+                    a,
+                    format!("route `{source}` sets both `usage_header` and `amount_header`: the charge comes from one"),
+                ))
+            }
+            (Some(u), None, Some(unit_amount)) => Some(UsageHeader {
+                name: header_name(u)?,
+                meter: Meter::PerUnit { unit_amount },
+            }),
+            (Some(u), None, None) => {
+                return Err(self.err(
+                    u,
+                    format!("route `{source}` sets `usage_header` without `unit_price` or `unit_amount`: say what one unit costs"),
+                ))
+            }
+            (None, Some(a), None) => Some(UsageHeader {
+                name: header_name(a)?,
+                meter: Meter::Absolute,
+            }),
+            (None, _, Some(_)) => {
+                let at = route.unit_price.as_ref().or(route.unit_amount.as_ref());
+                return Err(match at {
+                    Some(at) => self.err(
+                        at,
+                        format!("route `{source}` sets a unit price without `usage_header` or `usage_json`: name where the units used are reported"),
+                    ),
+                    None => self.err(spanned, format!("route `{source}`: a unit price needs `usage_header`")),
+                });
+            }
+            (None, None, None) => None,
+        };
+        let fallback = self.usage_fallback(route)?;
+        Ok(Some(Box::new(Metering {
+            header,
+            body: None,
+            fallback,
+        })))
+    }
+
+    /// A metered route's `usage_fallback`: `maximum` unless it says `nothing`.
+    fn usage_fallback(&self, route: &surface::Route) -> Result<UsageFallback, ConfigError> {
+        Ok(match &route.usage_fallback {
+            None => UsageFallback::Maximum,
+            Some(text) => match self.expand(text)?.as_str() {
+                "maximum" => UsageFallback::Maximum,
+                "nothing" => UsageFallback::Nothing,
+                other => {
+                    return Err(self.err(
+                        text,
+                        format!("usage_fallback = `{other}`: expected \"maximum\" or \"nothing\""),
+                    ))
+                }
+            },
+        })
     }
 
     fn price_condition(
@@ -1145,6 +1695,67 @@ impl Ctx<'_> {
         ))
     }
 
+    /// The `extra` of a `batch-settlement` option: the token's EIP-712 domain, the withdraw delay
+    /// and the deposit asked for. The receiver authorizer is the facilitator's, added at start-up
+    /// from its `/supported`.
+    fn batch_extra(
+        &self,
+        route: &str,
+        t: &surface::PaymentTerms,
+        token_domain: serde_json::Value,
+        amount: u128,
+        decimals: u8,
+    ) -> Result<serde_json::Value, ConfigError> {
+        let delay = self.duration(
+            &t.withdraw_delay,
+            Duration::from_secs(MIN_WITHDRAW_DELAY_SECS),
+        )?;
+        let delay_secs = delay.as_secs();
+        if !(MIN_WITHDRAW_DELAY_SECS..=MAX_WITHDRAW_DELAY_SECS).contains(&delay_secs)
+            || delay.subsec_nanos() != 0
+        {
+            let at = t
+                .withdraw_delay
+                .as_ref()
+                .map(|v| v.span())
+                .unwrap_or_default();
+            return Err(self.error_at(
+                at,
+                format!("route `{route}`: withdraw_delay must be whole seconds from 15m to 720h (30 days: the escrow's bounds)"),
+            ));
+        }
+        let min_deposit = match &t.min_deposit {
+            None => amount.saturating_mul(10),
+            Some(text) => {
+                let value = self.expand(text)?;
+                let parsed = if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+                    value
+                        .parse::<u128>()
+                        .map_err(|_| self.err(text, "min_deposit is too large"))?
+                } else {
+                    parse_price(&value, decimals)
+                        .map_err(|e| self.err(text, format!("min_deposit: {e}")))?
+                };
+                if parsed < amount {
+                    return Err(self.err(
+                        text,
+                        format!("route `{route}`: min_deposit must cover at least one request ({amount} atomic units)"),
+                    ));
+                }
+                parsed
+            }
+        };
+        let mut extra = token_domain;
+        if let Some(map) = extra.as_object_mut() {
+            map.insert(WITHDRAW_DELAY_KEY.into(), serde_json::json!(delay_secs));
+            map.insert(
+                MIN_DEPOSIT_KEY.into(),
+                serde_json::json!(min_deposit.to_string()),
+            );
+        }
+        Ok(extra)
+    }
+
     fn option(
         &self,
         route: &str,
@@ -1181,7 +1792,9 @@ impl Ctx<'_> {
         if !SCHEMES.contains(&scheme.as_str()) {
             return Err(self.error_at(
                 at(&t.scheme),
-                format!("scheme `{scheme}` is not supported (\"exact\" or \"aggr_deferred\")"),
+                format!(
+                    "scheme `{scheme}` is not supported (\"exact\", \"aggr_deferred\", \"upto\" or \"batch-settlement\")"
+                ),
             ));
         }
 
@@ -1246,6 +1859,40 @@ impl Ctx<'_> {
             return Err(self.error_at(span, "max_timeout_seconds must be more than 6 seconds"));
         }
 
+        let token_domain = serde_json::json!({"name": asset.name, "version": asset.version});
+        // `upto` moves the asset through Permit2; the settling facilitator's address is added at
+        // start-up, once its `/supported` has named it.
+        // `upto` has no x402 v1 form: v1 buyers are neither offered nor accepted an `upto` option.
+        let v1_network = if scheme == UPTO || scheme == BATCH_SETTLEMENT {
+            None
+        } else {
+            v1_name_of(&network)
+        };
+        if scheme != BATCH_SETTLEMENT {
+            if let Some(key) = [
+                ("withdraw_delay", &t.withdraw_delay),
+                ("min_deposit", &t.min_deposit),
+            ]
+            .into_iter()
+            .find_map(|(key, v)| v.as_ref().map(|v| (key, v)))
+            {
+                return Err(self.err(
+                    key.1,
+                    format!(
+                        "route `{route}` sets `{}`, which only scheme = \"batch-settlement\" reads",
+                        key.0
+                    ),
+                ));
+            }
+        }
+        let extra = if scheme == UPTO {
+            upto_challenge_extra(&token_domain, None)
+                .map_err(|e| self.error_at(span.clone(), e.to_string()))?
+        } else if scheme == BATCH_SETTLEMENT {
+            self.batch_extra(route, t, token_domain, amount, asset.decimals)?
+        } else {
+            token_domain
+        };
         Ok(PaymentOption {
             requirements: PaymentRequirements {
                 scheme,
@@ -1254,10 +1901,10 @@ impl Ctx<'_> {
                 asset: asset.address.clone(),
                 pay_to,
                 max_timeout_seconds,
-                extra: serde_json::json!({"name": asset.name, "version": asset.version}),
+                extra,
             },
             chain_id,
-            v1_network: v1_name_of(&network),
+            v1_network,
             amount,
             asset_symbol: asset.symbol.clone(),
             decimals: asset.decimals,

@@ -5,15 +5,19 @@
 //!
 //! [`model`] is what the rest of the gateway sees: validated settings with no trace of the file
 //! format. [`build`] turns the surface format ([`surface`], serde types that mirror the file) into
-//! that model, checking every key against every other.
+//! that model, checking every key against every other. [`openapi`] writes a configuration from an
+//! OpenAPI description and describes a configuration's routes as one.
 
 mod build;
 mod duration;
 mod model;
+pub mod openapi;
+mod size;
 mod surface;
 
 pub use duration::parse_duration;
 pub use model::*;
+pub use size::parse_size;
 
 #[cfg(test)]
 mod tests;

@@ -50,6 +50,11 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// How requests are normalised before pricing (`method_override`, `drop_underscore_headers`).
     pub requests: crate::pricing::RequestRules,
+    /// Whether clients may speak HTTP/2 (ALPN `h2` with TLS, prior-knowledge h2c without).
+    pub http2: bool,
+    /// The largest paid answer of known length received whole before it is settled, in bytes
+    /// (0: every answer is settled on its head and streams); a route may set its own.
+    pub settle_buffer: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +68,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Whether requests go to the upstream over HTTP/2 (ALPN `h2` preferred over HTTP/1.1 with
+    /// TLS; prior-knowledge h2c over plain TCP, so the upstream must speak it).
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,12 +170,40 @@ pub fn primary_facilitator(facilitators: &[FacilitatorConfig], network: &str) ->
     primaries_for(facilitators, network).next()
 }
 
-/// The operator's listener: health, readiness and metrics, never the public API.
+/// The operator's listener: health, readiness, metrics, the admin API and the console, never the
+/// public API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// How often each facilitator is probed; readiness needs an answer within three intervals.
     pub probe_interval: Duration,
+    /// The bearer token the admin API asks for; without it the API answers loopback peers only.
+    pub token: Option<Secret>,
+    /// Transaction explorer URL prefixes by CAIP-2 network (the transaction hash is appended):
+    /// the built-in ones ([`DEFAULT_EXPLORERS`]) with the configured ones over them.
+    pub explorers: std::collections::BTreeMap<String, String>,
+}
+
+/// Explorers known without configuration: Base, Base Sepolia and X Layer.
+pub const DEFAULT_EXPLORERS: &[(&str, &str)] = &[
+    ("eip155:8453", "https://basescan.org/tx/"),
+    ("eip155:84532", "https://sepolia.basescan.org/tx/"),
+    ("eip155:196", "https://www.oklink.com/xlayer/tx/"),
+];
+
+impl AdminConfig {
+    /// The explorer page of `transaction` on `network`, when an explorer is known for it.
+    pub fn explorer_url(&self, network: &str, transaction: &str) -> Option<String> {
+        let is_hash = transaction.len() > 2
+            && transaction.starts_with("0x")
+            && transaction[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_hash {
+            return None;
+        }
+        self.explorers
+            .get(network)
+            .map(|prefix| format!("{prefix}{transaction}"))
+    }
 }
 
 /// The settlement journal: where every payment is recorded before the response depending on it.
@@ -234,7 +270,7 @@ pub struct IdempotencyConfig {
 }
 
 /// `url` without its password (and without its user name when only that is set as a password).
-pub(super) fn redacted_url(url: &str) -> String {
+pub fn redacted_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
@@ -274,4 +310,29 @@ pub struct GatewayConfig {
     pub idempotency: IdempotencyConfig,
     /// In file order; counters are shared through `[redis]` when configured.
     pub rate_limits: Vec<RateLimitConfig>,
+    /// The claim job of `batch-settlement` routes.
+    pub batch: BatchConfig,
+}
+
+/// `[batch]`: when the charges kept on `batch-settlement` channels are claimed on chain and swept
+/// to `pay_to`. Charges not yet claimed are the gateway's exposure: a buyer may withdraw what the
+/// chain does not know was spent once the withdraw delay has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchConfig {
+    pub claim_interval: Duration,
+    /// Claim early once this many atomic units are charged and unclaimed.
+    pub claim_threshold: Option<u128>,
+    /// The gateway's own receiver-authorizer key; without it the facilitator named by its
+    /// `/supported` signs claims and refunds.
+    pub receiver_authorizer_key: Option<Secret>,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            claim_interval: Duration::from_secs(300),
+            claim_threshold: None,
+            receiver_authorizer_key: None,
+        }
+    }
 }

@@ -229,6 +229,64 @@ fn operations_keys_have_defaults_and_located_errors() {
 }
 
 #[test]
+fn the_admin_token_is_a_secret_and_explorers_default_to_base_and_can_be_added() {
+    let config = parse("").unwrap();
+    assert!(config.admin.token.is_none());
+    let tx = format!("0x{}", "ab".repeat(32));
+    assert_eq!(
+        config.admin.explorer_url("eip155:8453", &tx),
+        Some(format!("https://basescan.org/tx/{tx}"))
+    );
+    assert_eq!(
+        config.admin.explorer_url("eip155:84532", &tx),
+        Some(format!("https://sepolia.basescan.org/tx/{tx}"))
+    );
+    assert_eq!(config.admin.explorer_url("eip155:1", &tx), None);
+    assert_eq!(config.admin.explorer_url("eip155:8453", ""), None);
+    assert_eq!(
+        config
+            .admin
+            .explorer_url("eip155:8453", "javascript:alert(1)"),
+        None
+    );
+
+    let env = |name: &str| (name == "ADMIN_TOKEN").then(|| "tok-5f2a9".to_string());
+    let config = parse_env(
+        "[admin]\ntoken = \"${ADMIN_TOKEN}\"\n\
+         explorers = { \"eip155:1\" = \"https://etherscan.io/tx/\", \"eip155:8453\" = \"https://base.blockscout.com/tx/\" }\n",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        config.admin.token.as_ref().map(Secret::expose),
+        Some("tok-5f2a9")
+    );
+    assert!(!format!("{:?}", config.admin).contains("tok-5f2a9"));
+    assert_eq!(
+        config.admin.explorer_url("eip155:1", &tx),
+        Some(format!("https://etherscan.io/tx/{tx}"))
+    );
+    assert_eq!(
+        config.admin.explorer_url("eip155:8453", &tx),
+        Some(format!("https://base.blockscout.com/tx/{tx}")),
+        "a configured explorer replaces the built-in one"
+    );
+
+    let e = parse_env("[admin]\ntoken = \"${ADMIN_TOKEN}\"\n", &|_| None).unwrap_err();
+    assert!(e.message.contains("`ADMIN_TOKEN` is not set"), "{e}");
+    let e = parse("[admin]\ntoken = \"\"\n").unwrap_err();
+    assert!(e.message.contains("empty"), "{e}");
+    for bad in [
+        "explorers = { \"eip155:1\" = \"javascript:alert(1)\" }",
+        "explorers = { \"eip155:1\" = \"https://user:pw@scan.example/tx/\" }",
+        "explorers = { \"base\" = \"https://basescan.org/tx/\" }",
+    ] {
+        let e = parse(&format!("[admin]\n{bad}\n")).unwrap_err();
+        assert_eq!(e.location.map(|l| l.0), Some(10), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn a_journal_database_url_is_a_secret_with_a_local_spool_beside_it() {
     let env = |name: &str| (name == "DB_PASSWORD").then(|| "pw-7e1c".to_string());
     let config = parse_env(
@@ -979,5 +1037,642 @@ fn mcp_route_mistakes_are_refused_with_their_location() {
             "{text}\nwanted `{wanted}`, got: {error}"
         );
         assert!(error.location.is_some(), "{error} names a line");
+    }
+}
+
+mod verify_policy {
+    use super::*;
+    use crate::pricing::VerifyPolicy;
+
+    fn policies(config: &GatewayConfig) -> Vec<VerifyPolicy> {
+        config
+            .routes
+            .in_file_order()
+            .iter()
+            .map(|r| match &r.kind {
+                RouteKind::Priced(p) => p.verify,
+                _ => panic!("route is not priced"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn local_verify_is_taken_by_exact_routes_settled_after_success() {
+        let config = parse("[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\nverify = \"local\"\n[[routes]]\nmatch = \"GET /b\"\nprice = \"$0.01\"\n[[routes]]\nmatch = \"GET /c\"\nprice = \"$0.01\"\nverify = \"facilitator\"\n").unwrap();
+        assert_eq!(
+            policies(&config),
+            [
+                VerifyPolicy::Local,
+                VerifyPolicy::Facilitator,
+                VerifyPolicy::Facilitator
+            ]
+        );
+    }
+
+    #[test]
+    fn a_default_applies_where_it_can_and_a_route_that_cannot_take_it_is_refused() {
+        // BASE ends in `[defaults]`: a key written first lands there.
+        let defaults_only = |routes: &str| parse(&format!("verify = \"local\"\n{routes}"));
+        let config = defaults_only("[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n[[routes]]\nmatch = \"GET /b\"\nprice = \"$0.01\"\nsettle = \"before\"\n[[routes]]\nmatch = \"GET /m\"\nscheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X-Tokens\"\nunit_price = \"$0.0001\"\n").unwrap();
+        assert_eq!(
+            policies(&config),
+            [
+                VerifyPolicy::Local,
+                VerifyPolicy::Facilitator,
+                VerifyPolicy::Facilitator
+            ]
+        );
+        for (route, wanted) in [
+            ("settle = \"before\"\nverify = \"local\"\n", "settle = \"before\" routes make no `/verify` call"),
+            ("scheme = \"upto\"\nusage_header = \"X-Tokens\"\nunit_price = \"$0.0001\"\nverify = \"local\"\n", "`upto` payments are verified by the facilitator"),
+            ("verify = \"sometimes\"\n", "verify = `sometimes`: expected \"facilitator\" or \"local\""),
+        ] {
+            let error = parse(&format!("[[routes]]\nmatch = \"GET /x\"\nprice = \"$1\"\n{route}"))
+                .expect_err(route);
+            assert!(error.message.contains(wanted), "{route}: {}", error.message);
+            assert!(error.location.is_some(), "{error} names a line");
+        }
+    }
+}
+
+mod metered {
+    use super::*;
+    use crate::pricing::{Meter, Metering, UsageFallback, UsageHeader};
+
+    fn metering(config: &GatewayConfig) -> Option<Metering> {
+        match &config.routes.in_file_order()[0].kind {
+            RouteKind::Priced(p) => p.metering.as_deref().cloned(),
+            _ => panic!("route is not priced"),
+        }
+    }
+
+    fn refused(route: &str) -> String {
+        parse(&format!("[[routes]]\nmatch = \"GET /m\"\n{route}"))
+            .expect_err(route)
+            .message
+    }
+
+    #[test]
+    fn an_upto_route_takes_a_maximum_and_a_usage_header_priced_per_unit() {
+        let config = parse(
+            "[[routes]]\nmatch = \"GET /m\"\nscheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X-Tokens\"\nunit_price = \"$0.0001\"\n",
+        )
+        .expect("valid");
+        let r = only_option(&config);
+        assert_eq!(r.scheme, "upto");
+        assert_eq!(r.amount, "1000000", "the price is the maximum");
+        assert_eq!(r.extra["assetTransferMethod"], "permit2");
+        assert_eq!(r.extra["name"], "USDC");
+        assert!(
+            r.extra.get("facilitatorAddress").is_none(),
+            "read from the facilitator at start-up"
+        );
+        assert_eq!(
+            metering(&config),
+            Some(Metering {
+                header: Some(UsageHeader {
+                    name: http::HeaderName::from_static("x-tokens"),
+                    meter: Meter::PerUnit { unit_amount: 100 },
+                }),
+                body: None,
+                fallback: UsageFallback::Maximum,
+            })
+        );
+    }
+
+    #[test]
+    fn an_amount_header_unit_amounts_and_the_fallback_are_read() {
+        let config = parse(
+            "[[routes]]\nmatch = \"GET /m\"\nscheme = \"upto\"\namount = \"5000\"\namount_header = \"X-Cost\"\nusage_fallback = \"nothing\"\n",
+        )
+        .expect("valid");
+        let m = metering(&config).expect("metered");
+        assert_eq!(m.fallback, UsageFallback::Nothing);
+        assert_eq!(m.header.map(|h| h.meter), Some(Meter::Absolute));
+        let config = parse(
+            "[[routes]]\nmatch = \"GET /m\"\nscheme = \"upto\"\namount = \"5000\"\nusage_header = \"X-Units\"\nunit_amount = \"7\"\n",
+        )
+        .expect("valid");
+        let m = metering(&config).expect("metered");
+        assert_eq!(
+            m.header.map(|h| h.meter),
+            Some(Meter::PerUnit { unit_amount: 7 })
+        );
+        // Settlement-Overrides alone is a usage source too.
+        let config = parse("[[routes]]\nmatch = \"GET /m\"\nscheme = \"upto\"\nprice = \"$1\"\n")
+            .expect("valid");
+        assert_eq!(metering(&config).expect("metered").header, None);
+        // Exact routes are not metered.
+        let config = parse("[[routes]]\nmatch = \"GET /m\"\nprice = \"$1\"\n").expect("valid");
+        assert_eq!(metering(&config), None);
+    }
+
+    #[test]
+    fn metering_mistakes_are_refused_with_clear_messages() {
+        let cases = [
+            ("price = \"$1\"\nusage_header = \"X-U\"\nunit_price = \"$0.01\"\n", "only metered routes read"),
+            ("price = \"$1\"\nusage_fallback = \"nothing\"\n", "only metered routes read"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X-U\"\n", "without `unit_price` or `unit_amount`"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X-U\"\nunit_price = \"$0.01\"\namount_header = \"X-A\"\n", "both `usage_header` and `amount_header`"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X-U\"\nunit_price = \"$0.01\"\nunit_amount = \"1\"\n", "both `unit_price` and `unit_amount`"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nunit_price = \"$0.01\"\n", "without `usage_header`"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X-U\"\nunit_price = \"$0.0000001\"\n", "unit_price"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X U\"\nunit_amount = \"1\"\n", "not a header name"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_fallback = \"half\"\n", "usage_fallback = `half`"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nsettle = \"before\"\n", "settle = \"before\" cannot apply"),
+            ("price = \"$1\"\nusage_json = \"usage.total_tokens\"\nunit_price = \"$0.01\"\n", "`usage_json`, which only metered routes read"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_json = \"usage.total_tokens\"\n", "sets `usage_json` without `unit_price` or `unit_amount`"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_json = \"usage.total_tokens\"\nusage_header = \"X-U\"\nunit_amount = \"1\"\n", "both `usage_json` and `usage_header`"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_json = \"usage.total_tokens\"\namount_header = \"X-A\"\nunit_amount = \"1\"\n", "both `usage_json` and `amount_header`"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_json = \"usage..total_tokens\"\nunit_amount = \"1\"\n", "usage_json = `usage..total_tokens`: `usage..total_tokens` has an empty segment"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_json = \"\"\nunit_amount = \"1\"\n", "usage_json = ``: the path is empty"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nusage_json = \"usage.total_tokens\"\nunit_amount = \"1\"\nusage_fallback = \"half\"\n", "usage_fallback = `half`"),
+            ("scheme = \"upto\"\naccepts = [{price = \"$1\"}, {price = \"$2\"}]\n", "exactly one payment option"),
+            ("scheme = \"upto\"\nprice = \"$1\"\nnetwork = \"solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp\"\n", "not a CAIP-2 EVM id"),
+        ];
+        for (route, expected) in cases {
+            let message = refused(route);
+            assert!(message.contains(expected), "{route}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_usage_json_path_is_priced_per_unit() {
+        let config = parse(
+            "[[routes]]\nmatch = \"POST /v1/chat\"\nscheme = \"upto\"\nprice = \"$1\"\nusage_json = \"usage.total_tokens\"\nunit_price = \"$0.001\"\nusage_fallback = \"nothing\"\n",
+        )
+        .expect("valid");
+        let m = metering(&config).expect("metered");
+        assert_eq!(m.header, None);
+        assert_eq!(m.fallback, UsageFallback::Nothing);
+        let body = m.body.expect("a body source");
+        assert_eq!(body.path.as_str(), "usage.total_tokens");
+        assert_eq!(body.unit_amount, 1_000);
+        let config = parse(
+            "[[routes]]\nmatch = \"POST /v1/messages\"\nscheme = \"upto\"\nprice = \"$1\"\nusage_json = \"usage.output_tokens\"\nunit_amount = \"15\"\n",
+        )
+        .expect("valid");
+        let m = metering(&config).expect("metered");
+        assert_eq!(m.fallback, UsageFallback::Maximum);
+        assert_eq!(m.body.map(|b| b.unit_amount), Some(15));
+    }
+
+    #[test]
+    fn metered_prices_are_refused_on_mcp_routes_and_items() {
+        let item = parse(
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\n[[routes.tools]]\nname = \"t\"\nscheme = \"upto\"\nprice = \"$1\"\n",
+        )
+        .unwrap_err()
+        .message;
+        assert!(item.contains("not supported on MCP items"), "{item}");
+        let route = parse(
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\nusage_fallback = \"nothing\"\n[[routes.tools]]\nname = \"t\"\nprice = \"$1\"\n",
+        )
+        .unwrap_err()
+        .message;
+        assert!(
+            route.contains("metered prices are not supported on MCP routes"),
+            "{route}"
+        );
+    }
+
+    #[test]
+    fn metering_keys_on_a_free_route_are_refused() {
+        let message = refused("free = true\nusage_header = \"X-U\"\n");
+        assert!(message.contains("usage_header"), "{message}");
+    }
+}
+
+#[test]
+fn an_access_window_is_read_from_its_duration_and_needs_a_public_url() {
+    let server = "[server]\npublic_url = \"https://api.example.com\"\n";
+    let config = parse(&format!(
+        "{server}[[routes]]\nmatch = \"GET /report\"\nprice = \"$0.01\"\naccess = \"24h\"\n"
+    ))
+    .expect("an access window");
+    match &config.routes.in_file_order()[0].kind {
+        RouteKind::Priced(p) => assert_eq!(p.access, Some(Duration::from_secs(86_400))),
+        _ => panic!("route is not priced"),
+    }
+    let plain = parse("[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n").expect("no window");
+    match &plain.routes.in_file_order()[0].kind {
+        RouteKind::Priced(p) => assert_eq!(p.access, None, "every request pays"),
+        _ => panic!("route is not priced"),
+    }
+    for (route, expected) in [
+        (
+            "[[routes]]\nmatch = \"GET /report\"\nprice = \"$0.01\"\naccess = \"24h\"\n",
+            "needs `[server] public_url`",
+        ),
+        (
+            "[[routes]]\nmatch = \"GET /report\"\nprice = \"$0.01\"\naccess = \"soon\"\n",
+            "access = `soon`",
+        ),
+        (
+            "[[routes]]\nmatch = \"GET /report\"\nprice = \"$0.01\"\naccess = \"0s\"\n",
+            "longer than 0s",
+        ),
+        (
+            "[[routes]]\nmatch = \"GET /report\"\nfree = true\naccess = \"1h\"\n",
+            "sets `access`",
+        ),
+        (
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\naccess = \"1h\"\n[[routes.tools]]\nname = \"search\"\nprice = \"$0.01\"\n",
+            "MCP tools pay for each call",
+        ),
+    ] {
+        let with_server = !expected.contains("public_url");
+        let text = if with_server {
+            format!("{server}{route}")
+        } else {
+            route.to_string()
+        };
+        let err = parse(&text).expect_err(route).to_string();
+        assert!(err.contains(expected), "{route}: {err}");
+    }
+}
+
+mod bazaar {
+    use super::*;
+    use serde_json::json;
+
+    fn priced(config: &GatewayConfig, at: usize) -> &crate::pricing::PricedRoute {
+        match &config.routes.in_file_order()[at].kind {
+            RouteKind::Priced(p) => p,
+            _ => panic!("route is not priced"),
+        }
+    }
+
+    fn error(extra: &str) -> String {
+        parse(extra).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_listed_route_declares_its_input_and_output() {
+        let config = parse(
+            r#"
+[[routes]]
+match = "GET /weather"
+price = "$0.01"
+discoverable = true
+input_schema = { properties = { city = { type = "string" } }, required = ["city"] }
+input_example = { city = "Paris" }
+output_example = '{"temp": 21}'
+service_name = "Weather"
+tags = ["weather", "data"]
+icon_url = "https://example.com/icon.png"
+[[routes]]
+match = "POST /search/:index"
+price = "$0.01"
+discoverable = true
+input_schema = { type = "object", properties = { q = { type = "string" } } }
+[[routes]]
+match = "GET /plain"
+price = "$0.01"
+"#,
+        )
+        .unwrap();
+        let weather = priced(&config, 0);
+        let declared = weather
+            .bazaar_declaration("GET", "https://api.example/weather?city=x")
+            .unwrap();
+        assert_eq!(
+            declared["info"]["input"],
+            json!({"type": "http", "method": "GET", "queryParams": {"city": "Paris"}})
+        );
+        assert_eq!(declared["info"]["output"]["example"], json!({"temp": 21}));
+        let challenge: serde_json::Value =
+            serde_json::from_str(&weather.v2_challenge("https://api.example/weather", "GET", "e"))
+                .unwrap();
+        assert_eq!(challenge["extensions"]["bazaar"], declared);
+        assert_eq!(challenge["resource"]["serviceName"], "Weather");
+        assert_eq!(challenge["resource"]["tags"], json!(["weather", "data"]));
+        assert_eq!(
+            challenge["resource"]["iconUrl"],
+            "https://example.com/icon.png"
+        );
+
+        let search = priced(&config, 1)
+            .bazaar_declaration("POST", "https://a/search/books")
+            .unwrap();
+        assert_eq!(search["routeTemplate"], "/search/:index");
+        assert_eq!(
+            search["info"]["input"]["pathParams"],
+            json!({"index": "books"})
+        );
+        assert_eq!(search["info"]["input"]["bodyType"], "json");
+
+        // A route that declares nothing keeps its challenge exactly.
+        let plain = priced(&config, 2);
+        assert!(plain.discovery.is_none());
+        assert_eq!(
+            plain.v2_challenge("https://a/plain", "GET", "e"),
+            plain.challenge().v2_json("https://a/plain", "e")
+        );
+    }
+
+    #[test]
+    fn defaults_list_every_priced_route_and_mcp_tool() {
+        let config = parse(
+            r#"discoverable = true
+service_name = "Acme"
+[[routes]]
+match = "GET /a"
+price = "$0.01"
+[[routes]]
+match = "GET /b"
+price = "$0.01"
+discoverable = false
+[[routes]]
+match = "GET /free"
+free = true
+[[routes]]
+match = "POST /mcp"
+mcp = true
+[[routes.tools]]
+name = "search"
+description = "Search"
+price = "$0.01"
+input_schema = { type = "object", properties = { q = { type = "string" } } }
+[[routes.resources]]
+uri = "file:///a"
+price = "$0.01"
+"#,
+        )
+        .unwrap();
+        let a = priced(&config, 0).discovery.as_ref().unwrap();
+        assert_eq!(a.service.service_name.as_deref(), Some("Acme"));
+        assert!(priced(&config, 1).discovery.is_none());
+        let RouteKind::Mcp(mcp) = &config.routes.in_file_order()[3].kind else {
+            panic!("route is not an MCP route");
+        };
+        let tool = mcp.items[0]
+            .priced
+            .bazaar_declaration("POST", "mcp://tool/search")
+            .unwrap();
+        assert_eq!(tool["info"]["input"]["type"], "mcp");
+        assert_eq!(tool["info"]["input"]["toolName"], "search");
+        assert_eq!(tool["info"]["input"]["description"], "Search");
+        assert!(
+            mcp.items[1].priced.discovery.is_none(),
+            "resources are not listed"
+        );
+    }
+
+    #[test]
+    fn check_names_the_route_of_a_bad_declaration() {
+        let route =
+            |keys: &str| format!("[[routes]]\nmatch = \"GET /w\"\nprice = \"$0.01\"\n{keys}\n");
+        let cases = [
+            (
+                "input_schema = { type = \"object\" }",
+                "not listed in the Bazaar",
+            ),
+            (
+                "discoverable = true\ninput_schema = '[1]'",
+                "must be a JSON object",
+            ),
+            (
+                "discoverable = true\ninput_schema = '{'",
+                "is not JSON text",
+            ),
+            (
+                "discoverable = true\ninput_schema = { type = \"string\" }",
+                "must be \"object\"",
+            ),
+            (
+                "discoverable = true\nicon_url = \"http://example.com/i.png\"",
+                "https",
+            ),
+            (
+                "discoverable = true\nicon_url = \"https://127.0.0.1/i.png\"",
+                "domain name",
+            ),
+            ("discoverable = true\nicon_url = \"/i.png\"", "absolute URL"),
+            (
+                "discoverable = true\ntags = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]",
+                "at most 5",
+            ),
+            ("discoverable = true\ntags = [\"a\", \"A\"]", "twice"),
+            (
+                &format!("discoverable = true\ntags = [\"{}\"]", "x".repeat(33)),
+                "1 to 32",
+            ),
+            (
+                "discoverable = true\nservice_name = \"caf\u{e9}\"",
+                "printable ASCII",
+            ),
+            ("discoverable = true\nbody_type = \"json\"", "send no body"),
+            (
+                "discoverable = true\noutput_schema = { type = \"object\" }",
+                "without `output_example`",
+            ),
+            (
+                "discoverable = true\ninput_schema = { required = [\"city\"] }",
+                "requires `city`",
+            ),
+        ];
+        for (keys, expected) in cases {
+            let err = error(&route(keys));
+            assert!(err.contains(expected), "{keys}: {err}");
+            assert!(err.contains("GET /w"), "the route is named: {err}");
+        }
+        let err =
+            error("[[routes]]\nmatch = \"OPTIONS /w\"\nprice = \"$0.01\"\ndiscoverable = true\n");
+        assert!(err.contains("not OPTIONS"), "{err}");
+        let err = error("[[routes]]\nmatch = \"GET /free\"\nfree = true\ndiscoverable = true\n");
+        assert!(err.contains("`discoverable`"), "{err}");
+        let err = error(
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\ninput_schema = { type = \"object\" }\n[[routes.tools]]\nname = \"t\"\nprice = \"$0.01\"\n",
+        );
+        assert!(err.contains("each [[routes.tools]]"), "{err}");
+        let err = error(
+            "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\n[[routes.prompts]]\nname = \"p\"\nprice = \"$0.01\"\ndiscoverable = true\n",
+        );
+        assert!(err.contains("only MCP tools"), "{err}");
+    }
+}
+
+mod batch_settlement {
+    use super::*;
+    use crate::payment::batch::{MIN_DEPOSIT_KEY, WITHDRAW_DELAY_KEY};
+
+    fn refused(text: &str) -> String {
+        parse(text).expect_err(text).message
+    }
+
+    #[test]
+    fn a_channel_route_announces_its_delay_and_deposit_and_has_no_v1_form() {
+        let config = parse(
+            "[[routes]]\nmatch = \"GET /q\"\nscheme = \"batch-settlement\"\nprice = \"$0.001\"\nwithdraw_delay = \"1h\"\nmin_deposit = \"$0.05\"\n",
+        )
+        .expect("valid");
+        let r = only_option(&config);
+        assert_eq!(r.scheme, "batch-settlement");
+        assert_eq!(r.amount, "1000");
+        assert_eq!(r.extra[WITHDRAW_DELAY_KEY], 3600);
+        assert_eq!(r.extra[MIN_DEPOSIT_KEY], "50000");
+        assert_eq!(r.extra["name"], "USDC");
+        // The receiver authorizer is the facilitator's, read at start-up.
+        assert!(r.extra.get("receiverAuthorizer").is_none());
+        match &config.routes.in_file_order()[0].kind {
+            RouteKind::Priced(p) => assert_eq!(p.options[0].v1_network, None),
+            _ => panic!("route is not priced"),
+        }
+        // Defaults: 15 minutes, ten requests' worth, claims every 5 minutes.
+        let config = parse(
+            "[[routes]]\nmatch = \"GET /q\"\nscheme = \"batch-settlement\"\namount = \"7\"\n",
+        )
+        .expect("valid");
+        let r = only_option(&config);
+        assert_eq!(
+            (
+                r.extra[WITHDRAW_DELAY_KEY].as_u64(),
+                r.extra[MIN_DEPOSIT_KEY].as_str()
+            ),
+            (Some(900), Some("70"))
+        );
+        assert_eq!(config.batch.claim_interval, Duration::from_secs(300));
+        assert_eq!(config.batch.claim_threshold, None);
+        let config = parse(
+            "[[routes]]\nmatch = \"GET /q\"\nscheme = \"batch-settlement\"\namount = \"7\"\n[batch]\nclaim_interval = \"1m\"\nclaim_threshold = \"1000000\"\nreceiver_authorizer = \"facilitator\"\n",
+        )
+        .expect("valid");
+        assert_eq!(config.batch.claim_interval, Duration::from_secs(60));
+        assert_eq!(config.batch.claim_threshold, Some(1_000_000));
+        // The gateway's own key: channels name its address, and no facilitator is asked.
+        let config = parse_env(
+            "[[routes]]\nmatch = \"GET /q\"\nscheme = \"batch-settlement\"\namount = \"7\"\n[batch]\nreceiver_authorizer_key = \"${AUTHORIZER_KEY}\"\n",
+            &|name| (name == "AUTHORIZER_KEY").then(|| "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a".to_string()),
+        )
+        .expect("valid");
+        assert_eq!(
+            only_option(&config).extra["receiverAuthorizer"],
+            "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+        );
+        assert_eq!(
+            format!("{:?}", config.batch.receiver_authorizer_key),
+            "Some(***)"
+        );
+    }
+
+    #[test]
+    fn channel_mistakes_are_refused_with_clear_messages() {
+        let route =
+            "[[routes]]\nmatch = \"GET /q\"\nscheme = \"batch-settlement\"\nprice = \"$0.001\"\n";
+        let cases = [
+            (format!("{route}withdraw_delay = \"10m\"\n"), "withdraw_delay must be whole seconds from 15m to 720h"),
+            (format!("{route}withdraw_delay = \"745h\"\n"), "withdraw_delay must be whole seconds from 15m to 720h"),
+            (format!("{route}min_deposit = \"$0.0001\"\n"), "min_deposit must cover at least one request"),
+            (format!("{route}settle = \"before\"\n"), "settle = \"before\" cannot apply"),
+            (format!("{route}[batch]\nclaim_interval = \"6m\"\n"), "at most a third of the shortest withdraw_delay (900s)"),
+            (format!("{route}[batch]\nclaim_threshold = \"0\"\n"), "claim_threshold `0`"),
+            (format!("{route}[batch]\nreceiver_authorizer = \"0x70997970c51812dc3a010c7d01b50e0d17dc79c8\"\n"), "for the gateway's own key set receiver_authorizer_key"),
+            (format!("{route}[batch]\nreceiver_authorizer_key = \"0xnotakey-secret\"\n"), "receiver_authorizer_key is not a 32-byte hex private key"),
+            (format!("{route}[batch]\nreceiver_authorizer = \"facilitator\"\nreceiver_authorizer_key = \"0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a\"\n"), "use one"),
+            ("[[routes]]\nmatch = \"GET /q\"\nprice = \"$0.001\"\nwithdraw_delay = \"1h\"\n".to_string(), "only scheme = \"batch-settlement\" reads"),
+        ];
+        for (text, expected) in cases {
+            let message = refused(&text);
+            assert!(message.contains(expected), "{text}: {message}");
+            assert!(
+                !message.contains("notakey-secret"),
+                "a key is never echoed: {message}"
+            );
+        }
+        let with_access =
+            format!("[server]\npublic_url = \"https://api.example.com\"\n{route}access = \"1h\"\n");
+        // `[server]` must come before the routes in one document: put it in the base instead.
+        let message = GatewayConfig::parse(
+            &format!("[server]\npublic_url = \"https://api.example.com\"\n{BASE}{route}access = \"1h\"\n"),
+            Path::new("gateway.toml"),
+            &|_| None,
+        )
+        .expect_err(&with_access)
+        .message;
+        assert!(
+            message.contains("access windows are sold with exact or upto payments"),
+            "{message}"
+        );
+        // A metered route charges each request for what it used: a window has no price to sell.
+        let metered = "[[routes]]\nmatch = \"GET /m\"\nscheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X-Tokens\"\nunit_price = \"$0.0001\"\naccess = \"1h\"\n";
+        let message = GatewayConfig::parse(
+            &format!("[server]\npublic_url = \"https://api.example.com\"\n{BASE}{metered}"),
+            Path::new("gateway.toml"),
+            &|_| None,
+        )
+        .expect_err(metered)
+        .message;
+        assert!(
+            message.contains("`access` needs a fixed price; a metered (upto) route"),
+            "{message}"
+        );
+    }
+}
+
+mod settle_buffer {
+    use super::*;
+
+    fn route_buffer(config: &GatewayConfig, at: usize) -> Option<u32> {
+        match &config.routes.in_file_order()[at].kind {
+            RouteKind::Priced(p) => p.settle_buffer,
+            _ => panic!("route is not priced"),
+        }
+    }
+
+    #[test]
+    fn the_bound_defaults_to_one_mebibyte_and_is_read_as_a_size_or_bytes() {
+        let route = "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\n";
+        let config = parse(route).unwrap();
+        assert_eq!(config.server.settle_buffer, 1_048_576);
+        assert_eq!(route_buffer(&config, 0), None);
+        for (written, bytes) in [("\"256KiB\"", 262_144), ("4096", 4096), ("0", 0)] {
+            let config = parse(&format!("[server]\nsettle_buffer = {written}\n{route}")).unwrap();
+            assert_eq!(config.server.settle_buffer, bytes, "{written}");
+        }
+        let env = |name: &str| (name == "BUFFER").then(|| "2MiB".to_string());
+        let config = parse_env(
+            &format!("[server]\nsettle_buffer = \"${{BUFFER}}\"\n{route}"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.server.settle_buffer, 2 * 1_048_576);
+    }
+
+    #[test]
+    fn a_route_may_set_its_own_bound() {
+        let config = parse(
+            "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\nsettle_buffer = \"16KiB\"\n\
+             [[routes]]\nmatch = \"GET /b\"\nprice = \"$0.01\"\nsettle_buffer = 0\n\
+             [[routes]]\nmatch = \"GET /c\"\nprice = \"$0.01\"\n",
+        )
+        .unwrap();
+        assert_eq!(route_buffer(&config, 0), Some(16_384));
+        assert_eq!(route_buffer(&config, 1), Some(0));
+        assert_eq!(route_buffer(&config, 2), None);
+    }
+
+    #[test]
+    fn a_bound_that_cannot_apply_or_cannot_be_read_is_refused() {
+        for (extra, said) in [
+            ("[server]\nsettle_buffer = \"lots\"\n", "settle_buffer"),
+            ("[server]\nsettle_buffer = \"1TiB\"\n", "unknown unit"),
+            ("[server]\nsettle_buffer = \"65MiB\"\n", "at most"),
+            (
+                "[[routes]]\nmatch = \"GET /a\"\nprice = \"$0.01\"\nsettle = \"before\"\nsettle_buffer = \"1MiB\"\n",
+                "cannot apply",
+            ),
+            (
+                "[[routes]]\nmatch = \"GET /a\"\nfree = true\nsettle_buffer = \"1MiB\"\n",
+                "settle_buffer",
+            ),
+            (
+                "[[routes]]\nmatch = \"POST /mcp\"\nmcp = true\nsettle_buffer = \"1MiB\"\n[[routes.tools]]\nname = \"t\"\nprice = \"$0.01\"\n",
+                "cannot apply",
+            ),
+        ] {
+            let error = parse(extra).expect_err(extra).to_string();
+            assert!(error.contains(said), "{extra}: {error}");
+        }
     }
 }

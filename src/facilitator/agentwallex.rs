@@ -247,6 +247,7 @@ impl Facilitator for AgentWallexFacilitator {
             Unwrapped::Data(data) => data,
             Unwrapped::Refusal { reason, message } => {
                 let response = SettleResponse {
+                    extra: None,
                     success: false,
                     error_reason: Some(reason),
                     error_message: Some(message),
@@ -254,6 +255,7 @@ impl Facilitator for AgentWallexFacilitator {
                     transaction: String::new(),
                     network: request.network().to_string(),
                     status: None,
+                    amount: None,
                 };
                 let raw = serde_json::to_value(&response).unwrap_or(Value::Null);
                 return Ok(Settlement {

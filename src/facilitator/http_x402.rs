@@ -1,5 +1,6 @@
 //! The standard x402 facilitator HTTP API: `POST /verify`, `POST /settle`, `GET /supported`.
 
+use super::extension_responses::{header_reports, log as log_reports, take_from_answer};
 use super::transport::{excerpt, redact, Caller, Transport};
 use super::{Facilitator, FacilitatorError, FacilitatorRequest, Settlement};
 use crate::config::FacilitatorConfig;
@@ -29,9 +30,11 @@ impl HttpFacilitator {
         })
     }
 
-    /// One call, its answer read by `read`; the bearer token never appears in an error.
+    /// One call, its answer read by `read`; the bearer token never appears in an error. `op`
+    /// names the call in the log of the facilitator's extension reports.
     async fn call<T>(
         &self,
+        op: &str,
         build: impl Fn() -> reqwest::RequestBuilder,
         read: impl Fn(u16, &[u8]) -> Result<T, FacilitatorError>,
     ) -> Result<T, FacilitatorError> {
@@ -47,6 +50,9 @@ impl HttpFacilitator {
         };
         self.transport
             .call(&caller, None, build, |answer| {
+                if let Some(header) = &answer.extension_responses {
+                    log_reports(&self.name, op, &header_reports(header));
+                }
                 read(answer.status, &answer.body)
             })
             .await
@@ -60,7 +66,7 @@ impl HttpFacilitator {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_vec())
         };
-        self.call(build, |status, body| Ok((status, body.to_vec())))
+        self.call("settle", build, |status, body| Ok((status, body.to_vec())))
             .await
     }
 
@@ -126,8 +132,11 @@ impl Facilitator for HttpFacilitator {
                 .post(format!("{}/verify", self.base))
                 .json(request)
         };
-        self.call(build, |status, body| {
-            Self::parse::<VerifyResponse>(status, body, "isValid").map(|(v, _)| v)
+        self.call("verify", build, |status, body| {
+            Self::parse::<VerifyResponse>(status, body, "isValid").map(|(v, mut raw)| {
+                log_reports(&self.name, "verify", &take_from_answer(&mut raw));
+                v
+            })
         })
         .await
     }
@@ -163,7 +172,10 @@ impl Facilitator for HttpFacilitator {
                 }
             }
         }
-        let (response, raw) = parsed.map_err(|e| self.redacted(e))?;
+        let (response, mut raw) = parsed.map_err(|e| self.redacted(e))?;
+        // The buyer's receipt is made from `raw`: the facilitator's word on the extensions is the
+        // seller's business only.
+        log_reports(&self.name, "settle", &take_from_answer(&mut raw));
         if !response.success && response.error_reason.as_deref() == Some(SETTLEMENT_PENDING) {
             // Still pending after the resend: broadcast, receipt not seen in time. It may still
             // land, so it is not a refusal; reconciliation sends the identical request again.
@@ -195,7 +207,7 @@ impl Facilitator for HttpFacilitator {
                 .client
                 .get(format!("{}/supported", self.base))
         };
-        self.call(build, |status, body| {
+        self.call("supported", build, |status, body| {
             Self::parse::<SupportedResponse>(status, body, "kinds").map(|(v, _)| v)
         })
         .await

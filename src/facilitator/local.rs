@@ -67,8 +67,18 @@ impl LocalFacilitator {
                 "scheme differs from the requirements".into(),
             ));
         }
+        // The local facilitator moves no money and cannot stand in for a Permit2 settler.
+        let exact = payment.exact().ok_or_else(|| {
+            invalid(
+                "unsupported_scheme",
+                format!(
+                    "the local facilitator does not settle `{}`",
+                    payment.scheme()
+                ),
+            )
+        })?;
         let now = crate::time::unix_now();
-        let verified = check_authorization(payment.exact(), &requirements, chain_id, amount, now)
+        let verified = check_authorization(exact, &requirements, chain_id, amount, now)
             .map_err(|r| invalid(r.reason, r.message))?;
         Ok((
             verified.payer,
@@ -90,18 +100,21 @@ impl Facilitator for LocalFacilitator {
     ) -> Result<VerifyResponse, FacilitatorError> {
         Ok(match Self::check(request) {
             Ok((payer, _, key)) if self.settled.contains(&key) => VerifyResponse {
+                extra: None,
                 is_valid: false,
                 invalid_reason: Some("invalid_exact_evm_nonce_already_used".into()),
                 invalid_message: Some("this authorization was already settled".into()),
                 payer: Some(payer),
             },
             Ok((payer, _, _)) => VerifyResponse {
+                extra: None,
                 is_valid: true,
                 invalid_reason: None,
                 invalid_message: None,
                 payer: Some(payer),
             },
             Err((reason, message)) => VerifyResponse {
+                extra: None,
                 is_valid: false,
                 invalid_reason: Some(reason),
                 invalid_message: Some(message),
@@ -118,6 +131,7 @@ impl Facilitator for LocalFacilitator {
                     let transaction = alloy_primitives::keccak256(key.as_bytes()).to_string();
                     tracing::warn!(%payer, %transaction, "TEST MODE settlement recorded; no money moved");
                     SettleResponse {
+                        extra: None,
                         success: true,
                         error_reason: None,
                         error_message: None,
@@ -125,9 +139,11 @@ impl Facilitator for LocalFacilitator {
                         transaction,
                         network,
                         status: None,
+                        amount: None,
                     }
                 } else {
                     SettleResponse {
+                        extra: None,
                         success: false,
                         error_reason: Some("invalid_exact_evm_nonce_already_used".into()),
                         error_message: Some("this authorization was already settled".into()),
@@ -135,10 +151,12 @@ impl Facilitator for LocalFacilitator {
                         transaction: String::new(),
                         network,
                         status: None,
+                        amount: None,
                     }
                 }
             }
             Err((reason, message)) => SettleResponse {
+                extra: None,
                 success: false,
                 error_reason: Some(reason),
                 error_message: Some(message),
@@ -146,6 +164,7 @@ impl Facilitator for LocalFacilitator {
                 transaction: String::new(),
                 network: String::new(),
                 status: None,
+                amount: None,
             },
         };
         let raw = serde_json::to_value(&response)

@@ -6,6 +6,7 @@
 //! `success: false`), never an error: only a facilitator that cannot be used is an error.
 
 mod agentwallex;
+mod extension_responses;
 mod http_x402;
 mod local;
 mod okx;
@@ -19,11 +20,13 @@ pub use http_x402::HttpFacilitator;
 pub use local::LocalFacilitator;
 pub use okx::{okx_signature, okx_timestamp, OkxFacilitator};
 pub use outcome::{
-    client_reason, settle_answer, settle_outcome, settle_reply, unconfirmed_receipt, Expected,
-    Judged,
+    client_reason, settle_answer, settle_outcome, settle_reply, unconfirmed_receipt, Judged,
 };
-pub use preflight::{fee_tiers_for, preflight, Preflight, PreflightError};
-pub use router::{Facilitators, SettleVerdict};
+pub use preflight::{
+    fee_tiers_for, known_upto_settlers, preflight, resolve_upto_settlers, Preflight,
+    PreflightError, UptoSettlers,
+};
+pub use router::{Facilitators, SettleAttempt};
 
 use crate::config::{FacilitatorConfig, FacilitatorKind};
 use crate::payment::{Failure, Finality};

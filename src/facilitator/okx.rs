@@ -549,6 +549,7 @@ impl Facilitator for OkxFacilitator {
             Unwrapped::Data(data) => single(data)?,
             Unwrapped::Refusal { reason, message } => {
                 let response = SettleResponse {
+                    extra: None,
                     success: false,
                     error_reason: Some(reason),
                     error_message: Some(message),
@@ -556,6 +557,7 @@ impl Facilitator for OkxFacilitator {
                     transaction: String::new(),
                     network: request.network().to_string(),
                     status: None,
+                    amount: None,
                 };
                 return Ok(settled(response, Finality::Confirmed));
             }

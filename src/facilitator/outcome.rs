@@ -5,10 +5,11 @@
 
 use super::{FacilitatorError, Settlement};
 use crate::payment::{
-    judge_settle, AnsweredAmount, Failure, SettleAnswer, SettleOutcome, SettleReply,
+    judge_settle, AnsweredAmount, ExpectedSettlement, Failure, SettleAnswer, SettleOutcome,
+    SettleReply, SettleVerdict,
 };
 
-pub use crate::payment::{client_reason, ExpectedSettlement as Expected};
+pub use crate::payment::client_reason;
 
 /// A settle answer, judged.
 #[derive(Debug, Clone)]
@@ -35,55 +36,62 @@ fn answered_amount(raw: &serde_json::Value) -> AnsweredAmount {
 }
 
 /// A facilitator's settle response, as plain data.
-pub fn settle_reply(settlement: &Settlement) -> SettleReply {
+pub fn settle_reply(settlement: &Settlement) -> SettleReply<'_> {
     let response = &settlement.response;
     SettleReply {
         success: response.success,
-        error_reason: response.error_reason.clone(),
-        status: response.status.clone(),
-        transaction: response.transaction.clone(),
-        payer: response.payer.clone(),
-        network: response.network.clone(),
+        error_reason: response.error_reason.as_deref(),
+        status: response.status.as_deref(),
+        transaction: &response.transaction,
+        payer: response.payer.as_deref(),
+        network: &response.network,
         amount: answered_amount(&settlement.raw),
         finality: settlement.status,
     }
 }
 
 /// The result of one `/settle` call, as plain data.
-pub fn settle_answer(result: &Result<Settlement, FacilitatorError>) -> SettleAnswer {
+pub fn settle_answer(result: &Result<Settlement, FacilitatorError>) -> SettleAnswer<'_> {
     match result {
         Ok(settlement) => SettleAnswer::Replied(settle_reply(settlement)),
         Err(e) => SettleAnswer::Failed {
             never_sent: e.never_sent(),
             failure: e.failure(),
             transaction: match e {
-                FacilitatorError::Unconfirmed { transaction, .. } => transaction.clone(),
-                _ => String::new(),
+                FacilitatorError::Unconfirmed { transaction, .. } => transaction,
+                _ => "",
             },
         },
     }
 }
 
+impl Judged {
+    /// The verdict on `result`, which it consumes: the facilitator's answer moves into the
+    /// receipt when it is one, so it is not copied.
+    pub fn new(verdict: SettleVerdict, result: Result<Settlement, FacilitatorError>) -> Self {
+        let receipt = match result {
+            Ok(s) if verdict.answer_is_receipt => Some(s.raw),
+            _ => None,
+        };
+        Self {
+            outcome: verdict.outcome,
+            transaction: verdict.transaction,
+            receipt,
+        }
+    }
+}
+
 /// Judges the result of one `/settle` call against the payment it was for.
 pub fn settle_outcome(
-    result: &Result<Settlement, FacilitatorError>,
-    expected: &Expected,
+    result: Result<Settlement, FacilitatorError>,
+    expected: &ExpectedSettlement,
 ) -> Judged {
-    let verdict = judge_settle(&settle_answer(result), expected);
-    let receipt = match result {
-        Ok(s) if verdict.answer_is_receipt => Some(s.raw.clone()),
-        _ => None,
-    };
-    Judged {
-        outcome: verdict.outcome,
-        transaction: verdict.transaction,
-        receipt,
-    }
+    Judged::new(judge_settle(&settle_answer(&result), expected), result)
 }
 
 /// The receipt of an unknown outcome: not a success, and naming the transaction when one is known,
 /// so the buyer can look it up instead of paying twice.
-pub fn unconfirmed_receipt(judged: &Judged, expected: &Expected) -> serde_json::Value {
+pub fn unconfirmed_receipt(judged: &Judged, expected: &ExpectedSettlement) -> serde_json::Value {
     serde_json::json!({
         "success": false,
         "errorReason": Failure::SettlementUnconfirmed.code(),
@@ -102,8 +110,8 @@ mod tests {
 
     const PAYER: &str = "0x857b06519E91e3A54538791bDbb0E22373e36b66";
 
-    fn expected() -> Expected<'static> {
-        Expected {
+    fn expected() -> ExpectedSettlement<'static> {
+        ExpectedSettlement {
             payer: PAYER,
             network: "eip155:84532",
             caip2_network: "eip155:84532",
@@ -122,7 +130,7 @@ mod tests {
     #[test]
     fn a_matching_success_is_settled_with_its_finality() {
         let j = settle_outcome(
-            &answer(
+            answer(
                 json!({"success": true, "payer": PAYER.to_lowercase(), "transaction": "0xab", "network": "eip155:84532", "amount": "10000"}),
                 Finality::Pending,
             ),
@@ -157,7 +165,7 @@ mod tests {
                 "settlement_amount_mismatch",
             ),
         ] {
-            let j = settle_outcome(&answer(raw, Finality::Confirmed), &expected());
+            let j = settle_outcome(answer(raw, Finality::Confirmed), &expected());
             assert_eq!(
                 j.outcome,
                 SettleOutcome::Unknown {
@@ -173,7 +181,7 @@ mod tests {
     fn in_flight_reasons_are_unknown_and_plain_refusals_are_refused() {
         for reason in ["settlement_pending", "payment processing", "onchain_error"] {
             let j = settle_outcome(
-                &answer(
+                answer(
                     json!({"success": false, "errorReason": reason, "transaction": "0xcd", "network": ""}),
                     Finality::Confirmed,
                 ),
@@ -186,7 +194,7 @@ mod tests {
             assert_eq!(j.transaction, "0xcd");
         }
         let j = settle_outcome(
-            &answer(
+            answer(
                 json!({"success": false, "errorReason": "insufficient_funds", "transaction": "", "network": ""}),
                 Finality::Confirmed,
             ),
@@ -203,7 +211,7 @@ mod tests {
             Some("insufficient_funds")
         );
         let on_chain = settle_outcome(
-            &answer(
+            answer(
                 json!({"success": false, "errorReason": "onchain_error", "status": "failed", "transaction": "0x1", "network": ""}),
                 Finality::Confirmed,
             ),
@@ -221,7 +229,7 @@ mod tests {
     fn errors_are_not_sent_only_when_nothing_reached_the_facilitator() {
         let e: Result<Settlement, _> = Err(FacilitatorError::Unreachable("refused".into()));
         assert_eq!(
-            settle_outcome(&e, &expected()).outcome,
+            settle_outcome(e, &expected()).outcome,
             SettleOutcome::NotSent(Failure::FacilitatorUnavailable)
         );
         for e in [
@@ -232,7 +240,7 @@ mod tests {
             },
             FacilitatorError::Garbage(String::new()),
         ] {
-            let j = settle_outcome(&Err(e), &expected());
+            let j = settle_outcome(Err(e), &expected());
             assert!(matches!(j.outcome, SettleOutcome::Unknown { .. }));
         }
         let e = Err(FacilitatorError::Unconfirmed {
@@ -240,7 +248,7 @@ mod tests {
             status: "pending".into(),
             deadline: Duration::from_secs(3),
         });
-        let j = settle_outcome(&e, &expected());
+        let j = settle_outcome(e, &expected());
         assert_eq!(j.transaction, "0xef");
         assert_eq!(unconfirmed_receipt(&j, &expected())["transaction"], "0xef");
     }

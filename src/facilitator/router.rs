@@ -40,7 +40,7 @@ pub struct Verdict {
 
 /// The answer to a settlement and the facilitator that gave it (the one that may have moved the
 /// money, and the one reconciliation must ask about it).
-pub struct SettleVerdict {
+pub struct SettleAttempt {
     pub facilitator: Arc<dyn Facilitator>,
     pub result: Result<Settlement, FacilitatorError>,
 }
@@ -144,13 +144,13 @@ impl Facilitators {
         &self,
         network: &str,
         request: &FacilitatorRequest,
-    ) -> Option<SettleVerdict> {
+    ) -> Option<SettleAttempt> {
         let (facilitator, result) = self
             .with_fallback(network, may_settle_elsewhere, "settling", |f| async move {
                 f.settle(request).await
             })
             .await?;
-        Some(SettleVerdict {
+        Some(SettleAttempt {
             facilitator,
             result,
         })
@@ -219,6 +219,7 @@ mod tests {
                 return Err(e.clone());
             }
             let response = SettleResponse {
+                extra: None,
                 success: true,
                 error_reason: None,
                 error_message: None,
@@ -226,6 +227,7 @@ mod tests {
                 transaction: format!("0x{}", self.name),
                 network: NETWORK.into(),
                 status: None,
+                amount: None,
             };
             Ok(Settlement {
                 raw: serde_json::to_value(&response).unwrap_or_default(),

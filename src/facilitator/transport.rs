@@ -27,6 +27,7 @@ impl Unwrapped {
             Self::Data(data) => serde_json::from_value(select(data)?)
                 .map_err(|e| FacilitatorError::Garbage(format!("verify answer: {e}"))),
             Self::Refusal { reason, message } => Ok(VerifyResponse {
+                extra: None,
                 is_valid: false,
                 invalid_reason: Some(reason),
                 invalid_message: Some(message),
@@ -45,6 +46,8 @@ pub(super) struct Answer {
     /// `Retry-After` in seconds, when the facilitator sent one.
     pub retry_after: Option<Duration>,
     pub body: Vec<u8>,
+    /// The `EXTENSION-RESPONSES` header: the facilitator's word on the payment's extensions.
+    pub extension_responses: Option<Vec<u8>>,
 }
 
 pub(super) struct Transport {
@@ -83,6 +86,10 @@ impl Transport {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let extension_responses = response
+            .headers()
+            .get(super::extension_responses::EXTENSION_RESPONSES)
+            .map(|v| v.as_bytes().to_vec());
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(e))? {
             if body.len() + chunk.len() > MAX_BODY {
@@ -96,6 +103,7 @@ impl Transport {
             status,
             retry_after,
             body,
+            extension_responses,
         })
     }
 }

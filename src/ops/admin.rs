@@ -1,8 +1,13 @@
-//! The admin listener: `/healthz` (liveness), `/readyz` (readiness) and `/metrics` (Prometheus).
-//! It listens on its own address, never the public one, so probes and scrapes neither pay nor
-//! count as API traffic.
+//! The admin listener: `/healthz` (liveness), `/readyz` (readiness) and `/metrics` (Prometheus),
+//! the read-only admin API under `/admin/api/` and the operator's console at `/console`. It
+//! listens on its own address, never the public one, so probes and scrapes neither pay nor count
+//! as API traffic. What the API answers is computed in [`super::admin_api`]; this is the HTTP.
 
+use crate::config::JournalConfig;
 use crate::metrics::Metrics;
+use crate::ops::admin_api::{self, ApiError};
+use crate::ops::journal::{read_entries, PgJournal};
+use crate::ops::receipts::{receipt_rows, Receipt, ReceiptQuery};
 use crate::state::GatewayState;
 use crate::store::StoreHealth;
 use arc_swap::ArcSwap;
@@ -176,13 +181,27 @@ impl Drop for InFlight {
 /// The admin HTTP application.
 pub struct AdminApp {
     health: Arc<Health>,
+    /// The configuration in force (the admin token, explorers, journal and routes follow reloads).
+    state: Arc<ArcSwap<GatewayState>>,
 }
 
 impl AdminApp {
-    pub fn new(health: Arc<Health>) -> Self {
-        Self { health }
+    pub fn new(health: Arc<Health>, state: Arc<ArcSwap<GatewayState>>) -> Self {
+        Self { health, state }
     }
 }
+
+pub const CONSOLE_PATH: &str = "/console";
+const CONSOLE_HTML: &str = include_str!("console/console.html");
+const CONSOLE_JS: &str = include_str!("console/console.js");
+const CONSOLE_CSS: &str = include_str!("console/console.css");
+/// The console runs its own script and style only, talks to this listener only, and is never
+/// framed.
+const CONSOLE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+/// The longest the API waits for the journal database.
+const JOURNAL_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn json_response(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
     let body = body.to_string().into_bytes();
@@ -191,15 +210,219 @@ fn json_response(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::CONTENT_LENGTH, body.len())
         .header(http::header::CACHE_CONTROL, "no-store")
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(body)
         .unwrap_or_default()
+}
+
+fn api_error(error: &ApiError) -> Response<Vec<u8>> {
+    let mut response = json_response(error.status, error.body());
+    if error.status == 401 {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"x402-gateway admin\""),
+        );
+    }
+    response
+}
+
+fn console_asset(content_type: &'static str, body: &'static str) -> Response<Vec<u8>> {
+    let body = body.as_bytes().to_vec();
+    Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(http::header::CONTENT_SECURITY_POLICY, CONSOLE_POLICY)
+        .header(http::header::X_FRAME_OPTIONS, "DENY")
+        .header(http::header::REFERRER_POLICY, "no-referrer")
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// Reads the journal the configuration names with the reader the `receipts` command uses: the
+/// PostgreSQL ledger with `[journal] url`, the journal file otherwise.
+async fn read_journal(
+    journal: Option<&JournalConfig>,
+    query: &ReceiptQuery,
+) -> Result<Vec<Receipt>, ApiError> {
+    let Some(journal) = journal else {
+        return Err(ApiError::new(
+            404,
+            "no_journal",
+            "the configuration has no [journal]: payments are only logged",
+        ));
+    };
+    let unreadable = |e: &dyn std::fmt::Display| {
+        tracing::warn!(error = %e, "the admin API cannot read the journal");
+        ApiError::new(503, "journal_unavailable", "the journal cannot be read now")
+    };
+    match &journal.url {
+        Some(url) => {
+            let read = PgJournal::read_receipt_rows(url.expose(), query);
+            match tokio::time::timeout(JOURNAL_READ_TIMEOUT, read).await {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(e)) => Err(unreadable(&e)),
+                Err(_) => Err(unreadable(&"timed out")),
+            }
+        }
+        None => {
+            let path = journal.path.clone();
+            let query = query.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                if !path.exists() {
+                    return Ok(Vec::new());
+                }
+                read_entries(&path).map(|entries| receipt_rows(&entries, &query))
+            })
+            .await;
+            match read {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(e)) => Err(unreadable(&e)),
+                Err(e) => Err(unreadable(&e)),
+            }
+        }
+    }
+}
+
+impl AdminApp {
+    /// An admin API request, once its caller is allowed.
+    async fn api(
+        &self,
+        endpoint: &str,
+        query: Option<&str>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let state = self.state.load_full();
+        let config = &state.config;
+        let params = admin_api::params(query);
+        let now_ms = crate::time::unix_now_ms();
+        let lookup = |network: &str, asset: &str| {
+            config
+                .assets
+                .find(network, asset)
+                .map(|a| (a.symbol.clone(), a.decimals))
+        };
+        match endpoint {
+            "payments" => {
+                let q = admin_api::payments_query(&params)?;
+                // One more than the page, to know whether another follows.
+                let mut filter = q.filter.clone();
+                filter.page = Some(crate::ops::receipts::Page {
+                    after: q
+                        .cursor
+                        .as_ref()
+                        .map(|c| (c.first_time.clone(), c.id.clone())),
+                    limit: q.limit + 1,
+                });
+                let rows = read_journal(config.journal.as_ref(), &filter).await?;
+                let (page, next) = admin_api::page(rows, q.limit, q.cursor.as_ref());
+                Ok(json!({
+                    "payments": page
+                        .iter()
+                        .map(|r| admin_api::payment_json(r, &config.admin, &lookup, now_ms))
+                        .collect::<Vec<_>>(),
+                    "next_cursor": next.map(|c| c.encode()),
+                }))
+            }
+            "attention" => {
+                let filter = admin_api::attention_query(&params)?;
+                let rows = read_journal(config.journal.as_ref(), &filter).await?;
+                let listed = admin_api::needing_attention(rows, now_ms);
+                let mut counts = serde_json::Map::new();
+                for (attention, _) in &listed {
+                    let n = counts.entry(attention.as_str()).or_insert(json!(0u64));
+                    *n = json!(n.as_u64().unwrap_or(0) + 1);
+                }
+                Ok(json!({
+                    "counts": counts,
+                    "payments": listed
+                        .iter()
+                        .map(|(_, r)| admin_api::payment_json(r, &config.admin, &lookup, now_ms))
+                        .collect::<Vec<_>>(),
+                }))
+            }
+            "revenue" => {
+                let q = admin_api::revenue_query(&params)?;
+                let rows = read_journal(config.journal.as_ref(), &q.filter).await?;
+                Ok(admin_api::revenue(&rows, q.bucket, &lookup))
+            }
+            "health" => {
+                if !params.is_empty() {
+                    return Err(ApiError::new(
+                        400,
+                        "invalid_parameter",
+                        "`health` takes no parameters",
+                    ));
+                }
+                let (ready, mut body) = self.health.readiness();
+                body["ready"] = json!(ready);
+                body["in_flight"] = json!(self.health.in_flight());
+                body["journal"] = json!(match &config.journal {
+                    None => "none",
+                    Some(j) if j.url.is_some() => "postgres",
+                    Some(_) => "file",
+                });
+                Ok(body)
+            }
+            "config" => {
+                if !params.is_empty() {
+                    return Err(ApiError::new(
+                        400,
+                        "invalid_parameter",
+                        "`config` takes no parameters",
+                    ));
+                }
+                Ok(admin_api::config_json(config))
+            }
+            _ => Err(ApiError::new(
+                404,
+                "not_found",
+                "admin API endpoints: payments, revenue, attention, health, config",
+            )),
+        }
+    }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        if let Some(endpoint) = path.strip_prefix(admin_api::API_PREFIX) {
+            if session.req_header().method != http::Method::GET {
+                return api_error(&ApiError::new(
+                    405,
+                    "method_not_allowed",
+                    "the admin API is read-only: GET only",
+                ));
+            }
+            let token = self.state.load().config.admin.token.clone();
+            let authorization = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec());
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            if let Err(e) = admin_api::authorize(
+                token.as_ref().map(|t| t.expose()),
+                authorization.as_deref(),
+                peer,
+            ) {
+                return api_error(&e);
+            }
+            let query = session.req_header().uri.query().map(str::to_string);
+            return match self.api(endpoint, query.as_deref()).await {
+                Ok(body) => json_response(200, body),
+                Err(e) => api_error(&e),
+            };
+        }
         match path.as_str() {
+            CONSOLE_PATH | "/console/" => console_asset("text/html; charset=utf-8", CONSOLE_HTML),
+            "/console/console.js" => console_asset("text/javascript; charset=utf-8", CONSOLE_JS),
+            "/console/console.css" => console_asset("text/css; charset=utf-8", CONSOLE_CSS),
             HEALTHZ_PATH => {
                 // Liveness means the public port really accepts, not merely that this one does.
                 let addr = self.health.public_addr;
@@ -229,7 +452,7 @@ impl ServeHttp for AdminApp {
             }
             _ => json_response(
                 404,
-                json!({"error": "not_found", "message": "admin endpoints: /healthz, /readyz, /metrics"}),
+                json!({"error": "not_found", "message": "admin endpoints: /healthz, /readyz, /metrics, /admin/api/, /console"}),
             ),
         }
     }

@@ -217,6 +217,7 @@ pub async fn resume(
 ) -> Result<usize, JournalError> {
     let now = unix_now();
     let mut resumed = 0;
+    let mut live = Vec::new();
     for entry in latest_states(entries) {
         let entry = if entry.state == PaymentState::Verified {
             let mut pending = entry.next(PaymentState::Pending);
@@ -233,12 +234,10 @@ pub async fn resume(
             && entry.valid_before > now
             && !entry.key.is_empty()
         {
-            let key = ReplayKey::from_recorded(&entry.key);
-            if replay.reserve(&key, entry.valid_before, now).await.is_ok() {
-                replay.mark_settled(&key).await;
-            }
+            live.push((ReplayKey::from_recorded(&entry.key), entry.valid_before));
         }
     }
+    replay.remember_settled(&live, now).await;
     Ok(resumed)
 }
 

@@ -1,8 +1,10 @@
-//! Operating the gateway: the admin listener (health, readiness, metrics), the settlement
-//! journal, hot reload and graceful shutdown. These are adapters around the proxy; the payment
-//! core never depends on them.
+//! Operating the gateway: the admin listener (health, readiness, metrics, the admin API and the
+//! operator's console), the settlement journal, hot reload and graceful shutdown. These are
+//! adapters around the proxy; the payment core never depends on them.
 
 pub mod admin;
+pub mod admin_api;
+pub mod claims;
 pub mod journal;
 pub mod receipts;
 pub mod reload;

@@ -2,6 +2,7 @@
 //! state, for accounting and for checking pending settlements by hand.
 
 use crate::ops::journal::{latest_states, JournalEntry, PaymentState};
+use crate::payment::is_refund_candidate;
 use crate::time::parse_rfc3339;
 
 /// Which payments a listing shows; every filter given must match.
@@ -9,12 +10,46 @@ use crate::time::parse_rfc3339;
 pub struct ReceiptQuery {
     /// First recorded at or after this time (unix milliseconds).
     pub since_ms: Option<i64>,
+    /// First recorded before this time (unix milliseconds).
+    pub until_ms: Option<i64>,
     /// The route label, e.g. `GET /paid`.
     pub route: Option<String>,
     /// The payer's address, in any case.
     pub payer: Option<String>,
     /// The payment's latest state.
     pub state: Option<PaymentState>,
+    /// Only refund candidates: settled (or pending) payments whose answer did not reach the
+    /// buyer whole ([`is_refund_candidate`]).
+    pub refund_candidates: bool,
+    /// One page instead of every payment: newest first.
+    pub page: Option<Page>,
+}
+
+/// A page of payments, newest first (by first recorded time, then id, both descending).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Only payments before this (first recorded time, id) position: where the last page ended.
+    pub after: Option<(String, String)>,
+    pub limit: usize,
+}
+
+impl Page {
+    /// `rows` (already filtered) as this page.
+    fn apply(&self, mut rows: Vec<Receipt>) -> Vec<Receipt> {
+        rows.sort_by(|a, b| {
+            (b.first_time.as_str(), b.entry.id.as_str())
+                .cmp(&(a.first_time.as_str(), a.entry.id.as_str()))
+        });
+        rows.into_iter()
+            .filter(|r| match &self.after {
+                None => true,
+                Some((time, id)) => {
+                    (r.first_time.as_str(), r.entry.id.as_str()) < (time.as_str(), id.as_str())
+                }
+            })
+            .take(self.limit)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,31 +73,63 @@ const COLUMNS: [&str; 12] = [
     "reason",
 ];
 
+/// One payment in its latest state, with the time it was first recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// RFC 3339: the time of the payment's first journal line.
+    pub first_time: String,
+    pub entry: JournalEntry,
+}
+
 /// The payments of a journal file that `query` selects, in their latest state, in journal order.
 pub fn receipts(entries: &[JournalEntry], query: &ReceiptQuery) -> Vec<JournalEntry> {
+    receipt_rows(entries, query)
+        .into_iter()
+        .map(|r| r.entry)
+        .collect()
+}
+
+/// [`receipts`] with each payment's first recorded time, or one page of them (`query.page`): the
+/// reader of journal files that the `receipts` command and the admin API share.
+pub fn receipt_rows(entries: &[JournalEntry], query: &ReceiptQuery) -> Vec<Receipt> {
     let first_seen: std::collections::HashMap<&str, &str> = entries
         .iter()
         .rev()
         .map(|e| (e.id.as_str(), e.time.as_str()))
         .collect();
-    latest_states(entries)
+    let rows: Vec<Receipt> = latest_states(entries)
         .into_iter()
-        .filter(|e| match query.since_ms {
-            None => true,
-            Some(since) => first_seen
-                .get(e.id.as_str())
-                .and_then(|t| parse_rfc3339(t))
-                .is_some_and(|t| t >= since),
+        .filter_map(|e| {
+            let first_time = first_seen.get(e.id.as_str()).copied().unwrap_or_default();
+            let in_range = match (query.since_ms, query.until_ms) {
+                (None, None) => true,
+                (since, until) => parse_rfc3339(first_time)
+                    .is_some_and(|t| since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)),
+            };
+            in_range.then(|| Receipt {
+                first_time: first_time.to_string(),
+                entry: e,
+            })
         })
-        .filter(|e| query.route.as_ref().is_none_or(|r| *r == e.route))
-        .filter(|e| {
+        .filter(|r| {
+            query
+                .route
+                .as_ref()
+                .is_none_or(|route| *route == r.entry.route)
+        })
+        .filter(|r| {
             query
                 .payer
                 .as_ref()
-                .is_none_or(|p| p.eq_ignore_ascii_case(&e.payer))
+                .is_none_or(|p| p.eq_ignore_ascii_case(&r.entry.payer))
         })
-        .filter(|e| query.state.is_none_or(|s| s == e.state))
-        .collect()
+        .filter(|r| query.state.is_none_or(|s| s == r.entry.state))
+        .filter(|r| !query.refund_candidates || is_refund_candidate(r.entry.state, &r.entry.reason))
+        .collect();
+    match &query.page {
+        Some(page) => page.apply(rows),
+        None => rows,
+    }
 }
 
 pub fn render(receipts: &[JournalEntry], format: ReceiptFormat) -> String {

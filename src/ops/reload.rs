@@ -98,7 +98,21 @@ impl Reloader {
             .facilitators
             .built_from(&config.facilitators)
             .then(|| old.facilitators.clone());
-        let state = GatewayState::with_facilitators(config, facilitators)?;
+        // Unchanged facilitators keep the `upto` addresses already in challenges buyers hold.
+        let known = match &facilitators {
+            Some(_) => crate::facilitator::known_upto_settlers(&old.config),
+            None => Default::default(),
+        };
+        let built = match &facilitators {
+            Some(kept) => kept.clone(),
+            None => crate::facilitator::Facilitators::from_config(&config.facilitators)
+                .map_err(crate::state::StartError::from)?,
+        };
+        let settlers = crate::facilitator::resolve_upto_settlers(&mut config, &built, &known).await;
+        for network in settlers.missing {
+            tracing::warn!(%network, "no facilitator named an address that settles `upto` payments on this network; its metered routes answer 503");
+        }
+        let state = GatewayState::with_facilitators(config, Some(built))?;
         // The start-up check of OKX and AgentWallex facilitators applies to every new version:
         // a route they cannot settle, or credentials they refuse, keep the old one serving.
         let report = crate::facilitator::preflight(&state.config, &state.facilitators).await?;

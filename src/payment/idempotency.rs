@@ -7,6 +7,8 @@
 //! charge or upstream call. A different payload under the same id is refused. The store is a
 //! trait so that replicas can share it.
 
+use super::lifecycle::Outcome;
+use super::refusal::Refusal;
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -117,6 +119,78 @@ pub enum Claim {
     Mismatch,
 }
 
+/// What a claim of a payment identifier means for its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldClaim {
+    /// A fresh claim: the request goes on to its payment.
+    Fresh,
+    /// The request is refused and counted as `outcome`; nothing is charged.
+    Refused { refusal: Refusal, outcome: Outcome },
+    /// The response kept from the first delivery, replayed as it was; nothing is charged again.
+    Replay {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// The kept response cannot be read: the buyer gets [`lost_response`], not an empty success.
+    Unreadable(StoredResponseUnreadable),
+}
+
+/// The refusal of a resend whose kept response cannot be read. The payment was charged once
+/// already; the buyer is told the kept copy is lost rather than handed an empty success, and is
+/// neither charged nor served again. Counted as an error of the gateway.
+pub fn lost_response() -> Refusal {
+    Refusal::new(
+        500,
+        "stored_response_unreadable",
+        "this payment was delivered once, but the response kept for retries cannot be read; nothing was charged again",
+    )
+}
+
+/// Decides a request whose payment identifier was claimed with `claim`.
+pub fn held_claim(claim: Claim) -> HeldClaim {
+    let refuse = |status, code: &str, message: &str, outcome| HeldClaim::Refused {
+        refusal: Refusal::new(status, code, message),
+        outcome,
+    };
+    match claim {
+        Claim::New => HeldClaim::Fresh,
+        Claim::InFlight => refuse(
+            409,
+            "payment_in_progress",
+            "a request with this payment identifier is still being processed; retry later",
+            Outcome::Refused,
+        ),
+        Claim::Mismatch => refuse(
+            409,
+            "payment_identifier_mismatch",
+            "this payment identifier was used with a different payment or request",
+            Outcome::Refused,
+        ),
+        Claim::Completed(Completed::TooLarge { limit }) => refuse(
+            409,
+            "response_not_kept",
+            &format!(
+                "this payment was delivered once; its response was larger than {limit} bytes, so it was not kept for retries"
+            ),
+            Outcome::Refused,
+        ),
+        Claim::Completed(Completed::Response(stored)) => match stored.body() {
+            Ok(body) => HeldClaim::Replay {
+                status: stored.status,
+                headers: stored.headers,
+                body,
+            },
+            Err(e) => HeldClaim::Unreadable(e),
+        },
+    }
+}
+
+/// The refusal of a payment whose identifier is malformed.
+pub fn invalid_identifier(message: &str) -> Refusal {
+    Refusal::new(400, "invalid_payment_identifier", message)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the idempotency store cannot be reached")]
 pub struct IdempotencyUnavailable;
@@ -216,10 +290,97 @@ impl IdempotencyStore for InMemoryIdempotency {
     }
 }
 
+/// A completed claim whose kept response (200, `paid content`, one receipt header) has `body` in
+/// place of its stored body: the kept copy as a store may return it, intact or corrupted.
+#[cfg(test)]
+pub(crate) fn kept_claim(body: Value) -> Claim {
+    let mut kept = serde_json::to_value(StoredResponse::new(
+        200,
+        vec![("payment-response".into(), "receipt".into())],
+        b"paid content",
+    ))
+    .expect("a stored response serialises");
+    kept["body"] = body;
+    let stored = serde_json::from_value(kept).expect("the entry parses");
+    Claim::Completed(Completed::Response(stored))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    use super::kept_claim as kept;
+
+    fn refused_code(held: HeldClaim) -> (String, u16, Outcome) {
+        match held {
+            HeldClaim::Refused { refusal, outcome } => (refusal.code, refusal.status, outcome),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fresh_claim_goes_on_and_held_ones_are_refused_without_a_charge() {
+        assert_eq!(held_claim(Claim::New), HeldClaim::Fresh);
+        assert_eq!(
+            refused_code(held_claim(Claim::InFlight)),
+            ("payment_in_progress".into(), 409, Outcome::Refused)
+        );
+        assert_eq!(
+            refused_code(held_claim(Claim::Mismatch)),
+            ("payment_identifier_mismatch".into(), 409, Outcome::Refused)
+        );
+        let too_large = held_claim(Claim::Completed(Completed::TooLarge { limit: 10 }));
+        let HeldClaim::Refused { refusal, outcome } = too_large else {
+            panic!("a response not kept is refused");
+        };
+        assert_eq!((refusal.status, outcome), (409, Outcome::Refused));
+        assert_eq!(refusal.code, "response_not_kept");
+        assert!(refusal.message.contains("10 bytes"), "{}", refusal.message);
+        assert_eq!(
+            refusal.challenge, None,
+            "a held identifier is not asked to pay again"
+        );
+    }
+
+    #[test]
+    fn a_kept_response_is_replayed_as_delivered() {
+        let intact = Value::String(STANDARD.encode(b"paid content"));
+        assert_eq!(
+            held_claim(kept(intact)),
+            HeldClaim::Replay {
+                status: 200,
+                headers: vec![("payment-response".into(), "receipt".into())],
+                body: b"paid content".to_vec(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_corrupt_kept_response_is_an_error_not_an_empty_success() {
+        let corrupt = Value::String("%%% not base64 %%%".into());
+        assert!(
+            matches!(held_claim(kept(corrupt)), HeldClaim::Unreadable(_)),
+            "a corrupt kept response is not replayed"
+        );
+        let refusal = lost_response();
+        assert_eq!(refusal.status, 500);
+        assert_eq!(refusal.code, "stored_response_unreadable");
+        assert_eq!(
+            refusal.receipt, None,
+            "no receipt is replayed with the error"
+        );
+    }
+
+    #[test]
+    fn a_malformed_identifier_is_refused_with_its_reason() {
+        let refusal = invalid_identifier("too short");
+        assert_eq!(
+            (refusal.status, refusal.code.as_str()),
+            (400, "invalid_payment_identifier")
+        );
+        assert_eq!(refusal.message, "too short");
+    }
 
     const TTL: Duration = Duration::from_secs(60);
 

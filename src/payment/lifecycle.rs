@@ -12,8 +12,10 @@
 //! the authorization's reservation, which journal line is written, which outcome is counted and
 //! what the client is answered. No decision about money is taken anywhere else.
 
+use super::delivery::{BODY_CUT, BODY_INCOMPLETE};
 use super::replay::ReplayError;
 use crate::pricing::SettlementPolicy;
+pub use crate::pricing::{Meter, Metering, UsageFallback, UsageHeader, UsageJson, UsagePath};
 use serde::{Deserialize, Serialize};
 
 /// How final a successful settlement is.
@@ -96,6 +98,8 @@ impl PaymentState {
     /// - over `verified`, any later state, unless the record is older than the `verified` one:
     ///   an older record belongs to an earlier attempt with the same authorization;
     /// - `pending` over `pending` (a newer reason or settle request for the same open payment);
+    /// - `settled` over `settled` unless older: the same payment with a newer reason (its answer
+    ///   failed or was cut after the money moved, a refund candidate);
     /// - otherwise only a higher [`rank`](Self::rank): a concluded payment stays concluded.
     pub const fn succession(current: Option<Self>, next: Self) -> Succession {
         match (current, next) {
@@ -104,6 +108,7 @@ impl PaymentState {
             (Some(_), Self::Verified) => Succession::Kept,
             (Some(Self::Verified), _) => Succession::ReplacesUnlessOlder,
             (Some(Self::Pending), Self::Pending) => Succession::Replaces,
+            (Some(Self::Settled), Self::Settled) => Succession::ReplacesUnlessOlder,
             (Some(current), next) if current.rank() < next.rank() => Succession::Replaces,
             (Some(_), _) => Succession::Kept,
         }
@@ -150,10 +155,15 @@ pub enum Outcome {
     Error,
     /// An idempotent resend answered with the response kept from its first delivery.
     Replayed,
+    /// Served without a new payment to a wallet that signed in with an access grant.
+    SignedIn,
+    /// A `batch-settlement` channel's uncharged deposit returned at the buyer's request (the
+    /// upstream is not called).
+    Refunded,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 10] = [
         Self::Free,
         Self::Challenged,
         Self::Refused,
@@ -162,6 +172,8 @@ impl Outcome {
         Self::SettleFailed,
         Self::Error,
         Self::Replayed,
+        Self::SignedIn,
+        Self::Refunded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -174,6 +186,8 @@ impl Outcome {
             Self::SettleFailed => "settle_failed",
             Self::Error => "error",
             Self::Replayed => "replayed",
+            Self::SignedIn => "signed_in",
+            Self::Refunded => "refunded",
         }
     }
 }
@@ -296,6 +310,9 @@ pub struct Decision {
     pub journal: Option<(PaymentState, String)>,
     /// The outcome to count, once the request is over.
     pub outcome: Option<Outcome>,
+    /// The payment just settled on a route with an access window: its payer may now sign in to
+    /// the resource instead of paying again, for the window.
+    pub grant_access: bool,
     pub answer: Answer,
 }
 
@@ -305,6 +322,7 @@ impl Decision {
             reservation: Reservation::Keep,
             journal: None,
             outcome: None,
+            grant_access: false,
             answer,
         }
     }
@@ -394,15 +412,27 @@ pub enum Event {
     },
     /// The upstream could not be reached, timed out or dropped the connection.
     UpstreamFailed,
+    /// The upstream broke off the body of an answer whose head was fine: before settlement (a
+    /// held answer, not charged) or after it (a streamed answer, journaled as cut).
+    UpstreamBodyCut,
     /// The upstream answered with a success status, but the answer itself reports that the
     /// work failed (an MCP tool result with `isError`, a JSON-RPC error): nothing is charged.
     ResultFailed {
         reason: String,
     },
     SettleAnswered(SettleOutcome),
+    /// A metered (`upto`) payment's upstream answered with its final status, and its response
+    /// head was read into `charge`. A failed status charges nothing, as for any payment.
+    MeteredAnswered {
+        status: u16,
+        charge: MeteredCharge,
+    },
     /// The request is over (logging); whatever was not concluded is concluded now.
     Ended,
 }
+
+/// The journal reason of a metered payment that used nothing: served, and nothing moved.
+pub const NOTHING_USED: &str = "nothing_used";
 
 /// Whether an upstream status is final: informational responses (100, 103, …) never count,
 /// except `101 Switching Protocols`, which hands the connection over for good.
@@ -421,6 +451,10 @@ pub struct Lifecycle {
     settled_up_front: bool,
     /// The payment carries an identifier this request claimed: its burn waits for the response.
     identified: bool,
+    /// The last outcome a decision counted: the request's, once it is over.
+    outcome: Option<Outcome>,
+    /// The route gives access windows: settling grants the payer access.
+    grants_access: bool,
 }
 
 /// What became of a journal line a decision asked for.
@@ -444,7 +478,16 @@ impl Lifecycle {
             settle_called: false,
             settled_up_front: false,
             identified: false,
+            outcome: None,
+            grants_access: false,
         }
+    }
+
+    /// The life of a payment on a route with an access window: the decision that settles it says
+    /// so ([`Decision::grant_access`]).
+    pub fn granting_access(mut self) -> Self {
+        self.grants_access = true;
+        self
     }
 
     /// The life of a payment with an identifier this request claimed: once settled, it is
@@ -479,6 +522,12 @@ impl Lifecycle {
         &self.stage
     }
 
+    /// The outcome the decisions so far counted (the last one wins): what the request is counted
+    /// as when it ends. `None` until a decision counts one.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
     pub fn policy(&self) -> SettlementPolicy {
         self.policy
     }
@@ -507,6 +556,18 @@ impl Lifecycle {
         use Event as E;
         use Stage as S;
         let before = self.policy == SettlementPolicy::Before;
+        // A metered answer differs from any other only where it is settled: a success of a
+        // verified payment. Anywhere else it is the plain status.
+        let event = match event {
+            E::MeteredAnswered { status, .. }
+                if !(self.stage == S::Verified
+                    && is_final_status(status)
+                    && SettlementPolicy::upstream_succeeded(status)) =>
+            {
+                E::UpstreamAnswered { status }
+            }
+            other => other,
+        };
         let (next, decision) = match (&self.stage, event) {
             // 100 Continue, 103 Early Hints: the final answer is still to come.
             (stage, E::UpstreamAnswered { status }) if !is_final_status(status) => {
@@ -551,14 +612,38 @@ impl Lifecycle {
                 .count(Outcome::Error),
             ),
 
-            // Our own reservation goes; the authorization stays with whoever recorded it first.
-            (S::Verified | S::Settling, E::RecordedElsewhere { settled }) => (
-                S::Refused,
-                Decision::new(A::Duplicate { settled })
-                    .release()
-                    .count(Outcome::Refused),
-            ),
+            // The authorization stays with whoever recorded it first. In flight elsewhere: our own
+            // reservation goes (that request may yet fail and free it). Settled or pending there:
+            // ours is kept as settled, so the next copy is refused by the replay guard without
+            // another facilitator call (a replay guard that lost its state, e.g. an emptied Redis,
+            // learns it back from the journal one authorization at a time).
+            (S::Verified | S::Settling, E::RecordedElsewhere { settled }) => {
+                let refused = Decision::new(A::Duplicate { settled }).count(Outcome::Refused);
+                (
+                    S::Refused,
+                    if settled {
+                        refused.burn()
+                    } else {
+                        refused.release()
+                    },
+                )
+            }
 
+            // Metered: settle the charge; a charge of 0 moves nothing and needs no `/settle`,
+            // but the authorization is burned all the same (Permit2 would still honour it).
+            (S::Verified, E::MeteredAnswered { charge, .. }) => {
+                if charge.settles() {
+                    (S::Settling, Decision::new(A::Settle))
+                } else {
+                    (
+                        S::Settled(Finality::Confirmed),
+                        Decision::new(A::Deliver)
+                            .burn()
+                            .journal(PaymentState::Settled, NOTHING_USED)
+                            .count(Outcome::Paid),
+                    )
+                }
+            }
             (S::Verified, E::UpstreamAnswered { status })
                 if SettlementPolicy::upstream_succeeded(status) =>
             {
@@ -586,6 +671,15 @@ impl Lifecycle {
                 Decision::new(A::UpstreamError { receipt: false })
                     .release()
                     .journal(PaymentState::NotCharged, "upstream_failed")
+                    .count(Outcome::NotCharged),
+            ),
+            // A held answer broke off before it was whole: nothing was delivered, nothing is
+            // charged, and the authorization may buy a retry.
+            (S::Verified, E::UpstreamBodyCut) => (
+                S::NotCharged,
+                Decision::new(A::UpstreamError { receipt: false })
+                    .release()
+                    .journal(PaymentState::NotCharged, BODY_INCOMPLETE)
                     .count(Outcome::NotCharged),
             ),
             (S::Verified, _) => (
@@ -669,7 +763,7 @@ impl Lifecycle {
                     Decision::new(A::Deliver).journal(settled_state(f), &reason),
                 )
             }
-            (S::Settled(f), E::UpstreamFailed) if self.settled_up_front => {
+            (S::Settled(f), E::UpstreamFailed | E::UpstreamBodyCut) if self.settled_up_front => {
                 let f = *f;
                 (
                     S::Settled(f),
@@ -679,6 +773,16 @@ impl Lifecycle {
             }
             (S::Settled(f), E::UpstreamAnswered { .. }) => {
                 (S::Settled(*f), Decision::new(A::Deliver))
+            }
+            // A streamed answer, settled on its head, broke off: the buyer paid for an answer
+            // it did not get whole. Journaled on the settled payment for an operator to refund.
+            (S::Settled(f), E::UpstreamBodyCut) => {
+                let f = *f;
+                (
+                    S::Settled(f),
+                    Decision::new(A::UpstreamError { receipt: true })
+                        .journal(settled_state(f), BODY_CUT),
+                )
             }
             // The settled response failed on its way out: money moved, the receipt was sent
             // with the header (after-success) or goes with the error (before).
@@ -691,7 +795,15 @@ impl Lifecycle {
             }
         };
         self.settle_called |= decision.answer == Answer::Settle;
+        let settles_now = matches!(next, S::Settled(_)) && !matches!(self.stage, S::Settled(_));
+        let decision = Decision {
+            grant_access: self.grants_access && settles_now,
+            ..decision
+        };
         self.stage = next;
+        if decision.outcome.is_some() {
+            self.outcome = decision.outcome;
+        }
         if self.identified && decision.reservation == Reservation::Burn {
             return Decision {
                 reservation: Reservation::BurnWithResponse,
@@ -767,35 +879,6 @@ fn settled_state(finality: Finality) -> PaymentState {
     }
 }
 
-/// How a metered (`upto`) route turns what the upstream reports into an amount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Meter {
-    /// The upstream reports units used; each costs `unit_amount` atomic units.
-    PerUnit { unit_amount: u128 },
-    /// The upstream reports the amount itself, in atomic units.
-    Absolute,
-}
-
-/// What a metered route charges when the upstream's report is missing or unreadable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UsageFallback {
-    /// The buyer pays the maximum they authorized (the seller is never short-changed).
-    #[default]
-    Maximum,
-    /// The buyer pays nothing.
-    Nothing,
-}
-
-impl UsageFallback {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Maximum => "maximum",
-            Self::Nothing => "nothing",
-        }
-    }
-}
-
 /// Why a metered charge is what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeBasis {
@@ -850,18 +933,19 @@ pub fn metered_charge(
         None => Err("the upstream reported no usage".to_string()),
         Some(text) => parse_report(text),
     };
-    let used = match parsed {
+    charge_for(meter, maximum, fallback, parsed)
+}
+
+/// `min(used × unit, maximum)`, or the fallback when the usage could not be read (`problem`).
+fn charge_for(
+    meter: Meter,
+    maximum: u128,
+    fallback: UsageFallback,
+    used: Result<u128, String>,
+) -> MeteredCharge {
+    let used = match used {
         Ok(used) => used,
-        Err(problem) => {
-            let amount = match fallback {
-                UsageFallback::Maximum => maximum,
-                UsageFallback::Nothing => 0,
-            };
-            return MeteredCharge {
-                amount,
-                basis: ChargeBasis::Fallback { fallback, problem },
-            };
-        }
+        Err(problem) => return fallback_charge(fallback, maximum, problem),
     };
     // An overflowing product is certainly above any maximum.
     let owed = match meter {
@@ -877,6 +961,164 @@ pub fn metered_charge(
             amount: maximum,
             basis: ChargeBasis::Capped,
         },
+    }
+}
+
+fn fallback_charge(fallback: UsageFallback, maximum: u128, problem: String) -> MeteredCharge {
+    let amount = match fallback {
+        UsageFallback::Maximum => maximum,
+        UsageFallback::Nothing => 0,
+    };
+    MeteredCharge {
+        amount,
+        basis: ChargeBasis::Fallback { fallback, problem },
+    }
+}
+
+/// The response header through which a seller's handler names the amount to settle, as the
+/// official x402 middleware reads it: JSON `{"amount": "<atomic>" | "NN%" | "$x.xx"}`. It is
+/// removed before the client sees the response.
+pub const SETTLEMENT_OVERRIDES: &str = "settlement-overrides";
+
+/// Reads a `Settlement-Overrides` value into atomic units, as the official middleware does: an
+/// atomic integer, a percentage of `maximum` with at most two decimals (rounded down), or a
+/// dollar amount in the asset's `decimals` (any precision beyond them is dropped).
+pub fn settlement_override(text: &str, maximum: u128, decimals: u8) -> Result<u128, String> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|_| format!("Settlement-Overrides `{}` is not JSON", text.escape_debug()))?;
+    let amount = match value.get("amount") {
+        Some(serde_json::Value::String(amount)) => amount.as_str(),
+        _ => {
+            return Err(format!(
+                "Settlement-Overrides `{}` has no string `amount`",
+                text.escape_debug()
+            ))
+        }
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let unreadable = || {
+        format!("Settlement-Overrides amount `{}` is not an atomic amount, a percentage or a dollar amount", amount.escape_debug())
+    };
+    let out_of_range = || {
+        format!(
+            "Settlement-Overrides amount `{}` is out of range",
+            amount.escape_debug()
+        )
+    };
+    if let Some(percent) = amount.strip_suffix('%') {
+        let (whole, fraction) = percent.split_once('.').unwrap_or((percent, ""));
+        if !digits(whole) || fraction.len() > 2 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(unreadable());
+        }
+        let whole: u128 = whole.parse().map_err(|_| out_of_range())?;
+        let hundredths: u128 = format!("{fraction:0<2}")
+            .parse()
+            .map_err(|_| unreadable())?;
+        let scaled = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(hundredths))
+            .ok_or_else(out_of_range)?;
+        return maximum
+            .checked_mul(scaled)
+            .map(|n| n / 10_000)
+            .ok_or_else(out_of_range);
+    }
+    if let Some(dollars) = amount.strip_prefix('$') {
+        let (whole, fraction) = dollars.split_once('.').unwrap_or((dollars, ""));
+        if !digits(whole) || (dollars.contains('.') && !digits(fraction)) {
+            return Err(unreadable());
+        }
+        let kept: String = fraction.chars().take(decimals as usize).collect();
+        let scale = 10u128
+            .checked_pow(u32::from(decimals))
+            .ok_or_else(out_of_range)?;
+        let whole: u128 = whole.parse().map_err(|_| out_of_range())?;
+        let fraction: u128 = if decimals == 0 {
+            0
+        } else {
+            format!("{kept:0<width$}", width = decimals as usize)
+                .parse()
+                .map_err(|_| out_of_range())?
+        };
+        return whole
+            .checked_mul(scale)
+            .and_then(|w| w.checked_add(fraction))
+            .ok_or_else(out_of_range);
+    }
+    if !digits(amount) {
+        return Err(unreadable());
+    }
+    amount.parse().map_err(|_| out_of_range())
+}
+
+/// What the upstream's response head says a metered request costs, read from the two header
+/// values the route looks at: `Settlement-Overrides` wins when present; otherwise the route's own
+/// usage header (`usage`), if it has one. Never more than `maximum`; the route's fallback when
+/// the report is missing or unreadable.
+pub fn response_charge(
+    metering: &Metering,
+    maximum: u128,
+    decimals: u8,
+    overrides: Option<&str>,
+    usage: Option<&str>,
+) -> MeteredCharge {
+    if let Some(text) = overrides {
+        return override_charge(metering, maximum, decimals, text);
+    }
+    match &metering.header {
+        Some(header) => metered_charge(header.meter, maximum, metering.fallback, usage),
+        None => fallback_charge(
+            metering.fallback,
+            maximum,
+            "the upstream sent no Settlement-Overrides".to_string(),
+        ),
+    }
+}
+
+/// What a metered request whose usage is read from the response body costs: `Settlement-Overrides`
+/// in the head still wins; otherwise `used` (the units read at the route's `usage_json` path, or
+/// why they could not be read) × the unit price, never more than `maximum`; the route's fallback
+/// when the usage could not be read.
+pub fn body_charge(
+    metering: &Metering,
+    maximum: u128,
+    decimals: u8,
+    overrides: Option<&str>,
+    used: Result<u128, String>,
+) -> MeteredCharge {
+    if let Some(text) = overrides {
+        return override_charge(metering, maximum, decimals, text);
+    }
+    match &metering.body {
+        Some(body) => charge_for(
+            Meter::PerUnit {
+                unit_amount: body.unit_amount,
+            },
+            maximum,
+            metering.fallback,
+            used,
+        ),
+        None => fallback_charge(
+            metering.fallback,
+            maximum,
+            "the route reads no usage from the response body".to_string(),
+        ),
+    }
+}
+
+/// The charge a `Settlement-Overrides` value names, capped at `maximum`; the fallback when it
+/// cannot be read.
+fn override_charge(metering: &Metering, maximum: u128, decimals: u8, text: &str) -> MeteredCharge {
+    match settlement_override(text, maximum, decimals) {
+        Ok(amount) if amount <= maximum => MeteredCharge {
+            amount,
+            basis: ChargeBasis::Reported,
+        },
+        Ok(_) => MeteredCharge {
+            amount: maximum,
+            basis: ChargeBasis::Capped,
+        },
+        Err(problem) => fallback_charge(metering.fallback, maximum, problem),
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::payment::{BODY_CUT, BODY_INCOMPLETE};
 use SettlementPolicy::{AfterSuccess, Before};
 
 fn events() -> Vec<Event> {
@@ -19,6 +20,7 @@ fn events() -> Vec<Event> {
         Event::UpstreamAnswered { status: 404 },
         Event::UpstreamAnswered { status: 500 },
         Event::UpstreamFailed,
+        Event::UpstreamBodyCut,
         Event::ResultFailed {
             reason: "tool_error".into(),
         },
@@ -32,6 +34,27 @@ fn events() -> Vec<Event> {
         Event::SettleAnswered(SettleOutcome::Unknown {
             detail: "facilitator_error".into(),
         }),
+        Event::MeteredAnswered {
+            status: 200,
+            charge: MeteredCharge {
+                amount: 0,
+                basis: ChargeBasis::Reported,
+            },
+        },
+        Event::MeteredAnswered {
+            status: 200,
+            charge: MeteredCharge {
+                amount: 500,
+                basis: ChargeBasis::Capped,
+            },
+        },
+        Event::MeteredAnswered {
+            status: 500,
+            charge: MeteredCharge {
+                amount: 500,
+                basis: ChargeBasis::Reported,
+            },
+        },
         Event::Ended,
     ]
 }
@@ -246,6 +269,71 @@ fn settle_before_settles_first_and_sends_the_receipt_whatever_the_upstream_does(
 }
 
 #[test]
+fn a_held_answer_broken_off_before_it_is_whole_is_not_charged_and_may_be_retried() {
+    let (life, d) = run(
+        AfterSuccess,
+        vec![Event::Accepted, Event::UpstreamBodyCut, Event::Ended],
+    );
+    assert_eq!(d[1].answer, Answer::UpstreamError { receipt: false });
+    assert_eq!(d[1].reservation, Reservation::Release);
+    assert_eq!(
+        d[1].journal,
+        Some((PaymentState::NotCharged, BODY_INCOMPLETE.into()))
+    );
+    assert_eq!(d[1].outcome, Some(Outcome::NotCharged));
+    assert_eq!(d[2], Decision::new(Answer::Nothing));
+    assert_eq!(life.stage(), &Stage::NotCharged);
+    assert!(!life.settle_attempted(), "never settled");
+    assert_eq!(life.identifier_end(false), IdentifierEnd::Abandon);
+}
+
+#[test]
+fn a_stream_broken_off_after_settlement_is_journaled_as_cut_on_the_settled_payment() {
+    for (f, state) in [
+        (Finality::Confirmed, PaymentState::Settled),
+        (Finality::Pending, PaymentState::Pending),
+    ] {
+        let (life, d) = run(
+            AfterSuccess,
+            vec![
+                Event::Accepted,
+                Event::UpstreamAnswered { status: 200 },
+                settled(f),
+                Event::UpstreamBodyCut,
+                Event::UpstreamFailed,
+                Event::Ended,
+            ],
+        );
+        assert_eq!(d[3].answer, Answer::UpstreamError { receipt: true });
+        assert_eq!(d[3].reservation, Reservation::Keep, "the money moved");
+        assert_eq!(d[3].journal, Some((state, BODY_CUT.into())));
+        assert_eq!(d[3].outcome, None, "still counted paid");
+        assert!(crate::payment::is_refund_candidate(state, BODY_CUT));
+        // Told once: a later failure of the same answer writes nothing more.
+        assert_eq!(d[4].journal, None);
+        assert_eq!(life.stage(), &Stage::Settled(f));
+        assert_eq!(life.outcome(), Some(Outcome::Paid));
+    }
+}
+
+#[test]
+fn settled_up_front_a_cut_body_is_an_upstream_failure_as_before() {
+    let (_, d) = run(
+        Before,
+        vec![
+            Event::Accepted,
+            settled(Finality::Confirmed),
+            Event::UpstreamBodyCut,
+        ],
+    );
+    assert_eq!(d[2].answer, Answer::UpstreamError { receipt: true });
+    assert_eq!(
+        d[2].journal,
+        Some((PaymentState::Settled, "upstream_failed".into()))
+    );
+}
+
+#[test]
 fn verification_refusals_and_failures_release_without_a_journal_line() {
     let (_, d) = run(
         AfterSuccess,
@@ -286,7 +374,7 @@ fn a_journal_failure_charges_nothing_under_either_policy() {
 }
 
 #[test]
-fn an_authorization_another_replica_recorded_is_refused_and_only_our_reservation_goes() {
+fn an_authorization_another_replica_recorded_is_refused_and_our_reservation_follows_its_state() {
     for policy in [AfterSuccess, Before] {
         for settled in [false, true] {
             let (life, d) = run(
@@ -294,7 +382,13 @@ fn an_authorization_another_replica_recorded_is_refused_and_only_our_reservation
                 vec![Event::Accepted, Event::RecordedElsewhere { settled }],
             );
             assert_eq!(d[1].answer, Answer::Duplicate { settled });
-            assert_eq!(d[1].reservation, Reservation::Release);
+            // In flight elsewhere it may yet be freed; settled there, it is refused here too.
+            let kept = if settled {
+                Reservation::Burn
+            } else {
+                Reservation::Release
+            };
+            assert_eq!(d[1].reservation, kept);
             assert_eq!(d[1].journal, None);
             assert_eq!(life.stage(), &Stage::Refused);
             assert!(!matches!(d[1].answer, Answer::Settle));
@@ -340,9 +434,24 @@ fn the_whole_table_keeps_the_money_rules() {
                     assert_ne!(d.reservation, Reservation::Release, "{case}");
                 }
                 // Burning happens exactly where money moved, a tombstone where it may have.
-                if d.reservation == Reservation::Burn {
+                // (A metered request that used nothing is served and moves nothing, but its
+                // authorization, which Permit2 would still honour, is spent all the same; an
+                // authorization the journal holds as settled by another request moved money
+                // there, and is refused here.)
+                let settled_elsewhere = matches!(event, Event::RecordedElsewhere { settled: true });
+                if d.reservation == Reservation::Burn && settled_elsewhere {
+                    assert_eq!(life.stage(), &Stage::Refused, "{case}");
+                } else if d.reservation == Reservation::Burn {
                     assert!(matches!(life.stage(), Stage::Settled(_)), "{case}");
-                    assert_eq!(from.stage(), &Stage::Settling, "{case}");
+                    let nothing_used = matches!(
+                        &event,
+                        Event::MeteredAnswered { charge, .. } if !charge.settles()
+                    );
+                    if nothing_used {
+                        assert_eq!(from.stage(), &Stage::Verified, "{case}");
+                    } else {
+                        assert_eq!(from.stage(), &Stage::Settling, "{case}");
+                    }
                 }
                 if d.reservation == Reservation::Tombstone {
                     assert_eq!(life.stage(), &Stage::Unknown, "{case}");
@@ -548,7 +657,7 @@ fn the_order_of_payment_states_is_one_table() {
     let table: [(Option<PaymentState>, [Succession; 5]); 6] = [
         (None, [R, R, R, R, R]),
         (Some(V), [K, O, O, O, O]),
-        (Some(S), [K, K, K, K, K]),
+        (Some(S), [K, O, K, K, K]),
         (Some(P), [K, R, R, R, R]),
         (Some(F), [R, K, K, K, K]),
         (Some(N), [R, K, K, K, K]),
@@ -805,4 +914,418 @@ fn an_identifier_is_kept_with_its_response_only_when_settled_and_delivered_whole
         reason: "insufficient_funds".into(),
     });
     assert_eq!(refused.identifier_end(true), IdentifierEnd::Abandon);
+}
+
+#[test]
+fn the_lifecycle_keeps_the_last_outcome_its_decisions_counted() {
+    let (life, d) = run(AfterSuccess, vec![Event::Accepted]);
+    assert_eq!(d[0].outcome, None);
+    assert_eq!(life.outcome(), None, "nothing counted before an answer");
+    let (life, d) = run(
+        AfterSuccess,
+        vec![
+            Event::Accepted,
+            Event::UpstreamAnswered { status: 200 },
+            settled(Finality::Confirmed),
+            Event::Ended,
+        ],
+    );
+    assert_eq!(d[2].outcome, Some(Outcome::Paid));
+    assert_eq!(d[3].outcome, None, "the end counts nothing new");
+    assert_eq!(life.outcome(), Some(Outcome::Paid));
+    // Every decision that counts an outcome leaves it as the lifecycle's, whatever came before.
+    for policy in [AfterSuccess, Before] {
+        for start in reachable(policy) {
+            for event in events() {
+                let mut life = start.clone();
+                let decision = life.on(event);
+                let expected = decision.outcome.or(start.outcome());
+                assert_eq!(life.outcome(), expected, "{start:?}");
+            }
+        }
+    }
+}
+
+mod metered_settlement {
+    use super::super::*;
+    use super::run;
+    use SettlementPolicy::AfterSuccess;
+
+    const MAX: u128 = 1_000_000;
+
+    fn metering(header: Option<UsageHeader>, fallback: UsageFallback) -> Metering {
+        Metering {
+            header,
+            body: None,
+            fallback,
+        }
+    }
+
+    fn usage_header(unit_amount: u128) -> Option<UsageHeader> {
+        Some(UsageHeader {
+            name: http::HeaderName::from_static("x-usage"),
+            meter: Meter::PerUnit { unit_amount },
+        })
+    }
+
+    fn amount_header() -> Option<UsageHeader> {
+        Some(UsageHeader {
+            name: http::HeaderName::from_static("x-amount"),
+            meter: Meter::Absolute,
+        })
+    }
+
+    fn reported(amount: u128) -> MeteredCharge {
+        MeteredCharge {
+            amount,
+            basis: ChargeBasis::Reported,
+        }
+    }
+
+    #[test]
+    fn overrides_are_read_as_the_official_middleware_reads_them() {
+        assert_eq!(
+            settlement_override(r#"{"amount":"1858"}"#, MAX, 6),
+            Ok(1858)
+        );
+        assert_eq!(
+            settlement_override(r#"{"amount":"50%"}"#, MAX, 6),
+            Ok(500_000)
+        );
+        assert_eq!(
+            settlement_override(r#"{"amount":"12.5%"}"#, MAX, 6),
+            Ok(125_000)
+        );
+        // Two decimals of a percent at most, rounded down like BigInt division.
+        assert_eq!(
+            settlement_override(r#"{"amount":"33.33%"}"#, 100, 6),
+            Ok(33)
+        );
+        assert_eq!(
+            settlement_override(r#"{"amount":"$0.05"}"#, MAX, 6),
+            Ok(50_000)
+        );
+        assert_eq!(
+            settlement_override(r#"{"amount":"$1"}"#, MAX, 6),
+            Ok(1_000_000)
+        );
+        // Precision beyond the asset's decimals is dropped.
+        assert_eq!(
+            settlement_override(r#"{"amount":"$0.0000019"}"#, MAX, 6),
+            Ok(1)
+        );
+        assert_eq!(settlement_override(r#"{"amount":"0"}"#, MAX, 6), Ok(0));
+        assert_eq!(
+            settlement_override(r#"{"amount":"250%"}"#, MAX, 6),
+            Ok(2_500_000)
+        );
+    }
+
+    #[test]
+    fn unreadable_overrides_say_what_is_wrong() {
+        for text in [
+            "not json",
+            r#"{"amount":12}"#,
+            r#"{"price":"12"}"#,
+            r#"{"amount":"-1"}"#,
+            r#"{"amount":"1.5"}"#,
+            r#"{"amount":"12.345%"}"#,
+            r#"{"amount":"%"}"#,
+            r#"{"amount":"$"}"#,
+            r#"{"amount":"$1."}"#,
+            r#"{"amount":"0x10"}"#,
+            r#"{"amount":"99999999999999999999999999999999999999999"}"#,
+        ] {
+            let problem = settlement_override(text, MAX, 6).expect_err(text);
+            assert!(
+                problem.contains("Settlement-Overrides"),
+                "{text}: {problem}"
+            );
+        }
+    }
+
+    #[test]
+    fn overrides_win_over_the_routes_usage_header() {
+        let m = metering(usage_header(10), UsageFallback::Maximum);
+        let charge = response_charge(&m, MAX, 6, Some(r#"{"amount":"7"}"#), Some("3"));
+        assert_eq!(charge, reported(7));
+        let charge = response_charge(&m, MAX, 6, None, Some("3"));
+        assert_eq!(charge, reported(30));
+    }
+
+    #[test]
+    fn an_amount_header_is_charged_as_it_is() {
+        let m = metering(amount_header(), UsageFallback::Nothing);
+        assert_eq!(
+            response_charge(&m, MAX, 6, None, Some("4242")),
+            reported(4242)
+        );
+    }
+
+    #[test]
+    fn a_charge_above_the_maximum_is_the_maximum() {
+        let m = metering(usage_header(1000), UsageFallback::Nothing);
+        let over = response_charge(&m, MAX, 6, Some(r#"{"amount":"$5"}"#), None);
+        assert_eq!(over.amount, MAX);
+        assert_eq!(over.basis, ChargeBasis::Capped);
+        let over = response_charge(&m, MAX, 6, None, Some("1001"));
+        assert_eq!((over.amount, over.basis), (MAX, ChargeBasis::Capped));
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_report_charges_the_fallback_and_names_the_problem() {
+        for fallback in [UsageFallback::Maximum, UsageFallback::Nothing] {
+            let expected = match fallback {
+                UsageFallback::Maximum => MAX,
+                UsageFallback::Nothing => 0,
+            };
+            let with_header = metering(usage_header(10), fallback);
+            let without = metering(None, fallback);
+            let cases = [
+                (
+                    response_charge(&with_header, MAX, 6, None, None),
+                    "no usage",
+                ),
+                (
+                    response_charge(&with_header, MAX, 6, None, Some("lots")),
+                    "lots",
+                ),
+                (
+                    response_charge(&with_header, MAX, 6, Some("{"), Some("3")),
+                    "not JSON",
+                ),
+                (
+                    response_charge(&without, MAX, 6, None, None),
+                    "no Settlement-Overrides",
+                ),
+            ];
+            for (charge, named) in cases {
+                assert_eq!(charge.amount, expected);
+                match charge.basis {
+                    ChargeBasis::Fallback {
+                        fallback: f,
+                        problem,
+                    } => {
+                        assert_eq!(f, fallback);
+                        assert!(problem.contains(named), "{problem} should name {named}");
+                    }
+                    other => panic!("not a fallback: {other:?}"),
+                }
+            }
+        }
+    }
+
+    fn usage_json(unit_amount: u128, fallback: UsageFallback) -> Metering {
+        Metering {
+            header: None,
+            body: Some(crate::pricing::UsageJson {
+                path: crate::pricing::UsagePath::parse("usage.total_tokens").expect("path"),
+                unit_amount,
+            }),
+            fallback,
+        }
+    }
+
+    #[test]
+    fn a_body_usage_is_charged_per_unit_within_the_maximum() {
+        let m = usage_json(1_000, UsageFallback::Maximum);
+        assert_eq!(body_charge(&m, MAX, 6, None, Ok(42)), reported(42_000));
+        assert_eq!(body_charge(&m, MAX, 6, None, Ok(0)), reported(0));
+        assert_eq!(body_charge(&m, MAX, 6, None, Ok(1_000)), reported(MAX));
+        let over = body_charge(&m, MAX, 6, None, Ok(1_001));
+        assert_eq!((over.amount, over.basis), (MAX, ChargeBasis::Capped));
+        let overflow = body_charge(&m, MAX, 6, None, Ok(u128::MAX));
+        assert_eq!(
+            (overflow.amount, overflow.basis),
+            (MAX, ChargeBasis::Capped)
+        );
+    }
+
+    #[test]
+    fn settlement_overrides_win_over_the_body() {
+        let m = usage_json(1_000, UsageFallback::Nothing);
+        let charge = body_charge(&m, MAX, 6, Some(r#"{"amount":"7"}"#), Ok(3));
+        assert_eq!(charge, reported(7));
+        let unreadable = body_charge(&m, MAX, 6, Some("{"), Ok(3));
+        assert!(matches!(unreadable.basis, ChargeBasis::Fallback { .. }));
+        assert_eq!(unreadable.amount, 0);
+    }
+
+    #[test]
+    fn an_unreadable_body_usage_charges_the_fallback_and_names_the_problem() {
+        for (fallback, amount) in [(UsageFallback::Maximum, MAX), (UsageFallback::Nothing, 0)] {
+            let m = usage_json(1_000, fallback);
+            let charge = body_charge(&m, MAX, 6, None, Err("no `usage.total_tokens`".into()));
+            assert_eq!(charge.amount, amount);
+            match charge.basis {
+                ChargeBasis::Fallback {
+                    fallback: f,
+                    problem,
+                } => {
+                    assert_eq!(f, fallback);
+                    assert!(problem.contains("usage.total_tokens"), "{problem}");
+                }
+                other => panic!("not a fallback: {other:?}"),
+            }
+        }
+        // A route with no body source is never charged from a body it does not read.
+        let header_route = metering(usage_header(1), UsageFallback::Nothing);
+        let charge = body_charge(&header_route, MAX, 6, None, Ok(5));
+        assert_eq!(charge.amount, 0);
+        assert!(matches!(charge.basis, ChargeBasis::Fallback { .. }));
+    }
+
+    #[test]
+    fn a_charge_is_settled_after_a_successful_answer() {
+        let (life, decisions) = run(
+            AfterSuccess,
+            vec![
+                Event::Accepted,
+                Event::MeteredAnswered {
+                    status: 200,
+                    charge: reported(250_000),
+                },
+                Event::SettleAnswered(SettleOutcome::Settled(Finality::Confirmed)),
+            ],
+        );
+        assert_eq!(decisions[1].answer, Answer::Settle);
+        assert_eq!(decisions[1].reservation, Reservation::Keep);
+        assert_eq!(decisions[2].answer, Answer::Deliver);
+        assert_eq!(decisions[2].reservation, Reservation::Burn);
+        assert_eq!(life.stage(), &Stage::Settled(Finality::Confirmed));
+        assert_eq!(life.outcome(), Some(Outcome::Paid));
+        assert!(life.settle_attempted());
+    }
+
+    #[test]
+    fn a_zero_charge_is_delivered_unsettled_journaled_and_burned() {
+        let (life, decisions) = run(
+            AfterSuccess,
+            vec![
+                Event::Accepted,
+                Event::MeteredAnswered {
+                    status: 200,
+                    charge: reported(0),
+                },
+                Event::Ended,
+            ],
+        );
+        let zero = &decisions[1];
+        assert_eq!(zero.answer, Answer::Deliver);
+        // Permit2 would still honour the authorization: it must not buy a second request.
+        assert_eq!(zero.reservation, Reservation::Burn);
+        assert_eq!(
+            zero.journal,
+            Some((PaymentState::Settled, NOTHING_USED.to_string()))
+        );
+        assert_eq!(zero.outcome, Some(Outcome::Paid));
+        assert!(!life.settle_attempted(), "no /settle for nothing");
+        assert_eq!(life.stage(), &Stage::Settled(Finality::Confirmed));
+        assert_eq!(decisions[2].answer, Answer::Nothing);
+        assert_eq!(decisions[2].reservation, Reservation::Keep);
+    }
+
+    #[test]
+    fn a_zero_charge_with_an_identifier_keeps_its_response() {
+        let mut life = Lifecycle::new(AfterSuccess).identified();
+        life.on(Event::Accepted);
+        let zero = life.on(Event::MeteredAnswered {
+            status: 200,
+            charge: reported(0),
+        });
+        assert_eq!(zero.reservation, Reservation::BurnWithResponse);
+        assert_eq!(life.identifier_end(true), IdentifierEnd::KeepResponse);
+    }
+
+    #[test]
+    fn a_failed_or_informational_answer_charges_nothing_whatever_the_report() {
+        for status in [400, 404, 500, 503] {
+            let mut metered = Lifecycle::new(AfterSuccess);
+            let mut plain = Lifecycle::new(AfterSuccess);
+            metered.on(Event::Accepted);
+            plain.on(Event::Accepted);
+            let decision = metered.on(Event::MeteredAnswered {
+                status,
+                charge: reported(MAX),
+            });
+            assert_eq!(decision, plain.on(Event::UpstreamAnswered { status }));
+            assert_eq!(decision.reservation, Reservation::Release);
+            assert_eq!(metered.stage(), &Stage::NotCharged);
+        }
+        let mut life = Lifecycle::new(AfterSuccess);
+        life.on(Event::Accepted);
+        let early = life.on(Event::MeteredAnswered {
+            status: 103,
+            charge: reported(5),
+        });
+        assert_eq!(early.answer, Answer::Nothing);
+        assert_eq!(life.stage(), &Stage::Verified);
+    }
+
+    #[test]
+    fn a_metered_answer_outside_a_verified_payment_is_its_plain_status() {
+        for events in [
+            vec![],
+            vec![Event::Accepted, Event::UpstreamAnswered { status: 200 }],
+            vec![
+                Event::Accepted,
+                Event::UpstreamAnswered { status: 200 },
+                Event::SettleAnswered(SettleOutcome::Settled(Finality::Confirmed)),
+            ],
+        ] {
+            let (mut metered, _) = run(AfterSuccess, events.clone());
+            let (mut plain, _) = run(AfterSuccess, events);
+            let a = metered.on(Event::MeteredAnswered {
+                status: 200,
+                charge: reported(0),
+            });
+            let b = plain.on(Event::UpstreamAnswered { status: 200 });
+            assert_eq!(a, b);
+            assert_eq!(metered, plain);
+        }
+    }
+}
+
+#[test]
+fn a_payment_on_an_access_route_grants_access_once_when_it_settles() {
+    for policy in [AfterSuccess, Before] {
+        // every path through the table: the grant comes with the decision that settles, and
+        // only on a route that gives access
+        for start in reachable(policy) {
+            for event in events() {
+                for granting in [false, true] {
+                    let mut life = if granting {
+                        start.clone().granting_access()
+                    } else {
+                        start.clone()
+                    };
+                    let was_settled = matches!(life.stage(), Stage::Settled(_));
+                    let decision = life.on(event.clone());
+                    let settled_now = matches!(life.stage(), Stage::Settled(_)) && !was_settled;
+                    assert_eq!(
+                        decision.grant_access,
+                        granting && settled_now,
+                        "{policy:?} {start:?} {event:?}"
+                    );
+                }
+            }
+        }
+    }
+    let mut life = Lifecycle::new(AfterSuccess).granting_access();
+    assert!(!life.on(Event::Accepted).grant_access);
+    assert!(
+        !life
+            .on(Event::UpstreamAnswered { status: 200 })
+            .grant_access
+    );
+    assert!(life.on(settled(Finality::Confirmed)).grant_access);
+    assert!(!life.on(Event::Ended).grant_access);
+    // refused or failed settlements grant nothing
+    let mut refused = Lifecycle::new(AfterSuccess).granting_access();
+    refused.on(Event::Accepted);
+    refused.on(Event::UpstreamAnswered { status: 200 });
+    let decision = refused.on(Event::SettleAnswered(SettleOutcome::Refused {
+        reason: "insufficient_funds".into(),
+    }));
+    assert!(!decision.grant_access);
 }

@@ -242,7 +242,7 @@ pub fn upto_settle_requirements(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -253,9 +253,9 @@ mod tests {
     const TOKEN: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
     const PAY_TO: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
     const FACILITATOR: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
-    const NOW: u64 = 1_800_000_000;
+    pub(crate) const NOW: u64 = 1_800_000_000;
 
-    fn payload() -> UptoEvmPayload {
+    pub(crate) fn payload() -> UptoEvmPayload {
         serde_json::from_value(json!({
             "signature": SIGNATURE,
             "permit2Authorization": {
@@ -270,7 +270,7 @@ mod tests {
         .expect("the official client's payload shape")
     }
 
-    fn requirements() -> PaymentRequirements {
+    pub(crate) fn requirements() -> PaymentRequirements {
         PaymentRequirements {
             scheme: "upto".into(),
             network: "eip155:84532".into(),

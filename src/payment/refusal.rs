@@ -42,6 +42,19 @@ pub fn settlement_header(version: u8) -> &'static str {
     }
 }
 
+/// The facilitator's reason when a Permit2 payment's buyer has not approved Permit2 for the token.
+pub const PERMIT2_ALLOWANCE_REQUIRED: &str = "permit2_allowance_required";
+
+/// The HTTP status of a challenge sent for `error`: 412 when the buyer must approve Permit2 before
+/// any payment can succeed (the official server's status, which its clients act on), 402 otherwise.
+pub fn challenge_status(error: &str) -> u16 {
+    if error == PERMIT2_ALLOWANCE_REQUIRED {
+        412
+    } else {
+        402
+    }
+}
+
 /// Why the gateway answers instead of delivering what was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -188,6 +201,19 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_permit2_allowance_is_412_and_every_other_challenge_402() {
+        assert_eq!(challenge_status("permit2_allowance_required"), 412);
+        for error in [
+            "insufficient_funds",
+            "permit2_simulation_failed",
+            "payment_already_used",
+            "",
+        ] {
+            assert_eq!(challenge_status(error), 402, "{error}");
+        }
+    }
     use crate::x402::encode_header_json;
 
     fn receipt(success: bool) -> Receipt {

@@ -29,19 +29,20 @@ pub enum AnsweredAmount {
     Atomic(u128),
 }
 
-/// A facilitator's answer to `/settle`, as plain data.
+/// A facilitator's answer to `/settle`, as plain data borrowed from the adapter's response
+/// (judging it copies only the transaction it keeps).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettleReply {
+pub struct SettleReply<'a> {
     pub success: bool,
     /// The facilitator's own reason code, as sent (cleaned by [`client_reason`]).
-    pub error_reason: Option<String>,
+    pub error_reason: Option<&'a str>,
     /// The on-chain state where the facilitator reports one (`pending`, `failed`, ...).
-    pub status: Option<String>,
+    pub status: Option<&'a str>,
     /// The transaction the answer names (empty when none).
-    pub transaction: String,
-    pub payer: Option<String>,
+    pub transaction: &'a str,
+    pub payer: Option<&'a str>,
     /// The network the answer names (empty when none).
-    pub network: String,
+    pub network: &'a str,
     pub amount: AnsweredAmount,
     /// How final the adapter reads a successful answer to be.
     pub finality: Finality,
@@ -49,9 +50,9 @@ pub struct SettleReply {
 
 /// The result of one `/settle` call, as plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SettleAnswer {
+pub enum SettleAnswer<'a> {
     /// The facilitator answered with a settle response.
-    Replied(SettleReply),
+    Replied(SettleReply<'a>),
     /// The call failed without a settle response.
     Failed {
         /// Whether the request certainly had no effect at the facilitator (it never arrived, or
@@ -60,7 +61,7 @@ pub enum SettleAnswer {
         /// What a client is told.
         failure: Failure,
         /// A transaction known to have been broadcast (empty when none).
-        transaction: String,
+        transaction: &'a str,
     },
 }
 
@@ -101,12 +102,12 @@ pub fn client_reason(reason: Option<&str>, fallback: &str) -> String {
 
 /// Why a successful answer is not this payment's settlement, if it names something else.
 fn contradiction(reply: &SettleReply, expected: &ExpectedSettlement) -> Option<String> {
-    if let Some(payer) = reply.payer.as_deref().filter(|p| !p.is_empty()) {
+    if let Some(payer) = reply.payer.filter(|p| !p.is_empty()) {
         if !payer.eq_ignore_ascii_case(expected.payer) {
             return Some("settlement_payer_mismatch".into());
         }
     }
-    let network = reply.network.as_str();
+    let network = reply.network;
     if !network.is_empty() && network != expected.network && network != expected.caip2_network {
         return Some("settlement_network_mismatch".into());
     }
@@ -125,25 +126,25 @@ pub fn judge_settle(answer: &SettleAnswer, expected: &ExpectedSettlement) -> Set
         SettleAnswer::Replied(reply) if reply.success => match contradiction(reply, expected) {
             None => SettleVerdict {
                 outcome: SettleOutcome::Settled(reply.finality),
-                transaction: reply.transaction.clone(),
+                transaction: reply.transaction.to_string(),
                 answer_is_receipt: true,
             },
             // Money moved somewhere, but not as this payment says: never served, never
             // released, reconciled by an operator.
             Some(detail) => SettleVerdict {
                 outcome: SettleOutcome::Unknown { detail },
-                transaction: reply.transaction.clone(),
+                transaction: reply.transaction.to_string(),
                 answer_is_receipt: false,
             },
         },
         SettleAnswer::Replied(reply) => {
-            let reason = client_reason(reply.error_reason.as_deref(), "settlement_failed");
+            let reason = client_reason(reply.error_reason, "settlement_failed");
             // A transaction reported failed on chain is final, whatever its reason is called.
-            let failed_on_chain = reply.status.as_deref() == Some("failed");
+            let failed_on_chain = reply.status == Some("failed");
             if !failed_on_chain && IN_FLIGHT_REASONS.contains(&reason.as_str()) {
                 SettleVerdict {
                     outcome: SettleOutcome::Unknown { detail: reason },
-                    transaction: reply.transaction.clone(),
+                    transaction: reply.transaction.to_string(),
                     answer_is_receipt: false,
                 }
             } else {
@@ -171,7 +172,7 @@ pub fn judge_settle(answer: &SettleAnswer, expected: &ExpectedSettlement) -> Set
             outcome: SettleOutcome::Unknown {
                 detail: failure.code().to_string(),
             },
-            transaction: transaction.clone(),
+            transaction: transaction.to_string(),
             answer_is_receipt: false,
         },
     }
@@ -182,6 +183,8 @@ mod tests {
     use super::*;
 
     const PAYER: &str = "0x857b06519E91e3A54538791bDbb0E22373e36b66";
+    /// The payer as facilitators often write it: the comparison ignores case.
+    const PAYER_LOWERCASE: &str = "0x857b06519e91e3a54538791bdbb0e22373e36b66";
 
     fn expected() -> ExpectedSettlement<'static> {
         ExpectedSettlement {
@@ -192,27 +195,27 @@ mod tests {
         }
     }
 
-    fn success(transaction: &str) -> SettleReply {
+    fn success(transaction: &str) -> SettleReply<'_> {
         SettleReply {
             success: true,
             error_reason: None,
             status: None,
-            transaction: transaction.into(),
-            payer: Some(PAYER.to_lowercase()),
-            network: "eip155:84532".into(),
+            transaction,
+            payer: Some(PAYER_LOWERCASE),
+            network: "eip155:84532",
             amount: AnsweredAmount::Atomic(10_000),
             finality: Finality::Confirmed,
         }
     }
 
-    fn refusal(reason: &str, status: Option<&str>) -> SettleReply {
+    fn refusal<'a>(reason: &'a str, status: Option<&'a str>) -> SettleReply<'a> {
         SettleReply {
             success: false,
-            error_reason: Some(reason.into()),
-            status: status.map(Into::into),
-            transaction: "0xcd".into(),
+            error_reason: Some(reason),
+            status,
+            transaction: "0xcd",
             payer: None,
-            network: String::new(),
+            network: "",
             amount: AnsweredAmount::Absent,
             finality: Finality::Confirmed,
         }
@@ -244,14 +247,14 @@ mod tests {
         for (reply, detail) in [
             (
                 SettleReply {
-                    payer: Some("0x0000000000000000000000000000000000000001".into()),
+                    payer: Some("0x0000000000000000000000000000000000000001"),
                     ..success("0xab")
                 },
                 "settlement_payer_mismatch",
             ),
             (
                 SettleReply {
-                    network: "eip155:8453".into(),
+                    network: "eip155:8453",
                     ..success("0xab")
                 },
                 "settlement_network_mismatch",
@@ -284,7 +287,7 @@ mod tests {
         // Nothing named, nothing contradicted.
         let silent = SettleReply {
             payer: None,
-            network: String::new(),
+            network: "",
             amount: AnsweredAmount::Absent,
             ..success("0xab")
         };
@@ -348,7 +351,7 @@ mod tests {
             &SettleAnswer::Failed {
                 never_sent: true,
                 failure: Failure::FacilitatorUnavailable,
-                transaction: String::new(),
+                transaction: "",
             },
             &expected(),
         );
@@ -360,7 +363,7 @@ mod tests {
             &SettleAnswer::Failed {
                 never_sent: false,
                 failure: Failure::SettlementUnconfirmed,
-                transaction: "0xef".into(),
+                transaction: "0xef",
             },
             &expected(),
         );

@@ -3,6 +3,7 @@
 //! configured recipient exactly the configured amount, and be valid for long enough to settle.
 
 use super::eip712::{authorization_digest, recover_signer, SignatureError, TokenDomain};
+use super::permit2::check_upto_authorization;
 use super::replay::ReplayKey;
 use crate::pricing::{PaymentOption, PricedRoute};
 use crate::x402::{ExactEvmPayload, PaymentPayload, PaymentRequirements};
@@ -99,19 +100,26 @@ fn first_difference(
         })
 }
 
-fn find_option<'a>(
+/// The route's option a payment names (v2: every key of `accepted` must be the option's).
+pub fn find_option<'a>(
     route: &'a PricedRoute,
     payment: &PaymentPayload,
 ) -> Result<(usize, &'a PaymentOption), PaymentRejection> {
-    match payment {
-        PaymentPayload::V2(p) => {
+    let accepted = match payment {
+        PaymentPayload::V2(p) => Some(&p.accepted),
+        PaymentPayload::Upto(p) => Some(&p.accepted),
+        PaymentPayload::Batch(p) => Some(&p.accepted),
+        PaymentPayload::V1(_) => None,
+    };
+    match (payment, accepted) {
+        (_, Some(accepted)) => {
             let mut closest = None;
             for (i, option) in route.options.iter().enumerate() {
-                match first_difference(&p.accepted, &option.requirements) {
+                match first_difference(accepted, &option.requirements) {
                     None => return Ok((i, option)),
                     Some(diff) => {
-                        let same_network = option.requirements.network == p.accepted.network
-                            && option.requirements.scheme == p.accepted.scheme;
+                        let same_network = option.requirements.network == accepted.network
+                            && option.requirements.scheme == accepted.scheme;
                         if closest.is_none() || same_network {
                             closest = Some(diff);
                         }
@@ -124,7 +132,7 @@ fn find_option<'a>(
                     .unwrap_or_else(|| "the payment matches none of this route's options".into()),
             ))
         }
-        PaymentPayload::V1(p) => route
+        (PaymentPayload::V1(p), None) => route
             .options
             .iter()
             .enumerate()
@@ -140,6 +148,10 @@ fn find_option<'a>(
                     ),
                 )
             }),
+        (_, None) => Err(reject(
+            "no_matching_requirements",
+            "the payment names no requirements",
+        )),
     }
 }
 
@@ -168,6 +180,26 @@ pub fn check_payment(
     now: u64,
 ) -> Result<VerifiedPayment, PaymentRejection> {
     let (option_index, option) = find_option(route, payment)?;
+    if let PaymentPayload::Upto(upto) = payment {
+        // `find_option` matched every declared key, so `option.requirements` carries the
+        // facilitator address the challenge named.
+        let verified =
+            check_upto_authorization(&upto.payload, &option.requirements, option.chain_id, now)?;
+        return Ok(VerifiedPayment {
+            option_index,
+            payer: verified.payer,
+            amount: verified.maximum,
+            valid_before: verified.deadline,
+            replay_key: verified.replay_key,
+            signature_checked_locally: true,
+        });
+    }
+    let Some(exact) = payment.exact() else {
+        return Err(reject(
+            "no_matching_requirements",
+            format!("this route does not take `{}` payments", payment.scheme()),
+        ));
+    };
     let separator = option.domain_separator.get_or_init(|| {
         TokenDomain::for_requirements(&option.requirements, option.chain_id)
             .ok()
@@ -176,13 +208,8 @@ pub fn check_payment(
     let domain = separator
         .map(TokenDomain::from_separator)
         .ok_or_else(|| malformed(&SignatureError::Field("asset")))?;
-    let mut verified = check_authorization_in(
-        payment.exact(),
-        &option.requirements,
-        &domain,
-        option.amount,
-        now,
-    )?;
+    let mut verified =
+        check_authorization_in(exact, &option.requirements, &domain, option.amount, now)?;
     verified.option_index = option_index;
     Ok(verified)
 }

@@ -36,9 +36,14 @@ fn route() -> PricedRoute {
         description: String::new(),
         mime_type: String::new(),
         settle: crate::payment::SettlementPolicy::AfterSuccess,
+        verify: Default::default(),
         sync_settle: false,
         challenge: Default::default(),
         price_rules: Vec::new(),
+        metering: None,
+        access: None,
+        discovery: None,
+        settle_buffer: None,
     }
 }
 
@@ -188,4 +193,84 @@ fn v1_payments_match_by_network_name() {
     let err = check_payment(&route(), &v1, NOW).unwrap_err();
     assert_eq!(err.reason, "no_matching_requirements");
     assert!(err.message.contains("network `base`"));
+}
+
+mod upto {
+    use super::*;
+    use crate::payment::permit2::tests::{payload, requirements as upto_requirements, NOW};
+    use crate::x402::PaymentPayloadUpto;
+
+    fn upto_route() -> PricedRoute {
+        let requirements = upto_requirements();
+        PricedRoute {
+            options: vec![PaymentOption {
+                amount: requirements.amount.parse().expect("a number"),
+                requirements,
+                chain_id: 84532,
+                v1_network: None,
+                asset_symbol: "USDC".into(),
+                decimals: 6,
+                domain_separator: Default::default(),
+            }],
+            ..route()
+        }
+    }
+
+    fn upto_payment(accepted: PaymentRequirements) -> PaymentPayload {
+        PaymentPayload::Upto(PaymentPayloadUpto {
+            accepted,
+            payload: payload(),
+        })
+    }
+
+    #[test]
+    fn an_upto_payment_is_checked_against_the_maximum_and_keyed_on_its_permit2_nonce() {
+        let verified = check_payment(&upto_route(), &upto_payment(upto_requirements()), NOW)
+            .expect("the official client's payment");
+        assert_eq!(
+            verified.amount, 100_000,
+            "the maximum, until the response says more"
+        );
+        assert_eq!(verified.valid_before, 1_900_000_000, "the Permit2 deadline");
+        assert!(verified.signature_checked_locally);
+        let again =
+            check_payment(&upto_route(), &upto_payment(upto_requirements()), NOW).expect("valid");
+        assert_eq!(verified.replay_key, again.replay_key);
+    }
+
+    #[test]
+    fn an_upto_payment_naming_other_terms_is_refused_locally() {
+        let mut other_facilitator = upto_requirements();
+        other_facilitator.extra["facilitatorAddress"] =
+            json!("0x0000000000000000000000000000000000000bad");
+        let refused = check_payment(&upto_route(), &upto_payment(other_facilitator), NOW)
+            .expect_err("not this route's facilitator");
+        assert_eq!(refused.reason, "no_matching_requirements");
+        let mut other_maximum = upto_requirements();
+        other_maximum.amount = "1".into();
+        let refused = check_payment(&upto_route(), &upto_payment(other_maximum), NOW)
+            .expect_err("not this route's maximum");
+        assert_eq!(refused.reason, "no_matching_requirements");
+        let mut tampered = payload();
+        tampered.permit2_authorization.witness.to = PAY_TO.into();
+        let refused = check_payment(
+            &upto_route(),
+            &PaymentPayload::Upto(PaymentPayloadUpto {
+                accepted: upto_requirements(),
+                payload: tampered,
+            }),
+            NOW,
+        )
+        .expect_err("another recipient");
+        assert_eq!(refused.reason, "invalid_permit2_recipient_mismatch");
+    }
+
+    #[test]
+    fn an_exact_payment_does_not_buy_an_upto_route() {
+        let mut accepted = requirements();
+        accepted.scheme = "upto".into();
+        let refused = check_payment(&upto_route(), &paid(accepted, authorization()), NOW)
+            .expect_err("no EIP-3009 authorization buys a metered route");
+        assert_eq!(refused.reason, "no_matching_requirements");
+    }
 }

@@ -2,6 +2,7 @@
 //! route only the resource URL, the request method, the error and its message change, so those are
 //! spliced as escaped JSON strings into text serialised at the route's first challenge.
 
+use super::discovery::{Discovery, BAZAAR};
 use super::routes::PaymentOption;
 use serde::Serialize;
 
@@ -42,8 +43,23 @@ fn json_string(text: &str) -> String {
 /// resend of the same payment return the first response instead of paying twice.
 const EXTENSIONS: &str = r#"{"payment-identifier":{"info":{"required":false},"schema":{"type":"object","properties":{"id":{"type":"string","minLength":16,"maxLength":128,"pattern":"^[A-Za-z0-9_-]+$"}},"required":["id"]}}}"#;
 
+/// The extensions every challenge declares, by key (read once: payments are held to them).
+pub(super) fn declared_extensions() -> &'static serde_json::Map<String, serde_json::Value> {
+    static DECLARED: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
+        // A constant document: it always reads as an object.
+        std::sync::LazyLock::new(|| serde_json::from_str(EXTENSIONS).unwrap_or_default());
+    &DECLARED
+}
+
 impl ChallengeTemplate {
-    pub fn new(options: &[PaymentOption], description: &str, mime_type: &str) -> Self {
+    /// `discovery` adds the Bazaar catalog fields to the `resource` object of routes listed there;
+    /// without it the documents are exactly those of a route that declares nothing.
+    pub fn new(
+        options: &[PaymentOption],
+        description: &str,
+        mime_type: &str,
+        discovery: Option<&Discovery>,
+    ) -> Self {
         let requirements: Vec<_> = options.iter().map(|o| &o.requirements).collect();
         let v1_heads = options
             .iter()
@@ -68,9 +84,12 @@ impl ChallengeTemplate {
             .collect();
         Self {
             resource_tail: format!(
-                r#","description":{},"mimeType":{}}}"#,
+                r#","description":{},"mimeType":{}{}}}"#,
                 json_string(description),
-                json_string(mime_type)
+                json_string(mime_type),
+                discovery
+                    .map(Discovery::resource_members)
+                    .unwrap_or_default()
             ),
             accepts_v2: serde_json::to_string(&requirements).unwrap_or_else(|_| "[]".into()),
             v1_heads,
@@ -80,8 +99,26 @@ impl ChallengeTemplate {
     /// The v2 `PaymentRequired` JSON (before base64).
     /// It advertises the extensions the gateway implements ([`EXTENSIONS`]).
     pub fn v2_json(&self, resource_url: &str, error: &str) -> String {
+        self.v2_json_declaring(resource_url, error, None)
+    }
+
+    /// [`Self::v2_json`] declaring the route's `bazaar` extension too, when it has one.
+    pub fn v2_json_declaring(
+        &self,
+        resource_url: &str,
+        error: &str,
+        bazaar: Option<&serde_json::Value>,
+    ) -> String {
+        let extensions = match bazaar {
+            None => EXTENSIONS.to_string(),
+            Some(declaration) => {
+                // EXTENSIONS is an object: its closing brace makes room for one more member.
+                let open = EXTENSIONS.strip_suffix('}').unwrap_or(EXTENSIONS);
+                format!(r#"{open},"{BAZAAR}":{declaration}}}"#)
+            }
+        };
         format!(
-            r#"{{"x402Version":2,"error":{},"resource":{{"url":{}{},"accepts":{},"extensions":{EXTENSIONS}}}"#,
+            r#"{{"x402Version":2,"error":{},"resource":{{"url":{}{},"accepts":{},"extensions":{extensions}}}"#,
             json_string(error),
             json_string(resource_url),
             self.resource_tail,
@@ -157,7 +194,7 @@ mod tests {
             option("eip155:196", None),
         ];
         let (description, mime) = ("Quotes \"live\" <b>", "application/json");
-        let template = ChallengeTemplate::new(&options, description, mime);
+        let template = ChallengeTemplate::new(&options, description, mime, None);
         let url = "https://api.example.com/q?x=\"1\"";
         let error = "Payment required: \u{2028}";
 
@@ -189,5 +226,45 @@ mod tests {
             serde_json::from_str(&template.v1_json(url, "POST", error, Some("why \"not\"")))
                 .unwrap();
         assert_eq!(with_message["message"], "why \"not\"");
+    }
+
+    #[test]
+    fn a_discoverable_route_adds_its_declaration_and_catalog_fields() {
+        use crate::pricing::discovery::{InputDecl, ServiceMeta};
+        let options = vec![option("eip155:84532", Some("base-sepolia"))];
+        let discovery = Discovery {
+            service: ServiceMeta {
+                service_name: Some("Weather".into()),
+                tags: vec!["weather".into()],
+                icon_url: None,
+            },
+            input: InputDecl::Http {
+                schema: None,
+                example: None,
+                body_type: "json".into(),
+                route_template: None,
+            },
+            output: None,
+        };
+        let url = "https://api.example.com/w";
+        let plain = ChallengeTemplate::new(&options, "d", "application/json", None);
+        let listed = ChallengeTemplate::new(&options, "d", "application/json", Some(&discovery));
+        let declaration = discovery.declaration("GET", url).unwrap();
+        let got: Value =
+            serde_json::from_str(&listed.v2_json_declaring(url, "e", Some(&declaration))).unwrap();
+        let mut want: Value = serde_json::from_str(&plain.v2_json(url, "e")).unwrap();
+        want["resource"]["serviceName"] = json!("Weather");
+        want["resource"]["tags"] = json!(["weather"]);
+        want["extensions"]["bazaar"] = declaration;
+        assert_eq!(got, want);
+        // The v1 body and a challenge without a declaration stay as they were.
+        assert_eq!(
+            listed.v1_json(url, "GET", "e", None),
+            plain.v1_json(url, "GET", "e", None)
+        );
+        assert_eq!(
+            plain.v2_json(url, "e"),
+            plain.v2_json_declaring(url, "e", None)
+        );
     }
 }

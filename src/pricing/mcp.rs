@@ -348,6 +348,11 @@ impl SseSplitter {
         self.pending.len()
     }
 
+    /// Everything received that does not yet form a whole event, taken out.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// The next whole event (ended by a blank line), if one has arrived.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         let end = event_end(&self.pending)?;

@@ -6,8 +6,10 @@
 mod assets;
 mod body_override;
 mod challenge;
+pub mod discovery;
 mod fees;
 pub mod mcp;
+mod metering;
 mod money;
 mod path;
 mod request;
@@ -19,6 +21,10 @@ pub use assets::{checksum as checksum_address, Asset, AssetRegistry};
 pub use body_override::{body_encoding, body_method_override, BodyEncoding, MAX_BODY_BYTES};
 pub use challenge::ChallengeTemplate;
 pub use fees::{quote_fee, FeeQuote, FeeTier};
+pub use metering::{
+    Meter, Metering, UsageFallback, UsageHeader, UsageJson, UsagePath, UsagePathError,
+    UsageReadError,
+};
 pub use money::{format_units, parse_price, MoneyError};
 pub use path::canonical_path;
 pub use request::{
@@ -29,4 +35,4 @@ pub use routes::{
     MethodMatch, PaymentOption, PricedRoute, Route, RouteKind, RoutePattern, RouteTable, Segment,
 };
 pub use rules::{PriceCondition, PriceRule, RequestFacts, RuleMatch};
-pub use settlement::{SettlementPolicy, PAYMENT_FLOW};
+pub use settlement::{SettlementPolicy, VerifyPolicy, PAYMENT_FLOW};

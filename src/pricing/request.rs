@@ -349,9 +349,14 @@ mod tests {
                 description: String::new(),
                 mime_type: String::new(),
                 settle: crate::pricing::SettlementPolicy::AfterSuccess,
+                verify: Default::default(),
                 sync_settle: false,
                 challenge: std::sync::OnceLock::new(),
                 price_rules: Vec::new(),
+                metering: None,
+                access: None,
+                discovery: None,
+                settle_buffer: None,
             })
         };
         let route = |index, source: &str, kind| Route {
@@ -651,9 +656,14 @@ mod tests {
                     description: String::new(),
                     mime_type: String::new(),
                     settle: crate::pricing::SettlementPolicy::AfterSuccess,
+                    verify: Default::default(),
                     sync_settle: false,
                     challenge: std::sync::OnceLock::new(),
                     price_rules: Vec::new(),
+                    metering: None,
+                    access: None,
+                    discovery: None,
+                    settle_buffer: None,
                 }),
             }]);
             let mut spelling = String::new();

@@ -246,20 +246,77 @@ pub struct PricedRoute {
     pub description: String,
     pub mime_type: String,
     pub settle: SettlementPolicy,
+    /// Whether `/verify` is asked before the upstream (`verify = "local"` skips it).
+    pub verify: super::VerifyPolicy,
     /// Ask the facilitator to wait for on-chain confirmation before answering `/settle` (OKX).
     pub sync_settle: bool,
     /// The route's challenge documents, prepared at its first 402.
     pub challenge: std::sync::OnceLock<super::ChallengeTemplate>,
     /// Other prices for some requests, in file order (empty for a rule's own terms).
     pub price_rules: Vec<super::PriceRule>,
+    /// Set on metered (`upto`) routes: the price is a maximum, the charge is read from the
+    /// response. Boxed: most routes are not metered.
+    pub metering: Option<Box<super::Metering>>,
+    /// How long a settled payment lets its payer sign in to the same resource instead of paying
+    /// again (`access = "24h"`); `None`: every request pays.
+    pub access: Option<std::time::Duration>,
+    /// Set on routes listed in the Bazaar: what their challenges declare for catalogs. Shared:
+    /// a route's price rules declare the same call.
+    pub discovery: Option<std::sync::Arc<super::discovery::Discovery>>,
+    /// The route's own bound of an answer received whole before it is settled (`settle_buffer`,
+    /// in bytes, at most 64 MiB); `None`: `[server] settle_buffer`.
+    pub settle_buffer: Option<u32>,
 }
 
 impl PricedRoute {
     /// The route's challenge documents (prepared once per configuration version).
     pub fn challenge(&self) -> &super::ChallengeTemplate {
         self.challenge.get_or_init(|| {
-            super::ChallengeTemplate::new(&self.options, &self.description, &self.mime_type)
+            super::ChallengeTemplate::new(
+                &self.options,
+                &self.description,
+                &self.mime_type,
+                self.discovery.as_deref(),
+            )
         })
+    }
+
+    /// The `bazaar` declaration of a challenge answering `method` on `resource_url`, when the
+    /// route is listed in the Bazaar.
+    pub fn bazaar_declaration(
+        &self,
+        method: &str,
+        resource_url: &str,
+    ) -> Option<serde_json::Value> {
+        self.discovery
+            .as_ref()
+            .and_then(|d| d.declaration(method, resource_url))
+    }
+
+    /// The v2 `PaymentRequired` JSON of a challenge answering `method` on `resource_url`.
+    pub fn v2_challenge(&self, resource_url: &str, method: &str, error: &str) -> String {
+        let bazaar = self.bazaar_declaration(method, resource_url);
+        self.challenge()
+            .v2_json_declaring(resource_url, error, bazaar.as_ref())
+    }
+
+    /// Every extension a challenge answering `method` on `resource_url` declares, by key: what a
+    /// payment's echo is held to.
+    pub fn declared_extensions(
+        &self,
+        method: &str,
+        resource_url: &str,
+    ) -> std::borrow::Cow<'static, serde_json::Map<String, serde_json::Value>> {
+        let common = super::challenge::declared_extensions();
+        // Most routes declare only the common extensions: borrowed, not copied per payment.
+        match self.bazaar_declaration(method, resource_url) {
+            None => std::borrow::Cow::Borrowed(common),
+            Some(bazaar) => {
+                let mut declared = common.clone();
+                declared.insert(super::discovery::BAZAAR.into(), bazaar);
+                std::borrow::Cow::Owned(declared)
+            }
+        }
     }
 }
 
@@ -436,6 +493,47 @@ impl RouteTable {
             .iter()
             .filter_map(|&position| self.routes.get(position))
             .collect()
+    }
+
+    /// Whether any priced route gives access windows.
+    pub fn has_access(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|route| route.kind.priced_routes().any(|p| p.access.is_some()))
+    }
+
+    /// Whether any priced route (or price rule) offers an option of `scheme`.
+    pub fn has_scheme(&self, scheme: &str) -> bool {
+        self.routes.iter().any(|route| {
+            route.kind.priced_routes().any(|priced| {
+                std::iter::once(priced)
+                    .chain(priced.price_rules.iter().map(|r| &r.priced))
+                    .flat_map(|p| &p.options)
+                    .any(|o| o.requirements.scheme == scheme)
+            })
+        })
+    }
+
+    /// Applies `complete` to every payment option of the priced routes, of their price rules and
+    /// of priced MCP items, to complete them once at start-up with what only a facilitator (or
+    /// the gateway's own key) can tell.
+    pub fn complete_options(&mut self, mut complete: impl FnMut(&mut PaymentOption)) {
+        for route in &mut self.routes {
+            match &mut route.kind {
+                RouteKind::Priced(priced) => {
+                    priced.options.iter_mut().for_each(&mut complete);
+                    for rule in &mut priced.price_rules {
+                        rule.priced.options.iter_mut().for_each(&mut complete);
+                    }
+                }
+                RouteKind::Mcp(mcp) => {
+                    for item in &mut mcp.items {
+                        item.priced.options.iter_mut().for_each(&mut complete);
+                    }
+                }
+                RouteKind::Free => {}
+            }
+        }
     }
 
     /// The route at position `index` of the file.
@@ -728,9 +826,14 @@ mod tests {
                 description: String::new(),
                 mime_type: String::new(),
                 settle: SettlementPolicy::AfterSuccess,
+                verify: Default::default(),
                 sync_settle: false,
                 challenge: std::sync::OnceLock::new(),
                 price_rules: Vec::new(),
+                metering: None,
+                access: None,
+                discovery: None,
+                settle_buffer: None,
             })
         };
         let patterns = [

@@ -38,6 +38,28 @@ impl SettlementPolicy {
     }
 }
 
+/// Who checks a payment before the upstream is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyPolicy {
+    /// The gateway's local checks, then the facilitator's `/verify`: the upstream only works for
+    /// a payment the facilitator has found good (funds included).
+    #[default]
+    Facilitator,
+    /// The gateway's local checks alone (signature, terms, time window, replay); the
+    /// facilitator's checks happen once, at `/settle`. One exchange fewer per paid request; the
+    /// upstream may work for a buyer whose funds turn out short, and that answer is withheld.
+    Local,
+}
+
+impl VerifyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Facilitator => "facilitator",
+            Self::Local => "local",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

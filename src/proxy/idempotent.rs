@@ -5,7 +5,8 @@ use super::{Gateway, Reply, RequestCtx};
 use crate::config::IdempotencyConfig;
 use crate::payment::claims::{Delivered, IdentifierClaim};
 use crate::payment::idempotency::{
-    fingerprint, payment_identifier, Claim, Completed, StoredResponse,
+    fingerprint, held_claim, invalid_identifier, lost_response, payment_identifier, Claim,
+    Completed, HeldClaim, StoredResponse,
 };
 use crate::payment::{IdentifierEnd, Outcome as RequestOutcome, Stage};
 use pingora::http::ResponseHeader;
@@ -53,7 +54,7 @@ pub(super) fn read_identifier(
         })),
         Err(message) => Err((
             RequestOutcome::Refused,
-            Reply::error(400, "invalid_payment_identifier", &message),
+            Reply::from(invalid_identifier(&message)),
         )),
     }
 }
@@ -72,47 +73,21 @@ impl IdempotentRequest {
 /// The reply to a payment whose identifier is held: a refusal, or the response kept from the
 /// first delivery, with the request's outcome. `None` for a fresh claim.
 pub(super) fn held_identifier_reply(claim: Claim) -> Option<(RequestOutcome, Reply)> {
-    let refuse = |status, code: &str, message: &str| {
-        Some((RequestOutcome::Refused, Reply::error(status, code, message)))
-    };
-    match claim {
-        Claim::New => None,
-        Claim::InFlight => refuse(
-            409,
-            "payment_in_progress",
-            "a request with this payment identifier is still being processed; retry later",
-        ),
-        Claim::Mismatch => refuse(
-            409,
-            "payment_identifier_mismatch",
-            "this payment identifier was used with a different payment or request",
-        ),
-        Claim::Completed(Completed::TooLarge { limit }) => refuse(
-            409,
-            "response_not_kept",
-            &format!(
-                "this payment was delivered once; its response was larger than {limit} bytes, so it was not kept for retries"
-            ),
-        ),
-        Claim::Completed(Completed::Response(stored)) => match stored.body() {
-            Ok(body) => Some((
-                RequestOutcome::Replayed,
-                Reply::stored(stored.status, stored.headers, body),
-            )),
-            // The payment was charged once already; the buyer is told the kept copy is lost
-            // rather than handed an empty success, and is neither charged nor served again.
-            Err(e) => {
-                tracing::error!(error = %e, "a kept response cannot be replayed");
-                Some((
-                    RequestOutcome::Error,
-                    Reply::error(
-                        500,
-                        "stored_response_unreadable",
-                        "this payment was delivered once, but the response kept for retries cannot be read; nothing was charged again",
-                    ),
-                ))
-            }
-        },
+    match held_claim(claim) {
+        HeldClaim::Fresh => None,
+        HeldClaim::Refused { refusal, outcome } => Some((outcome, Reply::from(refusal))),
+        HeldClaim::Replay {
+            status,
+            headers,
+            body,
+        } => Some((
+            RequestOutcome::Replayed,
+            Reply::stored(status, headers, body),
+        )),
+        HeldClaim::Unreadable(e) => {
+            tracing::error!(error = %e, "a kept response cannot be replayed");
+            Some((RequestOutcome::Error, Reply::from(lost_response())))
+        }
     }
 }
 
@@ -146,10 +121,11 @@ impl Gateway {
 /// Starts keeping the response of a settled idempotent payment, headers included.
 pub(super) fn capture_head(ctx: &mut RequestCtx, response: &ResponseHeader) {
     let settled = ctx
-        .payment
+        .session
+        .paid
         .as_ref()
         .is_some_and(|p| matches!(p.life.stage(), Stage::Settled(_)));
-    let Some(request) = ctx.idempotent.as_mut().filter(|_| settled) else {
+    let Some(request) = ctx.session.identifier.as_mut().filter(|_| settled) else {
         return;
     };
     let headers = response
@@ -170,7 +146,12 @@ pub(super) fn capture_head(ctx: &mut RequestCtx, response: &ResponseHeader) {
 /// Appends a body chunk, up to the configured size.
 pub(super) fn capture_body(ctx: &mut RequestCtx, chunk: Option<&bytes::Bytes>, end: bool) {
     let limit = ctx.state.config.idempotency.max_body_bytes;
-    let Some(capture) = ctx.idempotent.as_mut().and_then(|r| r.capture.as_mut()) else {
+    let Some(capture) = ctx
+        .session
+        .identifier
+        .as_mut()
+        .and_then(|r| r.capture.as_mut())
+    else {
         return;
     };
     if let Some(chunk) = chunk {
@@ -189,11 +170,11 @@ impl Gateway {
     /// response (one exchange), or give the claim up when nothing was charged. An unknown
     /// outcome keeps the claim in flight until it expires.
     pub(super) async fn finish_identifier(&self, ctx: &mut RequestCtx) {
-        let Some(request) = ctx.idempotent.take() else {
+        let Some(request) = ctx.session.identifier.take() else {
             return;
         };
         let settings = ctx.state.config.idempotency;
-        let Some(payment) = ctx.payment.as_ref() else {
+        let Some(payment) = ctx.session.paid.as_ref() else {
             self.idempotency
                 .abandon(&request.id, &request.fingerprint)
                 .await;
@@ -245,17 +226,7 @@ impl Gateway {
 mod tests {
     use super::*;
 
-    fn completed(body: serde_json::Value) -> Claim {
-        let mut kept = serde_json::to_value(StoredResponse::new(
-            200,
-            vec![("payment-response".into(), "receipt".into())],
-            b"paid content",
-        ))
-        .expect("a stored response serialises");
-        kept["body"] = body;
-        let stored = serde_json::from_value(kept).expect("the entry parses");
-        Claim::Completed(Completed::Response(stored))
-    }
+    use crate::payment::idempotency::kept_claim as completed;
 
     #[test]
     fn a_kept_response_is_replayed_as_delivered() {

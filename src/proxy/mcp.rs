@@ -8,9 +8,10 @@
 //! bytes and feeds events.
 
 use super::admission::PaymentOffer;
+use super::carry::{Whole, MAX_RESULT_BYTES};
 use super::normalise::{read_body, BodyError};
 use super::{idempotent, Gateway, Reply, RequestCtx};
-use crate::payment::{is_final_status, Answer, Event, Outcome, Refusal};
+use crate::payment::{Answer, Event, Outcome, Refusal};
 use crate::pricing::mcp::{
     is_response_to, judge_response, McpRefusal, McpRequest, McpRoute, McpVerdict, SseSplitter,
     META_PAYMENT,
@@ -21,20 +22,6 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use serde_json::Value;
-
-/// The largest response of a paid call the gateway holds while it settles: a JSON body, or one
-/// SSE event. Larger answers are not delivered (and not charged).
-pub const MAX_RESULT_BYTES: usize = 4 * 1024 * 1024;
-
-/// Response headers that describe the upstream connection or framing, not the response.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "content-length",
-    "proxy-connection",
-    "upgrade",
-];
 
 /// What to do with a request to an MCP route.
 pub(super) enum McpDecision {
@@ -130,14 +117,14 @@ impl Gateway {
         let body = match read_body(session, MAX_BODY_BYTES).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
-                ctx.outcome = Some(Outcome::Refused);
+                ctx.session.count_as(Outcome::Refused);
                 let refusal = McpRefusal::TooLarge {
                     limit: MAX_BODY_BYTES,
                 };
                 return McpDecision::Answered(McpReply::json(413, refusal.to_reply()));
             }
             Err(BodyError::Unreadable) => {
-                ctx.outcome = Some(Outcome::Refused);
+                ctx.session.count_as(Outcome::Refused);
                 // Before the body is read there is no JSON-RPC request to answer: the HTTP form.
                 let refusal = Refusal::new(
                     400,
@@ -150,7 +137,7 @@ impl Gateway {
         let request = match McpRequest::parse(&body, MAX_BODY_BYTES) {
             Ok(request) => request,
             Err(refusal) => {
-                ctx.outcome = Some(Outcome::Refused);
+                ctx.session.count_as(Outcome::Refused);
                 return McpDecision::Answered(McpReply::json(400, refusal.to_reply()));
             }
         };
@@ -170,15 +157,16 @@ impl Gateway {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
             if let Some(reply) = self.rate_limited(ctx, client_ip, None).await {
-                ctx.outcome = Some(Outcome::Refused);
+                ctx.session.count_as(Outcome::Refused);
                 return McpDecision::Answered(mcp_reply(&request, reply));
             }
-            ctx.outcome = Some(Outcome::Challenged);
+            ctx.session.count_as(Outcome::Challenged);
             if let Some(m) = ctx.state.metrics_for(ctx.route_index, ctx.mcp_item) {
                 m.payment_required.inc();
             }
-            let challenge = priced.challenge().v2_json(
+            let challenge = priced.v2_challenge(
                 &url,
+                "POST",
                 &format!(
                     "Payment required: send a PaymentPayload in params._meta[\"{}\"]",
                     META_PAYMENT
@@ -193,8 +181,8 @@ impl Gateway {
         let payment = match PaymentPayload::from_json(&raw) {
             Ok(payment) => payment,
             Err(message) => {
-                ctx.outcome = Some(Outcome::Refused);
-                let challenge = priced.challenge().v2_json(&url, "invalid_payment");
+                ctx.session.count_as(Outcome::Refused);
+                let challenge = priced.v2_challenge(&url, "POST", "invalid_payment");
                 let mut challenge: Value = serde_json::from_str(&challenge).unwrap_or(Value::Null);
                 challenge["message"] = Value::String(format!(
                     "_meta[\"{}\"] cannot be read: {message}",
@@ -206,16 +194,23 @@ impl Gateway {
                 ));
             }
         };
+        let batch = matches!(payment, PaymentPayload::Batch(_));
         let offer = PaymentOffer {
             url: &url,
             method: "POST",
             target: &url,
+            path: &url,
             payment,
             raw,
         };
-        match self.admit_payment(session, ctx, priced, offer).await {
+        let admitted = if batch {
+            self.admit_batch(ctx, priced, offer).await
+        } else {
+            self.admit_payment(session, ctx, priced, offer).await
+        };
+        match admitted {
             None => {
-                if let Some(payment) = ctx.payment.as_mut() {
+                if let Some(payment) = ctx.session.paid.as_mut() {
                     payment.item_index = Some(position);
                 }
                 McpDecision::Carry(Box::new(request))
@@ -234,94 +229,51 @@ impl Gateway {
         request: &McpRequest,
     ) -> pingora::Result<()> {
         let state = ctx.state.clone();
-        let mut upstream_request = session.req_header().clone();
-        super::forwarding_headers(session, &mut upstream_request, ctx)?;
         let body = Bytes::from(request.forwarded_body());
-        upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
-        upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        let peer = super::upstream_peer_of(&state);
-        let exchange = async {
-            let (mut http, _reused) = self.upstream.get_http_session(&peer).await?;
-            http.set_read_timeout(Some(state.config.upstream.read_timeout));
-            http.set_write_timeout(Some(state.config.upstream.read_timeout));
-            http.write_request_header(Box::new(upstream_request))
-                .await?;
-            http.write_request_body(body, true).await?;
-            http.finish_request_body().await?;
-            loop {
-                http.read_response_header().await?;
-                let status = http.response_header().map_or(0, |h| h.status.as_u16());
-                if is_final_status(status) {
-                    break;
-                }
-            }
-            Ok::<_, Box<pingora::Error>>(http)
-        };
-        let mut http = match exchange.await {
-            Ok(http) => http,
+        let mut carried = match self.send_upstream(session, ctx, body, false).await {
+            Ok(carried) => carried,
             Err(e) => {
                 tracing::warn!(error = %e, "the MCP server could not be reached");
                 return self.mcp_upstream_failed(session, ctx, request).await;
             }
         };
-        let Some(head) = http.response_header().cloned() else {
-            return self.mcp_upstream_failed(session, ctx, request).await;
-        };
-        let status = head.status.as_u16();
-        let content_type = head
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let mut out = ResponseHeader::build(status, Some(head.headers.len() + 4))?;
-        for (name, value) in head.headers.iter() {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
-                out.append_header(name.clone(), value.clone())?;
-            }
-        }
-        let paid = ctx.payment.is_some();
+        let status = carried.status();
+        let content_type = carried.content_type();
+        let mut out = carried.client_head()?;
+        let paid = ctx.session.paid.is_some();
         if !(200..300).contains(&status) || !paid {
             // No JSON-RPC result to judge: the status alone decides, as on an HTTP route (below
             // 400 settles after success, above charges nothing; settled up front, the receipt
             // goes with whatever the server answered).
-            if let Some(payment) = ctx.payment.as_mut() {
+            if let Some(payment) = ctx.session.paid.as_mut() {
                 let answer = self
                     .advance(&state, payment, Event::UpstreamAnswered { status })
                     .await;
                 if answer != Answer::Deliver {
                     // Settlement refused or failed: the server's answer is withheld.
-                    http.shutdown().await;
+                    carried.http.shutdown().await;
                     let receipt = payment.settlement_receipt();
-                    let refusal = Refusal::withheld(&answer, receipt.as_ref(), &payment.network);
+                    let refusal = Refusal::withheld(&answer, receipt, &payment.network);
                     tracing::warn!(code = %refusal.code, status, "settlement of a paid MCP call failed; its content is withheld");
                     return mcp_refusal(request, &refusal).write(session).await;
                 }
-                if let Some(receipt) = payment.receipt.as_deref() {
-                    out.insert_header(super::reply::settlement_header(payment.version), receipt)?;
+                if let Some(receipt) = payment.settlement_receipt() {
+                    out.insert_header(receipt.header_name(), receipt.encoded.as_str())?;
                 }
             }
-            return self.relay(session, http, out, &peer).await;
+            return self.relay(session, ctx, carried, out, None, false).await;
         }
         if content_type.starts_with("text/event-stream") {
             return self
-                .carry_stream(session, ctx, request, status, http, out)
+                .carry_stream(session, ctx, request, status, carried.http, out)
                 .await;
         }
-        let mut body = Vec::new();
-        let complete = loop {
-            match http.read_response_body().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > MAX_RESULT_BYTES {
-                        break false;
-                    }
-                }
-                Ok(None) => break true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the MCP server's answer broke off");
-                    break false;
-                }
+        let (complete, body) = match carried.read_whole(MAX_RESULT_BYTES).await {
+            Whole::Complete(body) => (true, body),
+            Whole::TooLarge(body) => (false, body),
+            Whole::Broken(e) => {
+                tracing::warn!(error = %e, "the MCP server's answer broke off");
+                (false, Vec::new())
             }
         };
         let message: Option<Value> = serde_json::from_slice(&body).ok();
@@ -330,17 +282,16 @@ impl Gateway {
             None => return self.mcp_upstream_failed(session, ctx, request).await,
         };
         self.upstream
-            .release_http_session(http, &peer, Some(state.config.upstream.idle_timeout))
+            .release_http_session(
+                carried.http,
+                &carried.peer,
+                Some(state.config.upstream.idle_timeout),
+            )
             .await;
         let answer = self.conclude(ctx, request, status, message).await;
         out.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        let body = Bytes::from(answer.to_string());
-        out.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        idempotent::capture_head(ctx, &out);
-        idempotent::capture_body(ctx, Some(&body), true);
-        session.write_response_header(Box::new(out), false).await?;
-        session.write_response_body(Some(body), true).await?;
-        Ok(())
+        self.write_held(session, ctx, out, Bytes::from(answer.to_string()))
+            .await
     }
 
     /// The paid call's result (answered with `status`) judged, settled when it says the work was
@@ -353,7 +304,7 @@ impl Gateway {
         mut message: Value,
     ) -> Value {
         let state = ctx.state.clone();
-        let Some(payment) = ctx.payment.as_mut() else {
+        let Some(payment) = ctx.session.paid.as_mut() else {
             return message;
         };
         let event = match judge_response(&message) {
@@ -365,11 +316,11 @@ impl Gateway {
         let answer = self.advance(&state, payment, event).await;
         let receipt = payment.settlement_receipt();
         if answer != Answer::Deliver {
-            let refusal = Refusal::withheld(&answer, receipt.as_ref(), &payment.network);
+            let refusal = Refusal::withheld(&answer, receipt, &payment.network);
             tracing::warn!(code = %refusal.code, "settlement of a paid MCP call failed; its content is withheld");
             return refusal.mcp_reply(request);
         }
-        if let Some(settlement) = receipt.as_ref().and_then(|r| r.decoded()) {
+        if let Some(settlement) = receipt.and_then(|r| r.decoded()) {
             request.attach_settlement(&mut message, &settlement);
         }
         message
@@ -428,54 +379,28 @@ impl Gateway {
                 break;
             }
         }
-        // The stream ended without the response: nothing was done that can be charged.
-        if let Some(payment) = ctx.payment.as_mut() {
-            let state = ctx.state.clone();
-            self.advance(&state, payment, Event::UpstreamFailed).await;
-        }
-        let error = Refusal::new(
+        // The stream ended without the response: nothing was done that can be charged (settled
+        // up front, the receipt goes with the error, as on every upstream failure).
+        let mut refusal = Refusal::new(
             502,
             "upstream_unavailable",
             "the MCP server's stream ended without a response; nothing was charged",
-        )
-        .mcp_reply(request);
+        );
+        if let Some(payment) = ctx.session.paid.as_mut() {
+            if let Some(receipt) = self.upstream_failed(payment, Event::UpstreamFailed).await {
+                refusal = Refusal::new(
+                    502,
+                    "upstream_unavailable",
+                    "the MCP server's stream ended without a response; the payment was settled before the call",
+                )
+                .with_receipt(receipt);
+            }
+        }
+        let error = refusal.mcp_reply(request);
         let event = format!("event: message\ndata: {error}\n\n");
         session
             .write_response_body(Some(Bytes::from(event)), true)
             .await?;
-        Ok(())
-    }
-
-    /// Passes the server's answer on unchanged, streaming.
-    async fn relay(
-        &self,
-        session: &mut Session,
-        mut http: pingora::protocols::http::client::HttpSession,
-        mut out: ResponseHeader,
-        peer: &pingora::upstreams::peer::HttpPeer,
-    ) -> pingora::Result<()> {
-        let length = http
-            .response_header()
-            .and_then(|h| h.headers.get(http::header::CONTENT_LENGTH))
-            .cloned();
-        match length {
-            Some(length) => out.insert_header(http::header::CONTENT_LENGTH, length)?,
-            None => out.insert_header(http::header::TRANSFER_ENCODING, "chunked")?,
-        }
-        session.write_response_header(Box::new(out), false).await?;
-        loop {
-            match http.read_response_body().await {
-                Ok(Some(chunk)) => session.write_response_body(Some(chunk), false).await?,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the MCP server's answer broke off");
-                    http.shutdown().await;
-                    return Err(e);
-                }
-            }
-        }
-        session.write_response_body(None, true).await?;
-        self.upstream.release_http_session(http, peer, None).await;
         Ok(())
     }
 
@@ -492,18 +417,14 @@ impl Gateway {
             "upstream_unavailable",
             "the MCP server could not be reached or gave no usable answer; nothing was charged",
         );
-        if let Some(payment) = ctx.payment.as_mut() {
-            if let Answer::UpstreamError { receipt: true } =
-                self.feed(payment, Event::UpstreamFailed).await
-            {
-                if let Some(receipt) = payment.settlement_receipt() {
-                    refusal = Refusal::new(
-                        502,
-                        "upstream_unavailable",
-                        "the MCP server could not be reached; the payment was settled before the call",
-                    )
-                    .with_receipt(receipt);
-                }
+        if let Some(payment) = ctx.session.paid.as_mut() {
+            if let Some(receipt) = self.upstream_failed(payment, Event::UpstreamFailed).await {
+                refusal = Refusal::new(
+                    502,
+                    "upstream_unavailable",
+                    "the MCP server could not be reached; the payment was settled before the call",
+                )
+                .with_receipt(receipt);
             }
         }
         mcp_refusal(request, &refusal).write(session).await

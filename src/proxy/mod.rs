@@ -5,6 +5,8 @@
 //!                  └ priced ─ no payment header ──► 402 challenge (upstream untouched)
 //!                            └ admission: decode ─ match option ─ local checks ─ reserve
 //!                                 ─ /verify (settle = "before": /settle instead) ┤
+//!                                 ─ after-success, answer may be held: carried  │
+//!                                   (held.rs: whole body ─ /settle ─ write)      │
 //! upstream_peer ─ upstream_request_filter (Host, X-Forwarded-*, payer headers) ◄┘
 //! response_filter ─ 1xx: passed on, nothing decided (101 is final: settled before the tunnel)
 //!                 ─ upstream < 400 ─ /settle ─ PAYMENT-RESPONSE ─ stream body
@@ -12,18 +14,30 @@
 //! fail_to_proxy ─ gateway replies (settlement failed or unconfirmed, upstream down)
 //! logging ─ conclude what is open, one log line per payment
 //! ```
-//! Every money decision is the payment lifecycle's ([`crate::payment::Lifecycle`]): the phases
-//! feed it events and carry out what it returns (`settlement.rs`). A payment is settled at most
-//! once per request (retries after a settlement attempt are disabled).
+//! Every money decision is the payment lifecycle's ([`crate::payment::Lifecycle`]). Each request
+//! owns one payment session (`session.rs`: the payment, its identifier claim, its refusal and
+//! outcome); the phases feed the lifecycle events and one executor carries out what it returns
+//! (`settlement.rs`: reservation, journal, `/settle`). Paid MCP calls (`mcp.rs`) and metered
+//! routes whose usage is in the response body (`metered.rs`) use the same session and executor,
+//! and so do paid answers held whole before they are settled (`held.rs`, `settle_buffer`); the
+//! gateway carries those exchanges itself (`carry.rs`), since their settlement waits for the
+//! body and Pingora's body filters cannot wait. A settled answer the upstream breaks off on its
+//! way out is journaled as cut (`fail_to_proxy`). A payment is settled at most once per request
+//! (retries after a settlement attempt are disabled).
 
 mod admission;
+mod batch;
+mod carry;
 mod claims;
+mod held;
 mod idempotent;
 mod limits;
 mod mcp;
+mod metered;
 mod normalise;
 mod reply;
 mod server;
+mod session;
 mod settlement;
 
 pub use crate::state::{escape, prefers_html, Pages, DISCOVERY_PATH};
@@ -36,17 +50,19 @@ use crate::ops::journal::{Journal, JournalEntry, JournalError};
 use crate::ops::{Health, InFlight};
 use crate::payment::claims::AdmissionStore;
 use crate::payment::idempotency::IdempotencyStore;
-use crate::payment::{is_final_status, Answer, Event, Outcome, PaymentState, ReplayGuard};
+use crate::payment::{is_final_status, Event, Outcome, PaymentState, ReplayGuard};
 use crate::pricing::{RequestFacts, RouteKind};
-use crate::store::{RateCounter, Stores};
+use crate::store::{RateCounter, SignInStore, Stores};
 use crate::x402::{PAYMENT_SIGNATURE, X_PAYMENT};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
-use settlement::{payment_reply, PaidRequest};
+use session::PaymentSession;
+use settlement::{attach_receipt, payment_reply};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,6 +76,10 @@ pub struct Gateway {
     rates: Arc<dyn RateCounter>,
     /// The claims of a paid request (counters, identifier, reservation) in one exchange.
     admission: Arc<dyn AdmissionStore>,
+    /// Access grants of settled payments and used sign-in nonces.
+    sign_in: Arc<dyn SignInStore>,
+    /// `batch-settlement` channels.
+    channels: Arc<dyn crate::store::ChannelStore>,
     /// Connections to the upstream for the calls the gateway carries itself (paid MCP calls).
     upstream: pingora::connectors::http::Connector,
 }
@@ -78,6 +98,8 @@ impl Gateway {
             idempotency,
             rates,
             admission,
+            sign_in,
+            channels,
         } = stores;
         Self {
             state,
@@ -87,6 +109,8 @@ impl Gateway {
             idempotency,
             rates,
             admission,
+            sign_in,
+            channels,
             upstream: pingora::connectors::http::Connector::new(None),
         }
     }
@@ -111,18 +135,11 @@ pub struct RequestCtx {
     state: Arc<GatewayState>,
     /// Index (file order) of the matched route.
     route_index: Option<usize>,
-    /// Set where the gateway refuses a request before any payment is under way.
-    outcome: Option<Outcome>,
     upstream_started: Option<Instant>,
     _in_flight: InFlight,
-    payment: Option<PaidRequest>,
-    /// A reply prepared by a later phase for `fail_to_proxy` to write.
-    reply: Option<Reply>,
-    /// The failure is a refusal the gateway chose (already logged), not a proxy error.
-    refused: bool,
+    /// Everything the request decides about money: the payment, its identifier, its refusal.
+    session: PaymentSession,
     started: Instant,
-    /// Set when the payment carries a `payment-identifier` this request claimed.
-    idempotent: Option<idempotent::IdempotentRequest>,
     /// The priced item of an MCP route the request names (position in the route's items).
     mcp_item: Option<usize>,
 }
@@ -163,16 +180,31 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             state: self.state.load_full(),
             route_index: None,
-            outcome: None,
             upstream_started: None,
             _in_flight: InFlight::start(&self.health),
-            payment: None,
-            reply: None,
-            refused: false,
+            session: PaymentSession::default(),
             started: Instant::now(),
-            idempotent: None,
             mcp_item: None,
         }
+    }
+
+    /// Before anything else: HTTP/1.1 requests pipelined behind this one on its keep-alive
+    /// connection wait for its answer to be complete and are then served in order. Pingora's
+    /// default reads a request arriving while an answer streams as an error and cuts that answer
+    /// (after its settlement, on a paid route), and closes the connection, after an answer that
+    /// said keep-alive, when the next request came in with this one.
+    /// An upgrade request is the last request of its connection: the bytes after it belong to the
+    /// tunnel, never to a next request, so pipelining stays off for it (with it on, bytes the
+    /// client sends right after the `101` could be kept back as the start of a next request).
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        if !session.is_upgrade_req() {
+            session.set_pipelining_enabled(true);
+        }
+        Ok(())
     }
 
     /// Phase 1: decide whether the request may reach the upstream at all.
@@ -188,7 +220,7 @@ impl ProxyHttp for Gateway {
         let priced_as = match priced_as {
             Ok(priced_as) => priced_as,
             Err(refusal) => {
-                ctx.outcome = Some(Outcome::Refused);
+                ctx.session.count_as(Outcome::Refused);
                 refusal.write(session).await?;
                 return Ok(true);
             }
@@ -226,6 +258,10 @@ impl ProxyHttp for Gateway {
             };
         }
         let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
+        // The request body of a route metered from the response body, carried by the gateway.
+        let mut carried_body = None;
+        // The route's bound of an answer held whole before it is settled.
+        let mut settle_buffer = None;
         let reply = match matched {
             None => match state.config.unmatched {
                 UnmatchedPolicy::Proxy => None,
@@ -248,18 +284,57 @@ impl ProxyHttp for Gateway {
                             headers: &req.headers,
                         };
                         let priced = priced.for_request(&facts);
-                        self.admit_paid_request(session, ctx, priced, &priced_as.method)
-                            .await
+                        let body = if metered::reads_body(priced) {
+                            match metered::request_body(session, ctx).await {
+                                Ok(body) => Some(body),
+                                Err(reply) => {
+                                    reply.write(session).await?;
+                                    return Ok(true);
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        let reply = self
+                            .admit_paid_request(
+                                session,
+                                ctx,
+                                priced,
+                                &priced_as.method,
+                                &priced_as.path,
+                            )
+                            .await;
+                        settle_buffer = Some(
+                            priced
+                                .settle_buffer
+                                .map_or(state.config.server.settle_buffer, u64::from),
+                        );
+                        carried_body = body;
+                        reply
                     }
                 }
             }
         };
-        match reply {
-            Some(reply) => {
+        match (reply, carried_body) {
+            (Some(reply), _) => {
                 reply.write(session).await?;
                 Ok(true)
             }
-            None => Ok(false),
+            // Admitted and metered from the body: the gateway carries the exchange itself.
+            (None, Some(body)) if ctx.session.paid.is_some() => {
+                self.carry_metered(session, ctx, body).await?;
+                Ok(true)
+            }
+            // Admitted, settled after success: an answer of known length within the bound is
+            // held whole before it is settled, so the gateway carries the exchange itself.
+            (None, None) => match settle_buffer {
+                Some(bound) if held::holds(session, ctx, bound) => {
+                    self.carry_held(session, ctx, bound).await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+            (None, Some(_)) => Ok(false),
         }
     }
 
@@ -292,7 +367,7 @@ impl ProxyHttp for Gateway {
         let status = upstream_response.status.as_u16();
         if !is_final_status(status) {
             // 100 Continue, 103 Early Hints: passed on, and the final answer is still to come.
-            if ctx.payment.is_some() {
+            if ctx.session.paid.is_some() {
                 tracing::debug!(status, "informational upstream response; nothing settled");
             }
             return Ok(());
@@ -303,29 +378,21 @@ impl ProxyHttp for Gateway {
                 .observe(started.elapsed().as_secs_f64());
         }
         let state = ctx.state.clone();
-        let Some(payment) = ctx.payment.as_mut() else {
+        let Some(payment) = ctx.session.paid.as_mut() else {
             return Ok(());
         };
         let answer = self
-            .advance(&state, payment, Event::UpstreamAnswered { status })
+            .settle_on_head(&state, payment, upstream_response)
             .await;
         if let Some(reply) = payment_reply(&answer, payment) {
             let status = reply.status;
-            ctx.reply = Some(reply);
-            ctx.refused = true;
+            ctx.session.fail_with(reply);
             return Err(Error::explain(
                 ErrorType::HTTPStatus(status),
                 "settlement did not succeed",
             ));
         }
-        if let (Answer::Deliver, Some(header)) = (&answer, payment.receipt.as_deref()) {
-            let name = reply::settlement_header(payment.version);
-            upstream_response.insert_header(name, header)?;
-            upstream_response.insert_header(
-                "Access-Control-Expose-Headers",
-                crate::x402::EXPOSED_HEADERS,
-            )?;
-        }
+        attach_receipt(upstream_response, &answer, payment)?;
         idempotent::capture_head(ctx, upstream_response);
         Ok(())
     }
@@ -352,7 +419,8 @@ impl ProxyHttp for Gateway {
         let mut e = e.more_context(format!("Peer: {peer}"));
         // Retrying after a settlement attempt could settle twice or serve twice.
         let settled = ctx
-            .payment
+            .session
+            .paid
             .as_ref()
             .is_some_and(|p| p.life.settle_attempted());
         if settled
@@ -367,7 +435,7 @@ impl ProxyHttp for Gateway {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
-        ctx.refused
+        ctx.session.failed_by_choice()
     }
 
     async fn fail_to_proxy(
@@ -376,50 +444,28 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let gateway_reply = ctx.reply.take();
+        let gateway_reply = ctx.session.take_chosen_reply();
         let upstream_failed = gateway_reply.is_none();
-        let mut reply = gateway_reply.unwrap_or_else(|| match e.etype() {
-            ErrorType::HTTPStatus(code) => Reply::error(*code, "gateway_error", &e.to_string()),
-            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => Reply::error(
-                504,
-                "upstream_timeout",
-                "the upstream did not accept the connection in time",
-            ),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reply::error(
-                504,
-                "upstream_timeout",
-                "the upstream did not answer in time",
-            ),
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => Reply::error(
-                    502,
-                    "upstream_unavailable",
-                    "the upstream could not be reached",
-                ),
-                pingora::ErrorSource::Downstream => {
-                    Reply::error(400, "bad_request", "the request could not be read")
-                }
-                _ => Reply::error(
-                    500,
-                    "internal_error",
-                    "the gateway failed to handle the request",
-                ),
-            },
-        });
-        if let (true, Some(payment)) = (upstream_failed, ctx.payment.as_mut()) {
-            // Settled up front: the money moved, so the receipt goes with the error.
-            if let Answer::UpstreamError { receipt: true } =
-                self.feed(payment, Event::UpstreamFailed).await
-            {
-                if let Some(receipt) = &payment.receipt {
-                    reply = reply.with_settlement(payment.version, receipt.clone());
-                }
-            }
-        }
+        let mut reply = gateway_reply.unwrap_or_else(|| proxy_error_reply(e));
         let downstream_gone = matches!(
             e.etype(),
             ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
         ) && e.esource() == &pingora::ErrorSource::Downstream;
+        if let (true, Some(payment)) = (upstream_failed, ctx.session.paid.as_mut()) {
+            // The answer was under way when the upstream broke it off: a settled stream is
+            // journaled as cut.
+            let cut = session.response_written().is_some()
+                && e.esource() == &pingora::ErrorSource::Upstream;
+            let event = if cut {
+                Event::UpstreamBodyCut
+            } else {
+                Event::UpstreamFailed
+            };
+            // Settled up front: the money moved, so the receipt goes with the error.
+            if let Some(receipt) = self.upstream_failed(payment, event).await {
+                reply = reply.with_settlement(&receipt);
+            }
+        }
         if downstream_gone || session.response_written().is_some() {
             return FailToProxy {
                 error_code: 0,
@@ -448,22 +494,25 @@ impl ProxyHttp for Gateway {
             m.payment_required.inc();
         }
         let route_label = ctx.route_label();
-        let Some(payment) = ctx.payment.as_mut() else {
-            let outcome = ctx.outcome.unwrap_or(if status >= 500 || status == 0 {
-                Outcome::Error
-            } else {
-                Outcome::Free
-            });
-            if let Some(m) = route_metrics {
-                m.outcome(outcome).inc();
-            }
-            return;
+        if let Some(payment) = ctx.session.paid.as_mut() {
+            self.feed(payment, Event::Ended).await;
+        }
+        let unpaid_default = if status >= 500 || status == 0 {
+            Outcome::Error
+        } else {
+            Outcome::Free
         };
-        self.feed(payment, Event::Ended).await;
-        let outcome = ctx.outcome.or(payment.outcome).unwrap_or(Outcome::Error);
+        let outcome = ctx.session.outcome().unwrap_or(match ctx.session.paid {
+            // A payment always ends with an outcome; one without is an error of the gateway.
+            Some(_) => Outcome::Error,
+            None => unpaid_default,
+        });
         if let Some(m) = route_metrics {
             m.outcome(outcome).inc();
         }
+        let Some(payment) = ctx.session.paid.as_ref() else {
+            return;
+        };
         let stage = payment.life.stage();
         tracing::info!(
             route = route_label.as_str(),
@@ -481,6 +530,39 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// The gateway's reply for a proxying error: a timeout, an unreachable upstream, a client that
+/// could not be read.
+fn proxy_error_reply(e: &Error) -> Reply {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => Reply::error(*code, "gateway_error", &e.to_string()),
+        ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => Reply::error(
+            504,
+            "upstream_timeout",
+            "the upstream did not accept the connection in time",
+        ),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reply::error(
+            504,
+            "upstream_timeout",
+            "the upstream did not answer in time",
+        ),
+        _ => match e.esource() {
+            pingora::ErrorSource::Upstream => Reply::error(
+                502,
+                "upstream_unavailable",
+                "the upstream could not be reached",
+            ),
+            pingora::ErrorSource::Downstream => {
+                Reply::error(400, "bad_request", "the request could not be read")
+            }
+            _ => Reply::error(
+                500,
+                "internal_error",
+                "the gateway failed to handle the request",
+            ),
+        },
+    }
+}
+
 /// The upstream this configuration proxies to, with its timeouts.
 fn upstream_peer_of(state: &GatewayState) -> HttpPeer {
     let upstream = &state.config.upstream;
@@ -490,6 +572,11 @@ fn upstream_peer_of(state: &GatewayState) -> HttpPeer {
     peer.options.read_timeout = Some(upstream.read_timeout);
     peer.options.write_timeout = Some(upstream.read_timeout);
     peer.options.idle_timeout = Some(upstream.idle_timeout);
+    if upstream.http2 {
+        // With TLS the upstream chooses by ALPN (h2 first); without, h2 only means prior
+        // knowledge: Pingora opens h2c and never falls back to HTTP/1.1.
+        peer.options.alpn = if upstream.tls { ALPN::H2H1 } else { ALPN::H2 };
+    }
     peer
 }
 
@@ -535,6 +622,7 @@ fn forwarding_headers(
     for name in [
         PAYMENT_SIGNATURE,
         X_PAYMENT,
+        crate::payment::sign_in::SIGN_IN_WITH_X,
         "x-payment-payer",
         "x-payment-amount",
         "x-payment-network",
@@ -545,7 +633,11 @@ fn forwarding_headers(
         }
     }
     ctx.upstream_started = Some(Instant::now());
-    if let Some(payment) = &ctx.payment {
+    if let Some(address) = &ctx.session.signed_in {
+        // Served on an access grant: the upstream learns who, not an amount paid now.
+        upstream_request.insert_header("X-Payment-Payer", address.as_str())?;
+    }
+    if let Some(payment) = &ctx.session.paid {
         upstream_request.insert_header("X-Payment-Payer", payment.verified.payer.as_str())?;
         upstream_request.insert_header("X-Payment-Amount", payment.verified.amount.to_string())?;
         upstream_request.insert_header("X-Payment-Network", payment.network.as_str())?;

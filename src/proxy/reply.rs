@@ -49,7 +49,7 @@ impl Reply {
         message: Option<&str>,
     ) -> Self {
         let template = route.challenge();
-        let required = template.v2_json(resource_url, error);
+        let required = route.v2_challenge(resource_url, method, error);
         let refusal =
             Refusal::new(status, error, message.unwrap_or(error)).with_challenge(required);
         let mut reply = Self::from(refusal);
@@ -58,11 +58,87 @@ impl Reply {
         reply
     }
 
+    /// The same challenge with one more extension (`extensions[key]`) in its v2 form.
+    pub fn with_extension(mut self, key: &str, value: serde_json::Value) -> Self {
+        let Some(mut refusal) = self.refusal.take() else {
+            return self;
+        };
+        let extended = refusal
+            .challenge
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .and_then(|mut json| {
+                json.get_mut("extensions")?
+                    .as_object_mut()?
+                    .insert(key.to_string(), value);
+                Some(json.to_string())
+            });
+        if let Some(challenge) = extended {
+            refusal.challenge = Some(challenge);
+        }
+        // The headers carry the challenge: written again from the extended one.
+        self.headers = refusal.http_headers();
+        self.refusal = Some(refusal);
+        self
+    }
+
+    /// The same challenge with `extra` merged into the `extra` of its `scheme` option on
+    /// `network` (a `batch-settlement` corrective challenge's channel state).
+    pub fn with_requirement_extra(
+        mut self,
+        scheme: &str,
+        network: &str,
+        extra: serde_json::Value,
+    ) -> Self {
+        let Some(mut refusal) = self.refusal.take() else {
+            return self;
+        };
+        let (Some(challenge), serde_json::Value::Object(added)) =
+            (refusal.challenge.as_deref(), extra)
+        else {
+            self.refusal = Some(refusal);
+            return self;
+        };
+        let extended = serde_json::from_str::<serde_json::Value>(challenge)
+            .ok()
+            .and_then(|mut json| {
+                let option = json
+                    .get_mut("accepts")?
+                    .as_array_mut()?
+                    .iter_mut()
+                    .find(|o| {
+                        o.get("scheme").and_then(|v| v.as_str()) == Some(scheme)
+                            && o.get("network").and_then(|v| v.as_str()) == Some(network)
+                    })?;
+                let target = option.get_mut("extra")?.as_object_mut()?;
+                target.extend(added);
+                Some(json.to_string())
+            });
+        if let Some(challenge) = extended {
+            refusal.challenge = Some(challenge);
+        }
+        self.headers = refusal.http_headers();
+        self.refusal = Some(refusal);
+        self
+    }
+
     /// The same challenge with a page for people in place of the v1 JSON body.
     pub fn with_html(mut self, page: Bytes) -> Self {
         self.body = page;
         self.content_type = "text/html; charset=utf-8";
         self
+    }
+
+    /// A JSON answer the gateway gives itself, not cached.
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Self {
+            status,
+            headers: vec![("Cache-Control", "no-store".into())],
+            body: Bytes::from(body.to_string()),
+            content_type: JSON,
+            extra_headers: Vec::new(),
+            refusal: None,
+        }
     }
 
     /// A JSON document the gateway serves itself (discovery).
@@ -89,12 +165,12 @@ impl Reply {
         }
     }
 
-    /// Adds the settlement header of the right protocol version.
-    pub fn with_settlement(mut self, version: u8, encoded: String) -> Self {
+    /// Adds the settlement header of the receipt's protocol version.
+    pub fn with_settlement(mut self, receipt: &Receipt) -> Self {
         self.headers
-            .push((settlement_header(version), encoded.clone()));
+            .push((receipt.header_name(), receipt.encoded.clone()));
         if let Some(refusal) = self.refusal.as_mut() {
-            refusal.receipt = Some(Receipt { version, encoded });
+            refusal.receipt = Some(receipt.clone());
         }
         self
     }
@@ -125,11 +201,6 @@ impl Reply {
         }
         Ok(())
     }
-}
-
-/// `PAYMENT-RESPONSE` for v2 payments, `X-PAYMENT-RESPONSE` for v1.
-pub fn settlement_header(version: u8) -> &'static str {
-    crate::payment::settlement_header(version)
 }
 
 /// The HTTP form of a refusal: its status, its headers and the `{error, message}` body.

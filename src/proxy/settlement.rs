@@ -5,15 +5,17 @@
 use super::reply::Reply;
 use super::{Gateway, GatewayState};
 use crate::facilitator::{
-    settle_outcome, unconfirmed_receipt, Expected, Facilitator, FacilitatorRequest,
+    settle_answer, unconfirmed_receipt, Facilitator, FacilitatorRequest, Judged,
 };
 use crate::metrics::Metrics;
 use crate::ops::journal::{JournalEntry, JournalError};
 use crate::payment::{
-    Answer, Event, Failure, JournalWrite, Lifecycle, Outcome, PaymentState, Receipt, Refusal,
-    Reservation, SettleOutcome, SettlementPolicy, VerifiedPayment,
+    body_charge, judge_settle, response_charge, upto_settle_requirements, Answer, ChargeBasis,
+    Event, ExpectedSettlement, Failure, JournalWrite, Lifecycle, Metering, PaymentState, Receipt,
+    Refusal, Reservation, SettleOutcome, SettlementPolicy, Stage, VerifiedPayment,
+    SETTLEMENT_OVERRIDES,
 };
-use crate::x402::encode_header_json;
+use crate::x402::{encode_header_json, PaymentRequirements, SettleResponse};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,29 +31,62 @@ pub(super) struct PaidRequest {
     /// front, the network's until `/settle`, which may go to its fallback when it is unreachable;
     /// after `/settle`, the one that answered.
     pub facilitator: Option<Arc<dyn Facilitator>>,
-    /// The encoded settlement answer, sent as `PAYMENT-RESPONSE` once there is one.
-    pub receipt: Option<String>,
+    /// The settlement answer, sent as `PAYMENT-RESPONSE` once there is one.
+    pub receipt: Option<Receipt>,
     pub transaction: String,
     /// The journal line this payment's events are written from.
     pub entry: Option<JournalEntry>,
     pub route_index: Option<usize>,
     /// The priced item of an MCP route it pays for (metrics per tool).
     pub item_index: Option<usize>,
-    /// The outcome the lifecycle decided, counted when the request ends.
-    pub outcome: Option<Outcome>,
+    /// Set for a metered (`upto`) payment: the charge is read from the response.
+    /// Boxed, as is `access`: most payments are neither, and the request carries this value
+    /// through every phase.
+    pub metered: Option<Box<MeteredTerms>>,
+    /// Set on a route with an access window: what settling this payment grants its payer.
+    pub access: Option<Box<AccessTerms>>,
+    /// Set for a `batch-settlement` payment once its channel is held for this request.
+    pub batch: Option<Box<super::batch::ChannelHold>>,
+}
+
+/// The access a settled payment grants: sign-ins to `resource` for `window`.
+pub(super) struct AccessTerms {
+    /// The route and the canonical path the payment bought.
+    pub resource: String,
+    pub window: std::time::Duration,
+}
+
+/// What the upstream's answer says a metered request used.
+pub(super) enum MeterReading<'a> {
+    /// From the response head: `Settlement-Overrides` and the route's usage header.
+    Head {
+        overrides: Option<&'a str>,
+        usage: Option<&'a str>,
+    },
+    /// From the response body: the units read at the route's `usage_json` path (or why they
+    /// could not be), and the head's `Settlement-Overrides`, which wins.
+    Body {
+        overrides: Option<&'a str>,
+        used: Result<u128, String>,
+    },
+}
+
+/// What a metered payment's charge is computed from and settled against.
+pub(super) struct MeteredTerms {
+    pub metering: Metering,
+    /// The matched option's requirements (`amount` is the maximum the buyer signed).
+    pub requirements: PaymentRequirements,
+    pub decimals: u8,
 }
 
 impl PaidRequest {
     /// The settlement answer received for this payment, as the client gets it.
-    pub fn settlement_receipt(&self) -> Option<Receipt> {
-        self.receipt.clone().map(|encoded| Receipt {
-            version: self.version,
-            encoded,
-        })
+    pub fn settlement_receipt(&self) -> Option<&Receipt> {
+        self.receipt.as_ref()
     }
 
-    fn expected(&self) -> Expected<'_> {
-        Expected {
+    fn expected(&self) -> ExpectedSettlement<'_> {
+        ExpectedSettlement {
             payer: &self.verified.payer,
             network: self.request.network(),
             caip2_network: &self.network,
@@ -61,13 +96,20 @@ impl PaidRequest {
 }
 
 impl Gateway {
-    /// Feeds `event` to the payment's lifecycle and carries out the decision: reservation,
-    /// journal (on disk before any reply depends on it), outcome. Returns what to answer.
+    /// Feeds `event` to the payment's lifecycle and carries out the decision: reservation and
+    /// journal (on disk before any reply depends on it); the lifecycle keeps the outcome.
+    /// Returns what to answer.
     pub(super) async fn feed(&self, payment: &mut PaidRequest, event: Event) -> Answer {
         let mut decision = payment.life.on(event);
         loop {
             match decision.reservation {
                 Reservation::Keep => {}
+                // A channel payment's reservation is its hold on the channel: kept charges are
+                // committed when it settles, anything else frees the channel uncharged.
+                Reservation::Release | Reservation::Tombstone if payment.batch.is_some() => {
+                    self.release_channel(payment).await
+                }
+                Reservation::Burn | Reservation::BurnWithResponse if payment.batch.is_some() => {}
                 Reservation::Release => self.replay.release(&payment.verified.replay_key).await,
                 // Recorded settled with the kept response when the request ends.
                 Reservation::BurnWithResponse => {}
@@ -76,8 +118,8 @@ impl Gateway {
                     self.replay.keep_unknown(&payment.verified.replay_key).await
                 }
             }
-            if let Some(outcome) = decision.outcome {
-                payment.outcome = Some(outcome);
+            if decision.grant_access {
+                self.grant_access(payment).await;
             }
             if let Some((state, reason)) = &decision.journal {
                 let written = match self.record(payment.entry.as_ref(), *state, reason).await {
@@ -104,8 +146,29 @@ impl Gateway {
         }
     }
 
+    /// Lets a settled payment's payer sign in to what it bought, for the route's window. The
+    /// payment stands whatever happens here: a grant that cannot be stored is logged (the payer
+    /// pays again next time, which the journal shows).
+    async fn grant_access(&self, payment: &PaidRequest) {
+        let Some(access) = &payment.access else {
+            return;
+        };
+        let window_ms = i64::try_from(access.window.as_millis()).unwrap_or(i64::MAX);
+        let until = crate::time::unix_now_ms().saturating_add(window_ms);
+        if let Err(e) = self
+            .sign_in
+            .grant(&access.resource, &payment.verified.payer, until)
+            .await
+        {
+            tracing::error!(payer = %payment.verified.payer, resource = %access.resource, error = %e, "the access grant of a settled payment could not be stored");
+        }
+    }
+
     /// Calls `/settle` once and feeds its judged answer.
     pub(super) async fn settle(&self, state: &GatewayState, payment: &mut PaidRequest) -> Answer {
+        if payment.batch.is_some() {
+            return self.settle_channel(state, payment).await;
+        }
         let Some(verifier) = payment.facilitator.clone() else {
             let outcome = SettleOutcome::NotSent(Failure::FacilitatorUnavailable);
             return self.feed(payment, Event::SettleAnswered(outcome)).await;
@@ -140,13 +203,8 @@ impl Gateway {
             .settle_seconds
             .observe(started.elapsed().as_secs_f64());
         let expected = payment.expected();
-        let mut judged = settle_outcome(&result, &expected);
-        let receipt = match &judged.outcome {
-            SettleOutcome::Settled(_) | SettleOutcome::Refused { .. } => judged.receipt.clone(),
-            SettleOutcome::Unknown { .. } => Some(unconfirmed_receipt(&judged, &expected)),
-            SettleOutcome::NotSent(_) => None,
-        };
-        match (&judged.outcome, &result) {
+        let verdict = judge_settle(&settle_answer(&result), &expected);
+        match (&verdict.outcome, &result) {
             (SettleOutcome::Settled(finality), _) => {
                 fmetrics.settled.inc();
                 // Counted when the money moves, whatever happens to the response afterwards.
@@ -171,8 +229,17 @@ impl Gateway {
                 tracing::error!(facilitator = facilitator.name(), answer = %answer.raw, payer = %payment.verified.payer, ?outcome, "settlement outcome unknown");
             }
         }
+        let mut judged = Judged::new(verdict, result);
+        let receipt = match &judged.outcome {
+            SettleOutcome::Settled(_) | SettleOutcome::Refused { .. } => judged.receipt.take(),
+            SettleOutcome::Unknown { .. } => Some(unconfirmed_receipt(&judged, &expected)),
+            SettleOutcome::NotSent(_) => None,
+        };
         payment.transaction = judged.transaction.clone();
-        payment.receipt = receipt.map(|r| encode_header_json(&r));
+        payment.receipt = receipt.map(|r| Receipt {
+            version: payment.version,
+            encoded: encode_header_json(&r),
+        });
         if let Some(entry) = payment.entry.as_mut() {
             entry.transaction = payment.transaction.clone();
             keep_for_resend(
@@ -182,6 +249,152 @@ impl Gateway {
             );
         }
         self.feed(payment, Event::SettleAnswered(judged.outcome))
+            .await
+    }
+
+    /// Feeds an upstream that failed to answer (`Event::UpstreamFailed`: unreachable, timed out,
+    /// unusable) or broke off its answer's body (`Event::UpstreamBodyCut`): nothing is charged,
+    /// or, once settled, the receipt that must go with the error (and a cut answer is journaled).
+    pub(super) async fn upstream_failed(
+        &self,
+        payment: &mut PaidRequest,
+        event: Event,
+    ) -> Option<Receipt> {
+        match self.feed(payment, event).await {
+            Answer::UpstreamError { receipt: true } => payment.settlement_receipt().cloned(),
+            _ => None,
+        }
+    }
+
+    /// Feeds a metered payment's final upstream status with the charge `reading` names, then
+    /// settles that charge. A payment that is not metered is fed the status alone.
+    pub(super) async fn advance_metered(
+        &self,
+        state: &GatewayState,
+        payment: &mut PaidRequest,
+        status: u16,
+        reading: MeterReading<'_>,
+    ) -> Answer {
+        let Some(terms) = payment.metered.as_ref() else {
+            return self
+                .advance(state, payment, Event::UpstreamAnswered { status })
+                .await;
+        };
+        let maximum = payment.verified.amount;
+        let (metering, decimals) = (&terms.metering, terms.decimals);
+        let charge = match reading {
+            MeterReading::Head { overrides, usage } => {
+                response_charge(metering, maximum, decimals, overrides, usage)
+            }
+            MeterReading::Body { overrides, used } => {
+                body_charge(metering, maximum, decimals, overrides, used)
+            }
+        };
+        // From the charge on, as settling any payment: a charge of 0 is answered with the
+        // receipt the official facilitator gives for one (success, no transaction, amount 0).
+        let succeeded = SettlementPolicy::upstream_succeeded(status);
+        if succeeded {
+            match &charge.basis {
+                ChargeBasis::Fallback { fallback, problem } => tracing::warn!(
+                    payer = %payment.verified.payer,
+                    %problem,
+                    fallback = fallback.as_str(),
+                    amount = %charge.amount,
+                    "metered usage missing or unreadable; the route's fallback is charged"
+                ),
+                ChargeBasis::Capped => tracing::info!(
+                    payer = %payment.verified.payer,
+                    maximum = %maximum,
+                    "metered usage above the maximum; the maximum is charged"
+                ),
+                ChargeBasis::Reported => {}
+            }
+            // From here on the payment is for the charge, not the maximum: the settle request,
+            // the amount its answer must name, the journal and the revenue counted.
+            if let Some(settle) = upto_settle_requirements(&terms.requirements, &charge) {
+                match serde_json::to_value(&settle) {
+                    Ok(value) => payment.request.payment_requirements = value,
+                    Err(e) => {
+                        // Never settle the maximum in place of the charge: charge nothing.
+                        tracing::error!(error = %e, "the metered settle requirements cannot be written; nothing is charged");
+                        let reason = "settle_request_unwritable".to_string();
+                        return self
+                            .advance(state, payment, Event::ResultFailed { reason })
+                            .await;
+                    }
+                }
+            }
+            payment.verified.amount = charge.amount;
+            if let Some(entry) = payment.entry.as_mut() {
+                entry.amount = charge.amount.to_string();
+            }
+        }
+        let settles = charge.settles();
+        let answer = self
+            .advance(state, payment, Event::MeteredAnswered { status, charge })
+            .await;
+        if !settles && matches!(payment.life.stage(), Stage::Settled(_)) {
+            let receipt = SettleResponse {
+                extra: None,
+                success: true,
+                error_reason: None,
+                error_message: None,
+                payer: Some(payment.verified.payer.clone()),
+                transaction: String::new(),
+                network: payment.network.clone(),
+                status: None,
+                amount: Some(serde_json::Value::from("0")),
+            };
+            payment.receipt = Some(Receipt {
+                version: payment.version,
+                encoded: encode_header_json(&receipt),
+            });
+        }
+        answer
+    }
+
+    /// Feeds the upstream's final answer, as its head `head` says, and settles when the lifecycle
+    /// says so: a channel payment and a metered one are charged what the head reports
+    /// (`Settlement-Overrides`, the route's usage header, removed from the head the client gets),
+    /// any other payment its price.
+    pub(super) async fn settle_on_head(
+        &self,
+        state: &GatewayState,
+        payment: &mut PaidRequest,
+        head: &mut pingora::http::ResponseHeader,
+    ) -> Answer {
+        let status = head.status.as_u16();
+        let header = |name: &str| {
+            head.headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let overrides = header(SETTLEMENT_OVERRIDES);
+        let usage = payment
+            .metered
+            .as_ref()
+            .and_then(|terms| terms.metering.header.as_ref())
+            .and_then(|h| header(h.name.as_str()));
+        // The seller's instruction to the gateway (on a route that reads it) is never shown to
+        // the buyer.
+        let reads_overrides = payment.metered.is_some() || payment.batch.is_some();
+        if reads_overrides && overrides.is_some() {
+            head.remove_header(SETTLEMENT_OVERRIDES);
+        }
+        if payment.metered.is_some() {
+            let reading = MeterReading::Head {
+                overrides: overrides.as_deref(),
+                usage: usage.as_deref(),
+            };
+            return self.advance_metered(state, payment, status, reading).await;
+        }
+        if payment.batch.is_some() {
+            // A channel payment may be charged less than its price, as the upstream says.
+            return self
+                .advance_channel(state, payment, status, overrides.as_deref())
+                .await;
+        }
+        self.advance(state, payment, Event::UpstreamAnswered { status })
             .await
     }
 
@@ -197,6 +410,23 @@ impl Gateway {
             other => other,
         }
     }
+}
+
+/// Puts the payment's receipt on the head of an answer the lifecycle said to deliver, readable by
+/// browsers too.
+pub(super) fn attach_receipt(
+    head: &mut pingora::http::ResponseHeader,
+    answer: &Answer,
+    payment: &PaidRequest,
+) -> pingora::Result<()> {
+    if let (Answer::Deliver, Some(receipt)) = (answer, payment.settlement_receipt()) {
+        head.insert_header(receipt.header_name(), receipt.encoded.as_str())?;
+        head.insert_header(
+            "Access-Control-Expose-Headers",
+            crate::x402::EXPOSED_HEADERS,
+        )?;
+    }
+    Ok(())
 }
 
 /// Keeps the settle request of a settlement whose outcome is unknown, for reconciliation to send
@@ -231,7 +461,7 @@ const RESEND_UNAVAILABLE: &str = "resend_unavailable";
 /// The gateway's reply for an answer that ends the request with an error of the payment, if it is
 /// one (`Fail`, `SettleRefused`).
 pub(super) fn payment_reply(answer: &Answer, payment: &PaidRequest) -> Option<Reply> {
-    Refusal::for_answer(answer, payment.settlement_receipt().as_ref()).map(Reply::from)
+    Refusal::for_answer(answer, payment.settlement_receipt()).map(Reply::from)
 }
 
 #[cfg(test)]

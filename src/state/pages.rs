@@ -180,6 +180,13 @@ fn prices(priced: &PricedRoute) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Adds what a route listed in the Bazaar declares (`bazaar`: catalog fields, input and output).
+fn with_bazaar(entry: &mut serde_json::Value, priced: &PricedRoute) {
+    if let (Some(discovery), Some(obj)) = (&priced.discovery, entry.as_object_mut()) {
+        obj.insert("bazaar".into(), discovery.summary());
+    }
+}
+
 impl Pages {
     pub fn new(config: &GatewayConfig) -> Self {
         let routes = config.routes.in_file_order();
@@ -190,7 +197,7 @@ impl Pages {
                 let (_, path) = route.source.split_once(' ').unwrap_or(("*", &route.source));
                 for item in &mcp.items {
                     let priced = &item.priced;
-                    listed.push(json!({
+                    let mut entry = json!({
                         "route": route.source,
                         "method": "POST",
                         "path": path.trim(),
@@ -201,7 +208,9 @@ impl Pages {
                         "settle": priced.settle.as_str(),
                         "accepts": priced.options.iter().map(|o| &o.requirements).collect::<Vec<_>>(),
                         "prices": prices(priced),
-                    }));
+                    });
+                    with_bazaar(&mut entry, priced);
+                    listed.push(entry);
                 }
                 continue;
             }
@@ -220,6 +229,17 @@ impl Pages {
                 "accepts": priced.options.iter().map(|o| &o.requirements).collect::<Vec<_>>(),
                 "prices": prices(priced),
             });
+            if let (Some(metering), Some(option), Some(obj)) = (
+                &priced.metering,
+                priced.options.first(),
+                resource.as_object_mut(),
+            ) {
+                // The option's amount is the maximum; this says what is charged within it.
+                obj.insert("metering".into(), metering.describe(option.decimals));
+            }
+            if let (Some(window), Some(obj)) = (priced.access, resource.as_object_mut()) {
+                obj.insert("accessSeconds".into(), window.as_secs().into());
+            }
             if let (false, Some(obj)) = (priced.price_rules.is_empty(), resource.as_object_mut()) {
                 let rules: Vec<_> = priced
                     .price_rules
@@ -240,6 +260,7 @@ impl Pages {
             {
                 obj.insert("url".into(), format!("{base}{}", path.trim()).into());
             }
+            with_bazaar(&mut resource, priced);
             listed.push(resource);
         }
         let discovery = config
@@ -255,6 +276,46 @@ impl Pages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn discovered(routes: &str) -> serde_json::Value {
+        let text = format!(
+            "[server]\npublic_url = \"https://api.example.com\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[facilitator]\nkind = \"local\"\n[defaults]\npay_to = \"0x70997970c51812dc3a010c7d01b50e0d17dc79c8\"\nnetwork = \"eip155:84532\"\n{routes}"
+        );
+        let config = GatewayConfig::parse(&text, std::path::Path::new("g.toml"), &|_| None)
+            .expect("a valid configuration");
+        let document = Pages::new(&config).discovery.expect("discovery is on");
+        serde_json::from_slice(&document).expect("JSON")
+    }
+
+    #[test]
+    fn the_discovery_document_says_how_metered_routes_charge_and_how_long_access_lasts() {
+        let doc = discovered(
+            "[[routes]]\nmatch = \"POST /chat\"\nscheme = \"upto\"\nprice = \"$1\"\nusage_json = \"usage.total_tokens\"\nunit_price = \"$0.0001\"\n\
+             [[routes]]\nmatch = \"GET /units\"\nscheme = \"upto\"\nprice = \"$1\"\nusage_header = \"X-Units\"\nunit_amount = \"7\"\nusage_fallback = \"nothing\"\n\
+             [[routes]]\nmatch = \"GET /cost\"\nscheme = \"upto\"\nprice = \"$1\"\namount_header = \"X-Cost\"\n\
+             [[routes]]\nmatch = \"GET /report\"\nprice = \"$0.05\"\naccess = \"24h\"\n",
+        );
+        let resources = doc["resources"].as_array().expect("resources");
+        assert_eq!(
+            resources[0]["metering"],
+            serde_json::json!({"source": "usage_json", "path": "usage.total_tokens", "unitAmount": "100", "unitPrice": "0.0001", "fallback": "maximum"})
+        );
+        assert_eq!(
+            resources[0]["accepts"][0]["amount"], "1000000",
+            "the maximum"
+        );
+        assert_eq!(
+            resources[1]["metering"],
+            serde_json::json!({"source": "usage_header", "header": "x-units", "unitAmount": "7", "unitPrice": "0.000007", "fallback": "nothing"})
+        );
+        assert_eq!(
+            resources[2]["metering"],
+            serde_json::json!({"source": "amount_header", "header": "x-cost", "fallback": "maximum"})
+        );
+        assert_eq!(resources[3]["accessSeconds"], 86_400);
+        assert!(resources[3].get("metering").is_none(), "a fixed price");
+        assert!(resources[0].get("accessSeconds").is_none());
+    }
 
     #[test]
     fn browsers_prefer_html_and_programs_do_not() {

@@ -45,6 +45,22 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Settled authorizations recorded before a restart, in one round trip per batch: each key
+/// (`KEYS[i]`, kept `ARGV[i]` ms) that no one holds becomes `settled`.
+static REMEMBER_SETTLED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local remembered = 0
+          for i, key in ipairs(KEYS) do
+            if redis.call('SET', key, 'settled', 'NX', 'PX', ARGV[i]) then remembered = remembered + 1 end
+          end
+          return remembered",
+    )
+});
+
+/// Keys per `REMEMBER_SETTLED` call: large enough that a restart with many live authorizations
+/// makes few round trips, small enough that no call holds Redis up for long.
+const REMEMBER_BATCH: usize = 500;
+
 /// A reservation this process holds: the token proving ownership and when it ends.
 struct Held {
     token: String,
@@ -175,6 +191,30 @@ impl ReplayGuard for RedisReplayGuard {
 
     async fn keep_unknown(&self, key: &ReplayKey) {
         self.finish(key, UNKNOWN);
+    }
+
+    async fn remember_settled(&self, recorded: &[(ReplayKey, u64)], now: u64) -> usize {
+        let mut remembered = 0;
+        for batch in recorded.chunks(REMEMBER_BATCH) {
+            let keys = batch.iter().map(|(key, _)| self.redis_key(key)).collect();
+            let args = batch
+                .iter()
+                .map(|(_, expires_at)| arg(ttl_ms(*expires_at, now)))
+                .collect();
+            match self
+                .store
+                .eval::<i64>("replay_remember", &REMEMBER_SETTLED, keys, args)
+                .await
+            {
+                Ok(n) => remembered += usize::try_from(n).unwrap_or(0),
+                // As when a single reservation fails at start-up: the journal still refuses these
+                // authorizations where it is shared (PostgreSQL); the log says what was not kept.
+                Err(e) => {
+                    tracing::warn!(error = %e, authorizations = batch.len(), "could not remember settled authorizations in redis")
+                }
+            }
+        }
+        remembered
     }
 
     async fn forget_expired(&self, now: u64) -> usize {

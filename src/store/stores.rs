@@ -3,8 +3,9 @@
 //! rest of the request reads and writes.
 
 use super::{
-    LocalAdmission, LocalRateCounter, RateCounter, RedisAdmission, RedisIdempotency,
-    RedisRateCounter, RedisReplayGuard, RedisStore,
+    ChannelStore, LocalAdmission, LocalChannels, LocalRateCounter, LocalSignIn, RateCounter,
+    RedisAdmission, RedisChannels, RedisIdempotency, RedisRateCounter, RedisReplayGuard,
+    RedisSignIn, RedisStore, SignInStore,
 };
 use crate::payment::claims::AdmissionStore;
 use crate::payment::idempotency::{IdempotencyStore, InMemoryIdempotency};
@@ -19,6 +20,10 @@ pub struct Stores {
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub rates: Arc<dyn RateCounter>,
     pub admission: Arc<dyn AdmissionStore>,
+    /// Sign-in grants and used sign-in nonces.
+    pub sign_in: Arc<dyn SignInStore>,
+    /// `batch-settlement` channels and the claim lease.
+    pub channels: Arc<dyn ChannelStore>,
 }
 
 impl Stores {
@@ -37,6 +42,8 @@ impl Stores {
             idempotency,
             rates,
             admission,
+            sign_in: Arc::new(LocalSignIn::new()),
+            channels: Arc::new(LocalChannels::new()),
         }
     }
 
@@ -48,6 +55,8 @@ impl Stores {
             replay: guard.clone(),
             idempotency: Arc::new(RedisIdempotency::new(store.clone())),
             rates: Arc::new(RedisRateCounter::new(store.clone())),
+            sign_in: Arc::new(RedisSignIn::new(store.clone())),
+            channels: Arc::new(RedisChannels::new(store.clone())),
             admission: Arc::new(RedisAdmission::new(store, guard)),
         }
     }

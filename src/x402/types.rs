@@ -155,11 +155,42 @@ pub struct PaymentPayloadV1 {
     pub payload: ExactEvmPayload,
 }
 
+/// v2 `upto` payment (`PAYMENT-SIGNATURE` with `accepted.scheme = "upto"`): a Permit2
+/// authorization for a maximum.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPayloadUpto {
+    pub accepted: PaymentRequirements,
+    pub payload: UptoEvmPayload,
+}
+
+/// The scheme of one EIP-3009 transfer for the exact price.
+pub const EXACT: &str = "exact";
+
+/// The scheme whose payloads are Permit2 authorizations for a maximum, settled by usage.
+pub const UPTO: &str = "upto";
+
+/// The scheme whose payments come from a deposit in an escrow channel, one voucher per request.
+pub const BATCH_SETTLEMENT: &str = "batch-settlement";
+
+/// v2 `batch-settlement` payment: a channel deposit, a voucher or a refund request, read by the
+/// payment core's batch module (`payload` is kept as sent).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPayloadBatch {
+    pub accepted: PaymentRequirements,
+    pub payload: Value,
+}
+
 /// A decoded payment of either protocol version.
 #[derive(Debug, Clone)]
 pub enum PaymentPayload {
     V1(PaymentPayloadV1),
     V2(PaymentPayloadV2),
+    /// v2 only: `upto` has no v1 form.
+    Upto(PaymentPayloadUpto),
+    /// v2 only.
+    Batch(PaymentPayloadBatch),
 }
 
 impl PaymentPayload {
@@ -174,6 +205,18 @@ impl PaymentPayload {
             1 => PaymentPayloadV1::deserialize(raw)
                 .map(Self::V1)
                 .map_err(|e| e.to_string()),
+            2 if raw.pointer("/accepted/scheme").and_then(Value::as_str)
+                == Some(BATCH_SETTLEMENT) =>
+            {
+                PaymentPayloadBatch::deserialize(raw)
+                    .map(Self::Batch)
+                    .map_err(|e| e.to_string())
+            }
+            2 if raw.pointer("/accepted/scheme").and_then(Value::as_str) == Some(UPTO) => {
+                PaymentPayloadUpto::deserialize(raw)
+                    .map(Self::Upto)
+                    .map_err(|e| e.to_string())
+            }
             2 => PaymentPayloadV2::deserialize(raw)
                 .map(Self::V2)
                 .map_err(|e| e.to_string()),
@@ -184,14 +227,16 @@ impl PaymentPayload {
     pub fn version(&self) -> u8 {
         match self {
             Self::V1(_) => 1,
-            Self::V2(_) => 2,
+            Self::V2(_) | Self::Upto(_) | Self::Batch(_) => 2,
         }
     }
 
-    pub fn exact(&self) -> &ExactEvmPayload {
+    /// The EIP-3009 authorization of an `exact` (or batch) payment; `None` for `upto`.
+    pub fn exact(&self) -> Option<&ExactEvmPayload> {
         match self {
-            Self::V1(p) => &p.payload,
-            Self::V2(p) => &p.payload,
+            Self::V1(p) => Some(&p.payload),
+            Self::V2(p) => Some(&p.payload),
+            Self::Upto(_) | Self::Batch(_) => None,
         }
     }
 
@@ -199,6 +244,8 @@ impl PaymentPayload {
         match self {
             Self::V1(p) => &p.scheme,
             Self::V2(p) => &p.accepted.scheme,
+            Self::Upto(p) => &p.accepted.scheme,
+            Self::Batch(p) => &p.accepted.scheme,
         }
     }
 }
@@ -214,6 +261,9 @@ pub struct VerifyResponse {
     pub invalid_message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer: Option<String>,
+    /// Scheme-specific facts (`batch-settlement`: the channel's on-chain state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
 }
 
 /// Facilitator `/settle` answer; also the decoded `PAYMENT-RESPONSE`.
@@ -234,6 +284,13 @@ pub struct SettleResponse {
     /// Settlement state where the facilitator reports one (`pending`, `success`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// The amount actually settled, in atomic units (`upto`: the charge, at most the maximum).
+    /// Kept as written: what it says is judged from the raw answer, never by failing to read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Value>,
+    /// Scheme-specific facts (`batch-settlement`: what was charged and the channel's state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
 }
 
 /// One (version, scheme, network) a facilitator offers.
@@ -263,6 +320,17 @@ impl SupportedResponse {
             .iter()
             .filter(|k| k.x402_version == 2 && k.scheme == "upto" && k.network == network)
             .find_map(|k| k.extra.as_ref()?.get("facilitatorAddress")?.as_str())
+    }
+}
+
+impl SupportedResponse {
+    /// The address a facilitator signs `batch-settlement` claims and refunds with on `network`
+    /// (`extra.receiverAuthorizer`), when it offers to.
+    pub fn batch_receiver_authorizer(&self, network: &str) -> Option<&str> {
+        self.kinds
+            .iter()
+            .filter(|k| k.x402_version == 2 && k.scheme == BATCH_SETTLEMENT && k.network == network)
+            .find_map(|k| k.extra.as_ref()?.get("receiverAuthorizer")?.as_str())
     }
 }
 
@@ -303,10 +371,28 @@ mod tests {
             "asset":"0xa","payTo":"0xb","maxTimeoutSeconds":60,"extra":{}},"payload":exact()});
         let p = PaymentPayload::from_json(&v2).unwrap();
         assert_eq!(
-            p.exact().authorization.valid_after,
+            p.exact().expect("exact").authorization.valid_after,
             "0",
             "numbers are kept as decimal text"
         );
+    }
+
+    #[test]
+    fn an_upto_payment_is_read_by_its_accepted_scheme() {
+        let v2 = json!({"x402Version":2,"accepted":{"scheme":"upto","network":"eip155:84532",
+            "amount":"1000000","asset":"0xa","payTo":"0xb","maxTimeoutSeconds":60,"extra":{}},
+            "payload":{"signature":"0xab","permit2Authorization":{"from":"0x1",
+            "permitted":{"token":"0xa","amount":"1000000"},"spender":"0xc","nonce":"7",
+            "deadline":"1900000000","witness":{"to":"0xb","facilitator":"0xd","validAfter":"0"}}}});
+        let p = PaymentPayload::from_json(&v2).unwrap();
+        assert!(matches!(p, PaymentPayload::Upto(_)));
+        assert_eq!((p.version(), p.scheme()), (2, "upto"));
+        assert!(p.exact().is_none());
+        // An EIP-3009 payload is no `upto` payment.
+        let exact_shaped = json!({"x402Version":2,"accepted":v2["accepted"],"payload":exact()});
+        assert!(PaymentPayload::from_json(&exact_shaped)
+            .unwrap_err()
+            .contains("permit2Authorization"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Test rig: real processes on 127.0.0.1. The gateway binary under test, the upstream API and the
-//! facilitator (tests/support/*.mjs) each run as their own process and are killed on drop.
+//! Test rig: real processes on 127.0.0.1. The gateway binary under test ([`TestGateway`]), the
+//! upstream API and the facilitator (tests/support/*.mjs) each run as their own process and are
+//! killed on drop.
 #![allow(dead_code)]
 
 use base64::Engine;
@@ -11,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use x402_gateway::buyer::{random_nonce, Wallet};
 use x402_gateway::x402::PaymentRequirements;
+
+mod gateway;
+pub use gateway::*;
 
 pub const BUYER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 pub const PAY_TO: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
@@ -154,37 +158,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Starts the gateway with `config` and waits until it accepts connections.
-pub fn start_gateway(config: &str, port: u16) -> Proc {
-    let path = write_config(config);
-    let child = Command::new(gateway_bin())
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !listening(port) {
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not start listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    Proc {
-        child,
-        port,
-        ready: Value::Null,
-    }
-}
-
 /// Upstream, facilitator and gateway for one test.
 pub struct Rig {
     pub upstream: Proc,
     pub facilitator: Proc,
-    pub gateway: Proc,
+    pub gateway: TestGateway,
     pub http: reqwest::Client,
 }
 
@@ -243,16 +221,7 @@ accepts = [ {{ price = "$0.02" }}, {{ price = "$0.02", network = "eip155:196", a
 
 /// The admin port written into a configuration by [`config`].
 pub fn admin_port(config: &str) -> u16 {
-    let admin = config.find("[admin]").expect("an [admin] table");
-    let line = config[admin..]
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .expect("an admin listen line");
-    line.trim_end_matches('"')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port")
+    listen_port_in(config, "[admin]").expect("an [admin] listen line")
 }
 
 impl Rig {
@@ -280,7 +249,7 @@ impl Rig {
             facilitator_extra,
             extra,
         );
-        let gateway = start_gateway(&edit(text), port);
+        let gateway = TestGateway::builder(&edit(text)).start();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -437,4 +406,19 @@ pub fn sign_v1(v1_option: &Value) -> String {
         &json!({"x402Version": 1, "scheme": "exact", "network": v1_option["network"],
         "payload": {"signature": signature, "authorization": auth}}),
     )
+}
+
+/// Reads a response head byte by byte from a raw socket, up to its blank line; `None` when the
+/// connection ends first.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }

@@ -16,8 +16,9 @@ async function payOnce(r, buyer) {
 describe('facilitator faults', { timeout: 120000 }, () => {
   afterEach(() => rig().facPost('__reset', {}));
 
-  // hang outlasts the configured 10 s facilitator timeout
-  for (const mode of ['invalid', 'http500', 'garbage', 'wrongshape', 'hang']) {
+  // hang outlasts the configured 10 s facilitator timeout; otherpayer is a valid verdict about
+  // another payer, which must not be taken for this payment's
+  for (const mode of ['invalid', 'http500', 'garbage', 'wrongshape', 'hang', 'otherpayer']) {
     test(`verify answers "${mode}": refused, upstream untouched, nothing charged`, { timeout: 30000 }, async () => {
       const r = rig();
       const buyer = r.buyers[0];

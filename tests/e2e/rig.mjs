@@ -1,7 +1,7 @@
 // One complete x402 deployment per test file: anvil + FiatTokenV2_2, the official facilitator,
 // the echo upstream, and the gateway binary under test in front of the upstream.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,12 +15,13 @@ import { freePort, sleep } from '../support/util.mjs';
 export const PRICE = 10000n;
 export const GATEWAY_BIN = process.env.GATEWAY_BIN || fileURLToPath(new URL('../../target/debug/x402-gateway', import.meta.url));
 
-function gatewayConfig({ port, adminPort, upstreamPort, facilitatorPort, payTo, token }) {
+function gatewayConfig({ port, adminPort, upstreamPort, facilitatorPort, payTo, token, routes = '', publicUrl = false, admin = '', config = '' }) {
   return `unmatched = "proxy"
 [server]
-listen = "127.0.0.1:${port}"
+listen = "127.0.0.1:${port}"${publicUrl ? `\npublic_url = "${typeof publicUrl === 'string' ? publicUrl : `http://127.0.0.1:${port}`}"` : ''}
 [admin]
 listen = "127.0.0.1:${adminPort}"
+${admin}
 [upstream]
 url = "http://127.0.0.1:${upstreamPort}"
 [facilitator]
@@ -56,7 +57,8 @@ mcp = true
 name = "search"
 price = "$0.01"
 description = "a paid MCP tool"
-`;
+${routes}
+${config}`;
 }
 
 async function waitForTcp(port, proc, log, timeoutMs = 20000) {
@@ -90,30 +92,79 @@ async function startGateway(cfg) {
 }
 
 // `upstream` is the support script serving behind the gateway (the echo API, or an MCP server).
-export async function startRig({ upstream: upstreamScript = 'upstream.mjs' } = {}) {
+// `upto: true` also installs Permit2 and the upto proxy on the chain and registers the official
+// `upto` scheme in the facilitator; the rig then carries `upto: {permit2, uptoProxy, gas}`.
+// `batch: true` also installs the batch-settlement escrow and its EIP-3009 collector and registers
+// the official `batch-settlement` scheme, with a receiver authorizer, in the facilitator; the rig
+// then carries `batch: {settlement, erc3009Collector, authorizerKey, gas, compile}`.
+// `gateway: false` leaves the gateway out, for tests of the rig's own parts (no binary needed).
+// `routes` is TOML appended to the gateway's configuration (more `[[routes]]`), `config` TOML
+// appended after them (other tables, e.g. `[journal]`), `admin` keys of its `[admin]`; `publicUrl`
+// sets `[server] public_url` to the gateway's own address. `replicas: N` starts N gateways on one
+// configuration with `[redis]` (the machine's Redis, a key prefix of this rig's own), as replicas
+// behind one name are run; `rig.url(path, i)` addresses replica i.
+export async function startRig({ upstream: upstreamScript = 'upstream.mjs', upto = false, batch = false, gateway: withGateway = true, routes = '', publicUrl = false, replicas = 1, admin = '', config = '' } = {}) {
   const procs = [];
   const stop = () => Promise.all(procs.reverse().map((p) => p.stop()));
   try {
-    const chain = await startReady('chain.mjs', ['--port', '0']);
+    const chainArgs = ['--port', '0', ...(upto ? ['--upto'] : []), ...(batch ? ['--batch'] : [])];
+    const chain = await startReady('chain.mjs', chainArgs, { timeoutMs: upto || batch ? 90000 : 30000 });
     procs.push(chain);
     const info = chain.info;
+    const facilitatorArgs = ['--port', '0', '--rpc', info.rpc, '--key', info.facilitatorKey, ...(upto ? ['--upto'] : [])];
+    if (batch) facilitatorArgs.push('--batch-authorizer-key', info.batch.authorizerKey);
     const [facilitator, upstream] = await Promise.all([
-      startReady('facilitator.mjs', ['--port', '0', '--rpc', info.rpc, '--key', info.facilitatorKey]),
+      startReady('facilitator.mjs', facilitatorArgs),
       startReady(upstreamScript, ['--port', '0']),
     ]);
     procs.push(facilitator, upstream);
-    const port = await freePort();
-    const adminPort = await freePort();
-    const gateway = await startGateway({ port, adminPort, upstreamPort: upstream.info.port, facilitatorPort: facilitator.info.port, payTo: info.payTo, token: info.token });
-    procs.push(gateway.proc);
-    return makeRig({ info, port, facilitatorPort: facilitator.info.port, upstreamPort: upstream.info.port, gateway, stop });
+    let port = null;
+    let gateway = null;
+    let firstAdminPort = null;
+    const ports = [];
+    if (withGateway) {
+      const shared = replicas > 1
+        ? `\n[redis]\nurl = "${process.env.REDIS_URL || 'redis://127.0.0.1:6379'}"\nkey_prefix = "e2e-${process.pid}-${Date.now()}:"\n`
+        : '';
+      for (let i = 0; i < replicas; i++) {
+        ports.push(await freePort());
+      }
+      // Replicas serve one public name: the first replica's address.
+      const publicName = publicUrl ? `http://127.0.0.1:${ports[0]}` : false;
+      for (let i = 0; i < replicas; i++) {
+        const replicaPort = ports[i];
+        const adminPort = await freePort();
+        const started = await startGateway({ port: replicaPort, adminPort, upstreamPort: upstream.info.port, facilitatorPort: facilitator.info.port, payTo: info.payTo, token: info.token, routes: routes + shared, publicUrl: publicName, admin, config });
+        procs.push(started.proc);
+        if (i === 0) {
+          port = replicaPort;
+          gateway = started;
+          firstAdminPort = adminPort;
+        }
+      }
+    }
+    // Stops the first gateway and starts it again on the same configuration and port (what a
+    // restart or a redeploy does), for tests of what survives one.
+    // `amend` rewrites the configuration's text in between.
+    const restartGateway = async (amend = (text) => text) => {
+      if (!gateway) throw new Error('this rig was started with gateway: false');
+      await gateway.proc.stop();
+      writeFileSync(gateway.configFile, amend(readFileSync(gateway.configFile, 'utf8')));
+      const proc = startProcess(GATEWAY_BIN, ['run', '--config', gateway.configFile], { env: { RUST_LOG: process.env.RUST_LOG || 'info' } });
+      proc.child.stdout?.resume();
+      procs.push(proc);
+      gateway.proc = proc;
+      gateway.log = () => proc.stderr().slice(-6000);
+      await waitForTcp(port, proc, gateway.log);
+    };
+    return makeRig({ info, port, ports, adminPort: firstAdminPort, facilitatorPort: facilitator.info.port, upstreamPort: upstream.info.port, gateway, stop, restartGateway });
   } catch (err) {
     await stop();
     throw err;
   }
 }
 
-function makeRig({ info, port, facilitatorPort, upstreamPort, gateway, stop }) {
+function makeRig({ info, port, ports = [port], adminPort = null, facilitatorPort, upstreamPort, gateway, stop, restartGateway }) {
   // viem caches the block number for 4 s by default, which hides blocks mined in between
   const publicClient = createPublicClient({ chain: anvilChain(info.rpc), transport: http(info.rpc), cacheTime: 0, pollingInterval: 100 });
   const facUrl = `http://127.0.0.1:${facilitatorPort}`;
@@ -124,10 +175,22 @@ function makeRig({ info, port, facilitatorPort, upstreamPort, gateway, stop }) {
     ...info,
     publicClient,
     stop,
-    gatewayLog: gateway.log,
-    authority: `127.0.0.1:${port}`,
+    gatewayLog: gateway ? () => gateway.log() : () => '(no gateway in this rig)',
+    restartGateway,
+    gatewayConfigFile: gateway ? gateway.configFile : null,
+    authority: gateway ? `127.0.0.1:${port}` : null,
     upstreamAuthority: `127.0.0.1:${upstreamPort}`,
-    url: (path) => `http://127.0.0.1:${port}${path}`,
+    url: (path, replica = 0) => {
+      if (!gateway) throw new Error('this rig was started with gateway: false');
+      if (replica >= ports.length) throw new Error(`this rig runs ${ports.length} gateway(s), not replica ${replica}`);
+      return `http://127.0.0.1:${ports[replica]}${path}`;
+    },
+    facilitatorUrl: facUrl,
+    // The first gateway's admin listener (health, metrics, the admin API and the console).
+    adminUrl: (path) => {
+      if (!adminPort) throw new Error('this rig was started with gateway: false');
+      return `http://127.0.0.1:${adminPort}${path}`;
+    },
 
     hits: async () => (await getJson(`${upUrl}/__hits`)).hits,
     lastUpstream: () => getJson(`${upUrl}/__last`),
@@ -159,7 +222,7 @@ export function useRig(options) {
   let rig;
   before(async () => {
     rig = await startRig(options);
-  }, { timeout: 60000 });
+  }, { timeout: options?.upto || options?.batch ? 120000 : 60000 });
   after(() => rig?.stop(), { timeout: 15000 });
   return () => rig;
 }

@@ -1,6 +1,13 @@
 // Local Base-Sepolia-like chain: anvil with chain id 84532 and Circle's real FiatTokenV2_2,
 // so EIP-3009 signatures and transfers behave exactly as they do against USDC.
-//   node support/chain.mjs --port 0 [--chain-id 84532] [--name USDC]   → one JSON line {ready, rpc, chainId, token, payTo, facilitatorKey, buyers, brokeBuyer}
+//   node support/chain.mjs --port 0 [--chain-id 84532] [--name USDC] [--upto] [--batch]
+//   → one JSON line {ready, rpc, chainId, token, payTo, facilitatorKey, buyers, brokeBuyer[, upto][, batch]}
+// --upto also installs Permit2 and the upto proxy at their canonical addresses (support/upto.mjs);
+// `upto` is then {permit2, uptoProxy, gas: {permit2, proxy, multicall}, compile: {permit2, proxy}}.
+// --batch also installs the batch-settlement escrow and its EIP-3009 deposit collector
+// (support/batch.mjs); `batch` is then {settlement, erc3009Collector, authorizerKey,
+// gas: {settlement, collector, multicall}, compile: {settlement, collector}}, where authorizerKey
+// is a funded key of its own for the facilitator's receiver authorizer (facilitator.mjs --batch-authorizer-key).
 // Runs until SIGTERM, or until its stdin pipe closes (parent gone); anvil dies with it.
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -77,7 +84,7 @@ async function send(wallet, publicClient, address, functionName, args) {
 
 // chainId and name let the same rig stand in for other networks (X Layer's 196 with a token named
 // USD₮0); the contract's EIP-712 version stays FiatTokenV2_2's "2".
-export async function startChain({ port = 0, chainId = CHAIN_ID, name = 'USDC' } = {}) {
+export async function startChain({ port = 0, chainId = CHAIN_ID, name = 'USDC', upto = false, batch = false } = {}) {
   const p = port || (await freePort());
   const rpc = `http://127.0.0.1:${p}`;
   const anvil = spawn(ANVIL, ['--chain-id', String(chainId), '--host', '127.0.0.1', '--port', String(p), '--silent'], {
@@ -111,6 +118,34 @@ export async function startChain({ port = 0, chainId = CHAIN_ID, name = 'USDC' }
     const version = await publicClient.readContract({ address: token, abi: TOKEN.abi, functionName: 'version' });
     if (version !== '2') throw new Error(`unexpected token version ${version}`);
 
+    let uptoInfo;
+    if (upto) {
+      // loaded only when asked: most chains do not need it
+      const { installUpto } = await import('./upto.mjs');
+      const installed = await installUpto({ publicClient, wallet });
+      uptoInfo = {
+        permit2: installed.permit2,
+        uptoProxy: installed.uptoProxy,
+        gas: Object.fromEntries(Object.entries(installed.gas).map(([k, v]) => [k, Number(v)])),
+        compile: installed.compile,
+      };
+    }
+
+    let batchInfo;
+    if (batch) {
+      const { installBatchSettlement } = await import('./batch.mjs');
+      const installed = await installBatchSettlement({ publicClient, wallet });
+      batchInfo = {
+        settlement: installed.settlement,
+        erc3009Collector: installed.erc3009Collector,
+        // signs ClaimBatch and Refund for the facilitator: a key distinct from the one that sends
+        // transactions, as a production facilitator would keep them
+        authorizerKey: anvilAccount(7).key,
+        gas: Object.fromEntries(Object.entries(installed.gas).map(([k, v]) => [k, Number(v)])),
+        compile: installed.compile,
+      };
+    }
+
     const pub = ({ address, key }) => ({ address, key });
     const info = {
       ready: true,
@@ -121,6 +156,8 @@ export async function startChain({ port = 0, chainId = CHAIN_ID, name = 'USDC' }
       facilitatorKey: facilitator.key,
       buyers: buyers.map(pub),
       brokeBuyer: pub(brokeBuyer),
+      ...(uptoInfo ? { upto: uptoInfo } : {}),
+      ...(batchInfo ? { batch: batchInfo } : {}),
     };
     return { info, stop, anvil };
   } catch (err) {
@@ -136,6 +173,8 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
       port: Number(args.port ?? 0),
       chainId: Number(args['chain-id'] ?? CHAIN_ID),
       name: args.name ?? 'USDC',
+      upto: args.upto === true,
+      batch: args.batch === true,
     });
     exitWithParent(stop);
     anvil.on('exit', (code) => {

@@ -1,11 +1,19 @@
 // A standard x402 facilitator over HTTP (/verify, /settle, /supported) with fault injection.
 // With --rpc it wraps the official @x402 facilitator and moves real tokens on the local chain;
 // without it, an offline stand-in performs the same exact-EVM checks and fakes settlement.
-//   node support/facilitator.mjs --port 0 [--rpc URL --key 0xFACILITATORKEY]   → {"ready":true,"port":N}
+//   node support/facilitator.mjs --port 0 [--rpc URL --key 0xFACILITATORKEY [--upto] [--batch-authorizer-key 0xKEY]]
+//   → {"ready":true,"port":N}
+// --upto also registers the official `upto` scheme (it needs the chain started with --upto).
+// --batch-authorizer-key also registers the official `batch-settlement` scheme, with that key as its
+// receiver authorizer (advertised in /supported as `extra.receiverAuthorizer`; it signs claim
+// batches and refunds for sellers that delegate); it needs the chain started with --batch.
 // Control: POST /__mode {verify|settle|supported: normal|invalid|http500|garbage|wrongshape|slow|hang
 //   | http500valid (HTTP 500 claiming success) | pending500 (HTTP 500 settlement_pending, as the Coinbase
 //   facilitator answers a receipt timeout) | pending500once (that, then the real settlement) | otherpayer |
-//   othernetwork | otheramount (a success that contradicts the payment)}; settle also `pending`:
+//   othernetwork | otheramount (a success that contradicts the payment; verify: otherpayer only)
+//   | bazaarrejected (the normal answer, saying in an EXTENSION-RESPONSES header and an `extensions`
+//   field that the catalog rejected the payment's listing)};
+//   settle also `pending`:
 //   HTTP 500 `settlement_pending` on every call (the resend in `normal` mode settles),
 // GET /__calls, GET /__times, GET /__last/verify|settle, GET /__bodies/verify|settle (raw, in order), POST /__reset.
 import http from 'node:http';
@@ -19,10 +27,12 @@ const MODES = [
   'normal', 'invalid', 'http500', 'garbage', 'wrongshape', 'slow', 'hang',
   // ambiguous or lying answers
   'http500valid', 'pending500', 'pending500once', 'otherpayer', 'othernetwork', 'otheramount', 'pending',
+  // extension reports beside a normal answer
+  'bazaarrejected',
 ];
 const V1_CHAIN_IDS = { base: 8453, 'base-sepolia': 84532 };
 
-export async function officialFacilitator({ rpc, key }) {
+export async function officialFacilitator({ rpc, key, upto = false, batchAuthorizerKey = null }) {
   const { x402Facilitator } = await import('@x402/core/facilitator');
   const { registerExactEvmScheme } = await import('@x402/evm/exact/facilitator');
   const { toFacilitatorEvmSigner } = await import('@x402/evm');
@@ -34,6 +44,17 @@ export async function officialFacilitator({ rpc, key }) {
   const facilitator = new x402Facilitator();
   // also registers the v1 network names (base-sepolia, ...) against the same signer
   registerExactEvmScheme(facilitator, { signer, networks: 'eip155:84532' });
+  if (upto) {
+    // only on request: it adds an `upto` kind to /supported, which the exact-only tests do not expect
+    const { UptoEvmScheme } = await import('@x402/evm/upto/facilitator');
+    facilitator.register('eip155:84532', new UptoEvmScheme(signer));
+  }
+  if (batchAuthorizerKey) {
+    // only on request, like upto: a `batch-settlement` kind in /supported would change what
+    // existing rigs see. A viem account is the `{address, signTypedData}` the scheme asks for.
+    const { BatchSettlementEvmScheme } = await import('@x402/evm/batch-settlement/facilitator');
+    facilitator.register('eip155:84532', new BatchSettlementEvmScheme(signer, privateKeyToAccount(batchAuthorizerKey)));
+  }
   return {
     verify: (payload, requirements) => facilitator.verify(payload, requirements),
     settle: (payload, requirements) => facilitator.settle(payload, requirements),
@@ -192,6 +213,11 @@ export function createFacilitatorServer(impl) {
         return sendJson(res, 500, { success: false, errorReason: 'settlement_pending', payer, transaction, network: body?.paymentRequirements?.network });
       }
     }
+    if (endpoint === 'verify' && mode === 'otherpayer') {
+      // the real verdict, about someone else: a gateway must not take it for this payment's
+      const answer = await impl.verify(body.paymentPayload, body.paymentRequirements);
+      return sendJson(res, 200, { ...answer, payer: '0x0000000000000000000000000000000000000bad' });
+    }
     if (endpoint === 'settle' && ['otherpayer', 'othernetwork', 'otheramount'].includes(mode)) {
       const answer = await impl.settle(body.paymentPayload, body.paymentRequirements);
       if (mode === 'otherpayer') answer.payer = '0x0000000000000000000000000000000000000bad';
@@ -206,6 +232,17 @@ export function createFacilitatorServer(impl) {
       return sendJson(res, 500, { success: false, errorReason: 'settlement_pending', transaction, network });
     }
 
+    if (mode === 'bazaarrejected' && endpoint !== 'supported') {
+      const reports = { bazaar: { status: 'rejected', rejectedReason: 'listing refused by the test catalog' } };
+      const answer = { ...(await impl[endpoint](body.paymentPayload, body.paymentRequirements)), extensions: reports };
+      const text = JSON.stringify(answer, (_, v) => (typeof v === 'bigint' ? v.toString() : v));
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(text),
+        'extension-responses': Buffer.from(JSON.stringify(reports)).toString('base64'),
+      });
+      return res.end(text);
+    }
     if (endpoint === 'supported') return sendJson(res, 200, await impl.supported());
     if (!body || typeof body !== 'object' || !body.paymentPayload || !body.paymentRequirements) {
       return sendJson(res, 400, { error: 'Missing paymentPayload or paymentRequirements' });
@@ -255,7 +292,13 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
     console.error('--rpc needs --key (the facilitator signer private key)');
     process.exit(2);
   }
-  const impl = args.rpc ? await officialFacilitator({ rpc: args.rpc, key: args.key }) : offlineFacilitator();
+  if ((args.upto || args['batch-authorizer-key']) && !args.rpc) {
+    console.error('--upto and --batch-authorizer-key need --rpc (the offline stand-in only knows exact)');
+    process.exit(2);
+  }
+  const impl = args.rpc
+    ? await officialFacilitator({ rpc: args.rpc, key: args.key, upto: args.upto === true, batchAuthorizerKey: args['batch-authorizer-key'] ?? null })
+    : offlineFacilitator();
   const server = createFacilitatorServer(impl);
   server.listen(Number(args.port ?? 0), '127.0.0.1', () => printReady({ ready: true, port: server.address().port }));
   exitWithParent();

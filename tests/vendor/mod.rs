@@ -1,14 +1,13 @@
-//! Rig pieces for the vendor facilitator tests: the OKX and AgentWallex emulators, a gateway whose
-//! log is kept for inspection, buyers signing `exact` and session-key (`aggr_deferred`)
+//! Rig pieces for the vendor facilitator tests: the OKX and AgentWallex emulators, gateways with
+//! their credentials and a debug log, buyers signing `exact` and session-key (`aggr_deferred`)
 //! payments, and a local chain on which the emulators settle for real when asked to.
 #![allow(dead_code)]
 
 use crate::common::*;
 use base64::Engine;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use x402_gateway::buyer::{random_nonce, Wallet};
 use x402_gateway::x402::PaymentRequirements;
 
@@ -118,93 +117,25 @@ price = "$0.001"
 scheme = "aggr_deferred"
 "#;
 
-/// The gateway binary with its stderr kept in a file, killed on drop.
-pub struct Gateway {
-    child: Child,
-    pub port: u16,
-    log: PathBuf,
-}
+/// The log filter of vendor gateways: the facilitator calls at debug, the proxy's own chatter not.
+pub const VENDOR_LOG: &str =
+    "debug,pingora_core=warn,pingora_proxy=warn,hyper=info,reqwest=info,h2=info,rustls=info";
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Gateway {
-    pub fn start(config: &str, port: u16) -> Self {
-        let path = write_config(config);
-        let log = path.with_file_name("gateway.log");
-        let child = Command::new(gateway_bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .envs(credentials_env())
-            .env("RUST_LOG", "debug,pingora_core=warn,pingora_proxy=warn,hyper=info,reqwest=info,h2=info,rustls=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut gateway = Self { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !listening(port) {
-            if let Ok(Some(status)) = gateway.child.try_wait() {
-                panic!("gateway exited with {status}: {}", gateway.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not listen: {}",
-                gateway.log()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        gateway
-    }
-
-    /// The configuration file the gateway runs with (rewrite it to trigger a reload).
-    pub fn config_path(&self) -> PathBuf {
-        self.log.with_file_name("gateway.toml")
-    }
-
-    pub fn log(&mut self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
+/// A gateway on `config` with the facilitator credentials in its environment and its facilitator
+/// calls in its log ([`TestGateway::log`]).
+pub fn vendor_gateway(config: &str) -> TestGatewayBuilder {
+    TestGateway::builder(config)
+        .envs(credentials_env())
+        .rust_log(VENDOR_LOG)
 }
 
 /// Runs `x402-gateway run` expecting it to stop by itself; returns (success, stderr).
 pub fn run_expecting_exit(config: &str) -> (bool, String) {
-    let path = write_config(config);
-    let log = path.with_file_name("gateway.log");
-    let mut child = Command::new(gateway_bin())
-        .args(["run", "--config"])
-        .arg(&path)
+    TestGateway::builder(config)
         .envs(credentials_env())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return (
-                status.success(),
-                std::fs::read_to_string(&log).unwrap_or_default(),
-            );
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "gateway kept running: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        // The binary's default filter: what an operator sees when start-up is refused.
+        .rust_log("info,pingora_core=warn,pingora_proxy=warn")
+        .run_to_exit(Duration::from_secs(20))
 }
 
 /// `x402-gateway check`: (success, stdout, stderr).

@@ -21,15 +21,15 @@ use super::{
     JournalError, PaymentState,
 };
 use crate::metrics::Metrics;
-use crate::ops::receipts::ReceiptQuery;
+use crate::ops::receipts::{Receipt, ReceiptQuery};
 use crate::payment::Succession;
 use async_trait::async_trait;
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Pool};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 /// Longest wait for the database on a request's path; past it the database counts as down.
 const DATABASE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -133,45 +133,12 @@ fn db_error(e: impl std::fmt::Display) -> JournalError {
 
 /// A pool for `url`; nothing is connected yet. Errors never carry the URL (it holds a password).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, JournalError> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|_| JournalError::Database("the journal url is not a PostgreSQL URL".into()))?;
-    config
-        .connect_timeout(DATABASE_TIMEOUT)
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30))
-        .application_name("x402-gateway");
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(max_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(DATABASE_TIMEOUT))
-        .create_timeout(Some(DATABASE_TIMEOUT))
-        .recycle_timeout(Some(DATABASE_TIMEOUT))
-        .build()
-        .map_err(db_error)
+    crate::store::postgres_pool(url, max_size).map_err(JournalError::Database)
 }
 
 /// A runtime on a thread of its own that lives as long as the process; returns its handle.
 fn journal_runtime() -> Result<tokio::runtime::Handle, JournalError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("journal-db")
-        .enable_all()
-        .build()
-        .map_err(db_error)?;
-    let handle = runtime.handle().clone();
-    std::thread::Builder::new()
-        .name("journal-db-owner".into())
-        .spawn(move || runtime.block_on(std::future::pending::<()>()))
-        .map_err(db_error)?;
-    Ok(handle)
+    crate::store::database_runtime("journal-db").map_err(JournalError::Database)
 }
 
 /// Applies the migrations not applied yet, under an advisory lock so that replicas starting
@@ -523,25 +490,75 @@ impl PgJournal {
         url: &str,
         query: &ReceiptQuery,
     ) -> Result<Vec<JournalEntry>, JournalError> {
+        Ok(Self::read_receipt_rows(url, query)
+            .await?
+            .into_iter()
+            .map(|r| r.entry)
+            .collect())
+    }
+
+    /// [`read_receipts`](Self::read_receipts) with each payment's first recorded time, or one
+    /// page of them (`query.page`, from the database's index on the first time): the reader of
+    /// the ledger that the `receipts` command and the admin API share.
+    pub async fn read_receipt_rows(
+        url: &str,
+        query: &ReceiptQuery,
+    ) -> Result<Vec<Receipt>, JournalError> {
         let pool = pool(url, 1)?;
         let client = pool.get().await.map_err(db_error)?;
         let since = query.since_ms.map(rfc3339);
+        let until = query.until_ms.map(rfc3339);
         let state = query.state.map(|s| s.as_str().to_string());
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM x402_payments \
-                     WHERE ($1::text IS NULL OR first_time >= $1) \
-                       AND ($2::text IS NULL OR route = $2) \
-                       AND ($3::text IS NULL OR lower(payer) = lower($3)) \
-                       AND ($4::text IS NULL OR state = $4) \
-                     ORDER BY first_time, id"
-                ),
-                &[&since, &query.route, &query.payer, &state],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(rows.iter().map(entry_of).collect())
+        let filter = "($1::text IS NULL OR first_time >= $1) \
+             AND ($2::text IS NULL OR route = $2) \
+             AND ($3::text IS NULL OR lower(payer) = lower($3)) \
+             AND ($4::text IS NULL OR state = $4) \
+             AND ($5::text IS NULL OR first_time < $5)";
+        let rows = match &query.page {
+            None => client
+                .query(
+                    &format!("SELECT {COLUMNS} FROM x402_payments WHERE {filter} ORDER BY first_time, id"),
+                    &[&since, &query.route, &query.payer, &state, &until],
+                )
+                .await,
+            Some(page) => {
+                let (after_time, after_id) = page.after.clone().unzip();
+                let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+                client
+                    .query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM x402_payments WHERE {filter} \
+                               AND ($6::text IS NULL OR (first_time, id) < ($6, $7::text)) \
+                             ORDER BY first_time DESC, id DESC LIMIT $8"
+                        ),
+                        &[
+                            &since,
+                            &query.route,
+                            &query.payer,
+                            &state,
+                            &until,
+                            &after_time,
+                            &after_id,
+                            &limit,
+                        ],
+                    )
+                    .await
+            }
+        }
+        .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| Receipt {
+                first_time: row.get("first_time"),
+                entry: entry_of(row),
+            })
+            // Refund candidates are judged on the reason (the `receipts` command's filter; pages
+            // of the admin API do not use it).
+            .filter(|r| {
+                !query.refund_candidates
+                    || crate::payment::is_refund_candidate(r.entry.state, &r.entry.reason)
+            })
+            .collect())
     }
 }
 

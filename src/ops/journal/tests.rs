@@ -205,6 +205,73 @@ fn receipts_filter_by_route_payer_state_and_time() {
 }
 
 #[test]
+fn receipts_list_settled_payments_whose_answer_was_cut_as_refund_candidates() {
+    use crate::ops::receipts::{receipts, ReceiptQuery};
+    use crate::payment::{BODY_CUT, BODY_INCOMPLETE};
+    let mut cut = entry("cut", PaymentState::Settled, "0x1").next(PaymentState::Settled);
+    cut.reason = BODY_CUT.into();
+    let mut incomplete = entry("incomplete", PaymentState::NotCharged, "");
+    incomplete.reason = BODY_INCOMPLETE.into();
+    let entries = vec![
+        entry("cut", PaymentState::Verified, ""),
+        entry("whole", PaymentState::Verified, ""),
+        entry("cut", PaymentState::Settled, "0x1"),
+        entry("whole", PaymentState::Settled, "0x2"),
+        cut,
+        entry("incomplete", PaymentState::Verified, ""),
+        incomplete,
+    ];
+    let all: Vec<(String, String)> = receipts(&entries, &ReceiptQuery::default())
+        .into_iter()
+        .map(|e| (e.id, e.reason))
+        .collect();
+    assert!(all.contains(&("cut".into(), BODY_CUT.into())), "{all:?}");
+    let candidates: Vec<String> = receipts(
+        &entries,
+        &ReceiptQuery {
+            refund_candidates: true,
+            ..Default::default()
+        },
+    )
+    .into_iter()
+    .map(|e| e.id)
+    .collect();
+    // Nothing moved for the incomplete answer: not a refund candidate.
+    assert_eq!(candidates, ["cut"]);
+}
+
+#[test]
+fn receipts_read_as_pages_run_newest_first_from_where_the_last_page_ended() {
+    use crate::ops::receipts::{receipt_rows, Page, ReceiptQuery};
+    let entries: Vec<JournalEntry> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut e = entry(id, PaymentState::Settled, "0x1");
+            e.time = crate::time::rfc3339(1_780_000_000_000 + i as i64 * (i as i64 % 2));
+            e
+        })
+        .collect();
+    let page = |after: Option<(String, String)>, limit| -> Vec<String> {
+        let query = ReceiptQuery {
+            page: Some(Page { after, limit }),
+            ..Default::default()
+        };
+        receipt_rows(&entries, &query)
+            .into_iter()
+            .map(|r| r.entry.id)
+            .collect()
+    };
+    // b (+1 ms) and d (+3 ms) are newest; a, c and e share a time and go by id, descending.
+    assert_eq!(page(None, 10), ["d", "b", "e", "c", "a"]);
+    assert_eq!(page(None, 2), ["d", "b"]);
+    let after_b = (crate::time::rfc3339(1_780_000_000_001), "b".to_string());
+    assert_eq!(page(Some(after_b), 2), ["e", "c"]);
+    let after_c = (crate::time::rfc3339(1_780_000_000_000), "c".to_string());
+    assert_eq!(page(Some(after_c), 2), ["a"]);
+}
+
+#[test]
 fn payment_states_read_back_from_their_names() {
     for state in PaymentState::ALL {
         assert_eq!(PaymentState::parse(state.as_str()), Some(state));
