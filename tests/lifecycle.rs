@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 struct RawUpstream {
     port: u16,
     hits: Arc<AtomicU64>,
+    /// A permit for each tunnel the upstream saw closed by the gateway.
+    tunnels_closed: Arc<tokio::sync::Semaphore>,
 }
 
 fn response(status: &str, body: &str) -> String {
@@ -34,9 +36,12 @@ impl RawUpstream {
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicU64::new(0));
         let counter = hits.clone();
+        let tunnels_closed = Arc::new(tokio::sync::Semaphore::new(0));
+        let closed = tunnels_closed.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let counter = counter.clone();
+                let closed = closed.clone();
                 tokio::spawn(async move {
                     while let Some(head) = read_head(&mut stream).await {
                         counter.fetch_add(1, Ordering::SeqCst);
@@ -64,9 +69,10 @@ impl RawUpstream {
                                 let mut buf = [0u8; 256];
                                 while let Ok(n) = stream.read(&mut buf).await {
                                     if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
-                                        return;
+                                        break;
                                     }
                                 }
+                                closed.add_permits(1);
                                 return;
                             }
                             _ => ok,
@@ -78,11 +84,24 @@ impl RawUpstream {
                 });
             }
         });
-        Self { port, hits }
+        Self {
+            port,
+            hits,
+            tunnels_closed,
+        }
     }
 
     fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until the gateway has closed one more tunnel to this upstream.
+    async fn tunnel_closed(&self) {
+        tokio::time::timeout(Duration::from_secs(10), self.tunnels_closed.acquire())
+            .await
+            .expect("the gateway closes the tunnel to the upstream")
+            .expect("the semaphore is never closed")
+            .forget();
     }
 }
 
@@ -255,6 +274,133 @@ async fn switching_protocols_is_settled_before_the_tunnel_opens() {
         .unwrap()
         .unwrap();
     assert_eq!(&echo, b"ping");
+}
+
+/// An upgrade request's head, as a WebSocket client sends it.
+fn upgrade_request(path: &str, payment: Option<&str>) -> String {
+    let payment = payment
+        .map(|p| format!("PAYMENT-SIGNATURE: {p}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{payment}\r\n"
+    )
+}
+
+/// Sends `bytes` into an open tunnel and reads them back from the echoing upstream.
+async fn echo_through(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).await.unwrap();
+    let mut echo = vec![0u8; bytes.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echo))
+        .await
+        .expect("the echo in time")
+        .expect("the tunnel stays open");
+    assert_eq!(echo, bytes);
+}
+
+#[tokio::test]
+async fn a_free_upgrade_tunnels_both_ways_from_its_first_byte_until_the_client_leaves() {
+    let bed = Bed::start().await;
+    // Many tunnels, so that a tunnel ended at its start (the end of the empty request body taken
+    // for the end of the tunnel) would show.
+    for round in 0..100 {
+        let mut stream = TcpStream::connect(("127.0.0.1", bed.port)).await.unwrap();
+        stream
+            .write_all(upgrade_request("/free/upgrade", None).as_bytes())
+            .await
+            .unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream))
+            .await
+            .unwrap()
+            .expect("a response head");
+        assert!(head.starts_with("HTTP/1.1 101"), "round {round}: {head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("upgrade: websocket"), "{head}");
+        assert!(lower.contains("connection: upgrade"), "{head}");
+        assert!(!lower.contains("payment-response"), "{head}");
+        echo_through(&mut stream, format!("ping {round}").as_bytes()).await;
+        echo_through(&mut stream, &[0u8, 255, 13, 10, 13, 10]).await;
+        // The client leaves: the gateway closes the tunnel to the upstream and ends the
+        // client's connection.
+        stream.shutdown().await.unwrap();
+        bed.upstream.tunnel_closed().await;
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .expect("the connection ends")
+            .unwrap();
+        assert!(rest.is_empty(), "nothing after the tunnel: {rest:?}");
+    }
+    assert_eq!(bed.upstream.hits(), 100);
+    assert_eq!(bed.calls().await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_paid_upgrade_whose_settlement_fails_opens_no_tunnel_and_charges_nothing() {
+    let bed = Bed::start().await;
+    bed.mode(json!({"settle": "invalid"})).await;
+    let payment = pay_header_for(&bed.url("/paid/upgrade")).await;
+    let mut stream = TcpStream::connect(("127.0.0.1", bed.port)).await.unwrap();
+    stream
+        .write_all(upgrade_request("/paid/upgrade", Some(&payment)).as_bytes())
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream))
+        .await
+        .unwrap()
+        .expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 402"), "{head}");
+    let line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("payment-response:"))
+        .unwrap_or_else(|| panic!("the failed settlement is told: {head}"));
+    let settlement = decode_b64_json(line.split_once(':').unwrap().1.trim());
+    assert_eq!(settlement["success"], false);
+    // The upstream's side of the tunnel is closed, never passed to the client.
+    bed.upstream.tunnel_closed().await;
+    assert_eq!(bed.calls().await, (1, 1));
+    let last = bed.journal_lines().last().cloned().unwrap();
+    assert_ne!(last["state"], "settled", "{last}");
+}
+
+#[tokio::test]
+async fn a_paid_upgrade_the_upstream_declines_is_an_ordinary_answer_settled_on_its_head() {
+    let bed = Bed::start().await;
+    let payment = pay_header_for(&bed.url("/paid/plain")).await;
+    let mut stream = TcpStream::connect(("127.0.0.1", bed.port)).await.unwrap();
+    stream
+        .write_all(upgrade_request("/paid/plain", Some(&payment)).as_bytes())
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream))
+        .await
+        .unwrap()
+        .expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("upgrade:"), "{head}");
+    let line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("payment-response:"))
+        .unwrap_or_else(|| panic!("no receipt: {head}"));
+    assert_eq!(
+        decode_b64_json(line.split_once(':').unwrap().1.trim())["success"],
+        true
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a framed answer");
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, br#"{"ok":true}"#);
+    assert_eq!(bed.calls().await, (1, 1));
+    assert_eq!(bed.upstream.hits(), 1);
 }
 
 #[tokio::test]

@@ -145,6 +145,20 @@ impl Gateway {
         body: Bytes,
         unencoded: bool,
     ) -> pingora::Result<Carried> {
+        self.send_upstream_with(session, ctx, body, unencoded, |_| Ok(()))
+            .await
+    }
+
+    /// [`send_upstream`](Self::send_upstream), with `adjust` given the request head after the
+    /// client's hop-by-hop headers are gone (an upgrade puts its own back).
+    async fn send_upstream_with(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        body: Bytes,
+        unencoded: bool,
+        adjust: impl FnOnce(&mut pingora::http::RequestHeader) -> pingora::Result<()>,
+    ) -> pingora::Result<Carried> {
         let state = ctx.state.clone();
         let mut upstream_request = session.req_header().clone();
         // The upstream speaks HTTP/1.1 whatever the client spoke (an HTTP/2 request line would be
@@ -153,6 +167,7 @@ impl Gateway {
         // Before the gateway's own headers go in: a client's `Connection` may name any header.
         drop_hop_by_hop_request_headers(&mut upstream_request);
         forwarding_headers(session, &mut upstream_request, ctx)?;
+        adjust(&mut upstream_request)?;
         if unencoded {
             upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
@@ -303,7 +318,24 @@ impl Gateway {
         body: Bytes,
         unencoded: bool,
     ) -> Result<Carried, pingora::Result<()>> {
-        match self.send_upstream(session, ctx, body, unencoded).await {
+        self.carry_to_upstream_with(session, ctx, body, unencoded, |_| Ok(()))
+            .await
+    }
+
+    /// [`carry_to_upstream`](Self::carry_to_upstream) with the request head adjusted as
+    /// [`send_upstream_with`](Self::send_upstream_with) does.
+    pub(super) async fn carry_to_upstream_with(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        body: Bytes,
+        unencoded: bool,
+        adjust: impl FnOnce(&mut pingora::http::RequestHeader) -> pingora::Result<()>,
+    ) -> Result<Carried, pingora::Result<()>> {
+        match self
+            .send_upstream_with(session, ctx, body, unencoded, adjust)
+            .await
+        {
             Ok(carried) => {
                 if let Some(started) = ctx.upstream_started.take() {
                     crate::metrics::Metrics::global()

@@ -39,6 +39,7 @@ mod reply;
 mod server;
 mod session;
 mod settlement;
+mod tunnel;
 
 pub use crate::state::{escape, prefers_html, Pages, DISCOVERY_PATH};
 pub use reply::Reply;
@@ -207,135 +208,21 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Phase 1: decide whether the request may reach the upstream at all.
+    /// Phase 1: decide whether the request may reach the upstream at all; an upgrade that may is
+    /// carried by the gateway (`tunnel.rs`).
     async fn request_filter(
         &self,
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<bool> {
-        let priced_as = match normalise::priced_as(session.req_header(), &ctx.state) {
-            Ok(priced_as) => normalise::priced_by_body(session, priced_as, &ctx.state).await,
-            Err(refusal) => Err(refusal),
-        };
-        let priced_as = match priced_as {
-            Ok(priced_as) => priced_as,
-            Err(refusal) => {
-                ctx.session.count_as(Outcome::Refused);
-                refusal.write(session).await?;
-                return Ok(true);
-            }
-        };
-        let state = ctx.state.clone();
-        let req = session.req_header();
-        if let Some(document) = &state.pages.discovery {
-            let read = req.method == http::Method::GET || req.method == http::Method::HEAD;
-            if read && req.uri.path() == DISCOVERY_PATH {
-                Reply::document(document.clone()).write(session).await?;
-                return Ok(true);
-            }
+        if self.answer_or_carry(session, ctx).await? {
+            return Ok(true);
         }
-        if let Some(asked) = preflight_method(req) {
-            // A CORS preflight carries no payment and returns no content; pricing it would stop
-            // browsers from ever sending the paid request. The upstream owns its CORS policy.
-            let served = state.config.routes.find(&asked, &priced_as.path).is_some();
-            if served || state.config.unmatched == UnmatchedPolicy::Proxy {
-                return Ok(false);
-            }
+        if tunnel::carries(session) {
+            self.carry_upgrade(session, ctx).await?;
+            return Ok(true);
         }
-        let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
-        if let Some((index, RouteKind::Mcp(mcp))) = matched.map(|r| (r.index, &r.kind)) {
-            ctx.route_index = Some(index);
-            return match self.decide_mcp(session, ctx, mcp, &priced_as.method).await {
-                mcp::McpDecision::PassThrough => Ok(false),
-                mcp::McpDecision::Answered(reply) => {
-                    reply.write(session).await?;
-                    Ok(true)
-                }
-                mcp::McpDecision::Carry(request) => {
-                    self.carry_mcp(session, ctx, &request).await?;
-                    Ok(true)
-                }
-            };
-        }
-        let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
-        // The request body of a route metered from the response body, carried by the gateway.
-        let mut carried_body = None;
-        // The route's bound of an answer held whole before it is settled.
-        let mut settle_buffer = None;
-        let reply = match matched {
-            None => match state.config.unmatched {
-                UnmatchedPolicy::Proxy => None,
-                UnmatchedPolicy::Deny => Some(Reply::error(
-                    404,
-                    "no_route",
-                    "no route of this gateway serves this path",
-                )),
-            },
-            Some(route) => {
-                ctx.route_index = Some(route.index);
-                match &route.kind {
-                    RouteKind::Free | RouteKind::Mcp(_) => None,
-                    RouteKind::Priced(priced) => {
-                        // The path the request is priced as, so that a rule sees the same
-                        // spelling the route matched (case folding, overrides, alias forms).
-                        let facts = RequestFacts {
-                            canonical_path: &priced_as.path,
-                            query: req.uri.query(),
-                            headers: &req.headers,
-                        };
-                        let priced = priced.for_request(&facts);
-                        let body = if metered::reads_body(priced) {
-                            match metered::request_body(session, ctx).await {
-                                Ok(body) => Some(body),
-                                Err(reply) => {
-                                    reply.write(session).await?;
-                                    return Ok(true);
-                                }
-                            }
-                        } else {
-                            None
-                        };
-                        let reply = self
-                            .admit_paid_request(
-                                session,
-                                ctx,
-                                priced,
-                                &priced_as.method,
-                                &priced_as.path,
-                            )
-                            .await;
-                        settle_buffer = Some(
-                            priced
-                                .settle_buffer
-                                .map_or(state.config.server.settle_buffer, u64::from),
-                        );
-                        carried_body = body;
-                        reply
-                    }
-                }
-            }
-        };
-        match (reply, carried_body) {
-            (Some(reply), _) => {
-                reply.write(session).await?;
-                Ok(true)
-            }
-            // Admitted and metered from the body: the gateway carries the exchange itself.
-            (None, Some(body)) if ctx.session.paid.is_some() => {
-                self.carry_metered(session, ctx, body).await?;
-                Ok(true)
-            }
-            // Admitted, settled after success: an answer of known length within the bound is
-            // held whole before it is settled, so the gateway carries the exchange itself.
-            (None, None) => match settle_buffer {
-                Some(bound) if held::holds(session, ctx, bound) => {
-                    self.carry_held(session, ctx, bound).await?;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            },
-            (None, Some(_)) => Ok(false),
-        }
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -527,6 +414,140 @@ impl ProxyHttp for Gateway {
             latency_ms = ctx.started.elapsed().as_millis() as u64,
             "payment"
         );
+    }
+}
+
+impl Gateway {
+    /// Answers the request itself (refused, a document, an MCP or held answer it carries) or, when
+    /// it may go on as it is, returns `false` for the proxy.
+    async fn answer_or_carry(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let priced_as = match normalise::priced_as(session.req_header(), &ctx.state) {
+            Ok(priced_as) => normalise::priced_by_body(session, priced_as, &ctx.state).await,
+            Err(refusal) => Err(refusal),
+        };
+        let priced_as = match priced_as {
+            Ok(priced_as) => priced_as,
+            Err(refusal) => {
+                ctx.session.count_as(Outcome::Refused);
+                refusal.write(session).await?;
+                return Ok(true);
+            }
+        };
+        let state = ctx.state.clone();
+        let req = session.req_header();
+        if let Some(document) = &state.pages.discovery {
+            let read = req.method == http::Method::GET || req.method == http::Method::HEAD;
+            if read && req.uri.path() == DISCOVERY_PATH {
+                Reply::document(document.clone()).write(session).await?;
+                return Ok(true);
+            }
+        }
+        if let Some(asked) = preflight_method(req) {
+            // A CORS preflight carries no payment and returns no content; pricing it would stop
+            // browsers from ever sending the paid request. The upstream owns its CORS policy.
+            let served = state.config.routes.find(&asked, &priced_as.path).is_some();
+            if served || state.config.unmatched == UnmatchedPolicy::Proxy {
+                return Ok(false);
+            }
+        }
+        let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
+        if let Some((index, RouteKind::Mcp(mcp))) = matched.map(|r| (r.index, &r.kind)) {
+            ctx.route_index = Some(index);
+            return match self.decide_mcp(session, ctx, mcp, &priced_as.method).await {
+                mcp::McpDecision::PassThrough => Ok(false),
+                mcp::McpDecision::Answered(reply) => {
+                    reply.write(session).await?;
+                    Ok(true)
+                }
+                mcp::McpDecision::Carry(request) => {
+                    self.carry_mcp(session, ctx, &request).await?;
+                    Ok(true)
+                }
+            };
+        }
+        let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
+        // The request body of a route metered from the response body, carried by the gateway.
+        let mut carried_body = None;
+        // The route's bound of an answer held whole before it is settled.
+        let mut settle_buffer = None;
+        let reply = match matched {
+            None => match state.config.unmatched {
+                UnmatchedPolicy::Proxy => None,
+                UnmatchedPolicy::Deny => Some(Reply::error(
+                    404,
+                    "no_route",
+                    "no route of this gateway serves this path",
+                )),
+            },
+            Some(route) => {
+                ctx.route_index = Some(route.index);
+                match &route.kind {
+                    RouteKind::Free | RouteKind::Mcp(_) => None,
+                    RouteKind::Priced(priced) => {
+                        // The path the request is priced as, so that a rule sees the same
+                        // spelling the route matched (case folding, overrides, alias forms).
+                        let facts = RequestFacts {
+                            canonical_path: &priced_as.path,
+                            query: req.uri.query(),
+                            headers: &req.headers,
+                        };
+                        let priced = priced.for_request(&facts);
+                        let body = if metered::reads_body(priced) {
+                            match metered::request_body(session, ctx).await {
+                                Ok(body) => Some(body),
+                                Err(reply) => {
+                                    reply.write(session).await?;
+                                    return Ok(true);
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        let reply = self
+                            .admit_paid_request(
+                                session,
+                                ctx,
+                                priced,
+                                &priced_as.method,
+                                &priced_as.path,
+                            )
+                            .await;
+                        settle_buffer = Some(
+                            priced
+                                .settle_buffer
+                                .map_or(state.config.server.settle_buffer, u64::from),
+                        );
+                        carried_body = body;
+                        reply
+                    }
+                }
+            }
+        };
+        match (reply, carried_body) {
+            (Some(reply), _) => {
+                reply.write(session).await?;
+                Ok(true)
+            }
+            // Admitted and metered from the body: the gateway carries the exchange itself.
+            (None, Some(body)) if ctx.session.paid.is_some() => {
+                self.carry_metered(session, ctx, body).await?;
+                Ok(true)
+            }
+            // Admitted, settled after success: an answer of known length within the bound is
+            // held whole before it is settled, so the gateway carries the exchange itself.
+            (None, None) => match settle_buffer {
+                Some(bound) if held::holds(session, ctx, bound) => {
+                    self.carry_held(session, ctx, bound).await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+            (None, Some(_)) => Ok(false),
+        }
     }
 }
 
