@@ -23,7 +23,8 @@
 # route, e.g. `BENCH_ONLY=profile bash bench/run.sh`; the report then holds the profile alone;
 # "profile-redis": the same with `[redis]` on BENCH_REDIS_URL; "voucher": the batch-settlement
 # voucher workload and what its targets compare it with, the passthrough, the free and paid routes
-# and x402-axum when built),
+# and x402-axum when built; "journal": the paid route alone, with `[redis]`, with the file journal
+# and with the PostgreSQL ledger, each cost against the paid route in the same run),
 # BENCH_PORT_BASE (19400), BENCH_OUT (the Markdown file), BENCH_DIR (work files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +66,7 @@ else
   case "${BENCH_ONLY:-all}" in
     profile | profile-redis) BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.profile.md} ;;
     voucher) BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.voucher.md} ;;
+    journal) BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/BENCHMARKS.journal.md} ;;
   esac
   BENCH_OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 fi
@@ -82,7 +84,8 @@ case "$BENCH_ONLY" in
   profile|profile-redis) BENCH_X402_AXUM=0 PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
     [ "$PROFILE_REQUESTS" -gt 0 ] || { echo "BENCH_ONLY=profile needs PROFILE_REQUESTS > 0" >&2; exit 2; } ;;
   voucher) PROFILE_REQUESTS=0 ;;
-  *) echo "BENCH_ONLY must be all, profile, profile-redis or voucher" >&2; exit 2 ;;
+  journal) PROFILE_REQUESTS=0 BENCH_X402_AXUM=0 ;;
+  *) echo "BENCH_ONLY must be all, profile, profile-redis, voucher or journal" >&2; exit 2 ;;
 esac
 WRK_THREADS=${WRK_THREADS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-19400}
@@ -350,6 +353,7 @@ case "$BENCH_ONLY" in
   profile | profile-redis) PAID_COUNT=$((PROFILE_WARMUP + PROFILE_REQUESTS + 3)) SIGNED_KINDS=gateway ;;
 esac
 [ "$BENCH_ONLY" = voucher ] && SIGNED_KINDS=gateway
+[ "$BENCH_ONLY" = journal ] && SIGNED_KINDS=gateway
 [ "$BENCH_X402_AXUM" = 1 ] && SIGNED_KINDS+=" axum"
 log "signing $PAID_COUNT payments for each of: $SIGNED_KINDS"
 for kind in $SIGNED_KINDS; do
@@ -398,7 +402,7 @@ sign_vouchers() {
   log "signing batch-settlement vouchers ($1): ${#counts[@]} channels, $total vouchers"
   "$EX/bench_payments" vouchers "http://$GATEWAY_ADDR/voucher" "$VOUCHER_DIR/$1-" "${counts[@]}"
 }
-if [ "$BENCH_ONLY" != profile ] && [ "$BENCH_ONLY" != profile-redis ]; then
+if [ "$BENCH_ONLY" = all ] || [ "$BENCH_ONLY" = voucher ]; then
   rm -rf "$VOUCHER_DIR"
   mkdir -p "$VOUCHER_DIR"
   start_server gateway
@@ -518,6 +522,18 @@ if [ "$BENCH_ONLY" = voucher ]; then
       # more per request than one thread for them all (fewer requests per wake-up).
       if [ "$conc" -gt "$WRK_THREADS" ]; then run_load gateway_free_threads gateway /free "$conc" "$rep" threads; fi
       if [ "$BENCH_X402_AXUM" = 1 ]; then run_load axum_paid axum /paid "$conc" "$rep" paid; fi
+    done
+  done
+fi
+
+if [ "$BENCH_ONLY" = journal ]; then
+  log "load (what shared state and journals cost the paid route): ${DURATION}s x $REPS per workload, concurrency $CONCURRENCY"
+  for rep in $(seq 1 "$REPS"); do
+    for conc in $CONCURRENCY; do
+      run_load gateway_paid gateway /paid "$conc" "$rep" paid
+      if [ "$BENCH_REDIS_URL" != none ]; then run_load gateway_paid_redis gateway_redis /paid "$conc" "$rep" paid; fi
+      run_load gateway_paid_journal gateway_journal /paid "$conc" "$rep" paid
+      if [ "$BENCH_PG_URL" != none ]; then run_load gateway_paid_ledger gateway_ledger /paid "$conc" "$rep" paid; fi
     done
   done
 fi

@@ -973,3 +973,93 @@ fn a_settled_payment_cut_afterwards_is_a_refund_candidate_in_the_database() {
     assert_eq!(rows[0].reason, BODY_CUT);
     assert_eq!(rows[0].transaction, "0x01");
 }
+
+/// Records arriving together are committed together (group commit), and each is still answered
+/// for itself: a second `verified` record of an authorization in flight is refused and leaves no
+/// event, whatever else its group held.
+#[test]
+fn records_arriving_together_are_committed_in_groups_and_each_answered_for_itself() {
+    use x402_gateway::ops::{Journal, JournalError, PaymentState as S, PgJournal};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDatabase::create());
+    let spool = write_config("").with_file_name("spool.jsonl");
+    let journal = PgJournal::open(&db.url(), &spool).unwrap();
+    const PAYMENTS: usize = 200;
+    const TWICE: usize = 20;
+    let mut records: Vec<x402_gateway::ops::JournalEntry> = (0..PAYMENTS)
+        .map(|i| entry(&format!("g{i:03}"), S::Verified))
+        .collect();
+    // Second attempts with the same authorization, in the same burst (their own time, so that
+    // each is a record of its own).
+    for i in 0..TWICE {
+        let mut again = entry(&format!("g{i:03}"), S::Verified);
+        again.time = "2099-01-01T00:00:00.000Z".into();
+        records.push(again);
+    }
+    let outcomes = runtime.block_on(futures::future::join_all(
+        records.iter().map(|r| journal.append(r.clone())),
+    ));
+    for i in 0..PAYMENTS {
+        let first = &outcomes[i];
+        if i < TWICE {
+            let second = &outcomes[PAYMENTS + i];
+            let refused = [first, second]
+                .iter()
+                .filter(|o| matches!(o, Err(JournalError::AlreadyRecorded { state: S::Verified })))
+                .count();
+            let taken = [first, second].iter().filter(|o| o.is_ok()).count();
+            assert_eq!((taken, refused), (1, 1), "g{i:03}: {first:?} {second:?}");
+        } else {
+            assert!(first.is_ok(), "g{i:03}: {first:?}");
+        }
+    }
+    let (events, rows, transactions): (i64, i64, i64) = runtime.block_on(async {
+        let client = db.client().await;
+        let count = |sql: &'static str| {
+            let client = &client;
+            async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+        };
+        (
+            count("SELECT count(*) FROM x402_journal_events").await,
+            count("SELECT count(*) FROM x402_payments WHERE state = 'verified'").await,
+            // The transaction that wrote each row: rows written in one group share it.
+            count("SELECT count(DISTINCT xmin::text) FROM x402_payments").await,
+        )
+    });
+    assert_eq!(events, PAYMENTS as i64, "a refused record leaves no event");
+    assert_eq!(rows, PAYMENTS as i64);
+    assert!(
+        transactions < (PAYMENTS / 2) as i64,
+        "{PAYMENTS} records arriving together took {transactions} transactions"
+    );
+
+    // Every payment ends, again all at once.
+    let finals: Vec<_> = (0..PAYMENTS)
+        .map(|i| {
+            let mut settled = entry(&format!("g{i:03}"), S::Verified).next(S::Settled);
+            settled.time = "2099-01-02T00:00:00.000Z".into();
+            settled.transaction = format!("0x{i:064x}");
+            settled
+        })
+        .collect();
+    let outcomes = runtime.block_on(futures::future::join_all(
+        finals.iter().map(|r| journal.append(r.clone())),
+    ));
+    assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+    let settled: i64 = runtime.block_on(async {
+        db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM x402_payments WHERE state = 'settled'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(settled, PAYMENTS as i64);
+}

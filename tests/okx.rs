@@ -23,15 +23,20 @@ impl OkxRig {
     }
 
     fn with(facilitator_extra: &str, routes: &str) -> Self {
+        Self::edited(facilitator_extra, routes, |config| config)
+    }
+
+    /// [`OkxRig::with`], the configuration text passed through `edit` before the gateway starts.
+    fn edited(facilitator_extra: &str, routes: &str, edit: impl FnOnce(String) -> String) -> Self {
         let upstream = node("upstream.mjs", &["--port", "0"]);
         let okx = okx_emulator(&[]);
         let port = free_port();
-        let config = vendor_config(
+        let config = edit(vendor_config(
             port,
             upstream.port,
             &okx_facilitator(okx.port, facilitator_extra),
             routes,
-        );
+        ));
         let gateway = vendor_gateway(&config).start();
         Self {
             upstream,
@@ -312,7 +317,19 @@ async fn batch_payment_is_still_matched_on_every_declared_field() {
 
 #[tokio::test]
 async fn refused_credentials_are_a_502_and_a_log_line_naming_the_cause() {
-    let rig = OkxRig::start("");
+    // The gateway's readiness probe (`/supported`) signs its requests too: it runs once at
+    // start-up, and that probe is waited for, so that the failures counted below are the paid
+    // requests' alone.
+    let rig = OkxRig::edited("", OKX_ROUTES, |config| {
+        config.replace("[admin]\n", "[admin]\nprobe_interval = \"1h\"\n")
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while rig.calls().await["supported"].as_u64().unwrap_or(0) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the start-up probe reaches the facilitator");
     let cases = [
         (json!({"secret": "rotated-secret"}), json!({}), "50113"),
         (

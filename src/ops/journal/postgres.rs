@@ -15,6 +15,13 @@
 //!
 //! All database work runs on a runtime of the journal's own, so connections outlive the
 //! start-up runtime and never depend on which proxy thread asked.
+//!
+//! Records are written in groups (group commit): a few writers each take what is queued, write
+//! it in one transaction with the statements pipelined, and answer each record once the
+//! transaction is committed. Under load one commit covers many payments; a record is still
+//! answered only once it is durable. A group that fails as a whole (a record the database
+//! refuses, a deadlock) is written again a record per transaction, so one record's failure is
+//! never another's.
 
 use super::{
     check_pending, read_entries, rfc3339, FacilitatorLookup, FileJournal, Journal, JournalEntry,
@@ -40,6 +47,18 @@ const INTERRUPTED_AFTER: &str = "15 minutes";
 
 /// Rows one reconciliation pass claims.
 const CLAIM_BATCH: i64 = 50;
+
+/// Writers that commit groups of records at once: while one commits, the next collects.
+const GROUP_WRITERS: usize = 4;
+
+/// The most records one transaction of the group commit takes.
+const GROUP_LIMIT: usize = 64;
+
+/// A record waiting for its group, with where its outcome goes.
+type Queued = (
+    JournalEntry,
+    tokio::sync::oneshot::Sender<Result<(), JournalError>>,
+);
 
 /// The key of the advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x7834_3032_6a6e_6c01;
@@ -125,6 +144,8 @@ pub struct PgJournal {
     /// Held while the spool is appended to or drained, so a drain never drops a new record.
     spool_lock: Arc<tokio::sync::Mutex<()>>,
     pending: Mutex<Vec<JournalEntry>>,
+    /// Records on their way to the group writers.
+    queue: tokio::sync::mpsc::UnboundedSender<Queued>,
 }
 
 fn db_error(e: impl std::fmt::Display) -> JournalError {
@@ -277,6 +298,15 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
     let upsert = client.prepare_cached(&sql).await.map_err(db_error)?;
     let rows = client.query(&upsert, &values).await.map_err(db_error)?;
     if rows.is_empty() && entry.state == PaymentState::Verified {
+        // A refused record leaves nothing: its event (inserted just above) goes too, as the rest
+        // of its group is committed.
+        client
+            .execute(
+                "DELETE FROM x402_journal_events WHERE id = $1 AND state = $2 AND time = $3",
+                &[&entry.id, &state, &entry.time],
+            )
+            .await
+            .map_err(db_error)?;
         let current: String = client
             .query_one(
                 "SELECT state FROM x402_payments WHERE id = $1",
@@ -305,6 +335,11 @@ impl PgJournal {
             tracing::info!(versions = ?applied, "journal database migrated");
         }
         let (spool, _) = FileJournal::open(spool_path)?;
+        let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
+        let queued = Arc::new(tokio::sync::Mutex::new(queued));
+        for _ in 0..GROUP_WRITERS {
+            runtime.spawn(write_groups(pool.clone(), queued.clone()));
+        }
         let journal = Arc::new(Self {
             pool,
             runtime,
@@ -312,6 +347,7 @@ impl PgJournal {
             spool_path: spool_path.to_path_buf(),
             spool_lock: Arc::new(tokio::sync::Mutex::new(())),
             pending: Mutex::new(Vec::new()),
+            queue,
         });
         journal.block_on(journal.clone().drain_spool())?;
         Ok(journal)
@@ -562,6 +598,91 @@ impl PgJournal {
     }
 }
 
+/// One group writer: takes what is queued (at most [`GROUP_LIMIT`]), writes it, answers each
+/// record; until the journal is dropped.
+async fn write_groups(
+    pool: Pool,
+    queued: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Queued>>>,
+) {
+    loop {
+        let group = {
+            let mut queued = queued.lock().await;
+            let Some(first) = queued.recv().await else {
+                return;
+            };
+            let mut group = vec![first];
+            while group.len() < GROUP_LIMIT {
+                match queued.try_recv() {
+                    Ok(more) => group.push(more),
+                    Err(_) => break,
+                }
+            }
+            group
+        };
+        let (entries, answers): (Vec<JournalEntry>, Vec<_>) = group.into_iter().unzip();
+        let outcomes = write_group(&pool, &entries).await;
+        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+            // A request that stopped waiting has nothing to be told.
+            let _ = answer.send(outcome);
+        }
+    }
+}
+
+/// Writes `entries` in one transaction; when that transaction fails as a whole (not for want of
+/// time: the database is then slow for every record), each record in one of its own.
+async fn write_group(pool: &Pool, entries: &[JournalEntry]) -> Vec<Result<(), JournalError>> {
+    let timed_out = || JournalError::Database("timed out".into());
+    if entries.len() > 1 {
+        match tokio::time::timeout(DATABASE_TIMEOUT * 2, write_together(pool, entries)).await {
+            Ok(Ok(outcomes)) => return outcomes,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, records = entries.len(), "a journal group failed; writing its records one by one");
+            }
+            Err(_) => return entries.iter().map(|_| Err(timed_out())).collect(),
+        }
+    }
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let alone = tokio::time::timeout(
+            DATABASE_TIMEOUT * 2,
+            write_together(pool, std::slice::from_ref(entry)),
+        )
+        .await;
+        outcomes.push(match alone {
+            Ok(Ok(mut outcome)) => outcome.pop().unwrap_or(Ok(())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(timed_out()),
+        });
+    }
+    outcomes
+}
+
+/// Writes `entries` in one transaction, their statements pipelined, in the order of their ids
+/// (so that two groups never wait on each other's rows in opposite orders). `Ok` holds each
+/// record's outcome (written, or already recorded elsewhere); `Err` means nothing was committed.
+async fn write_together(
+    pool: &Pool,
+    entries: &[JournalEntry],
+) -> Result<Vec<Result<(), JournalError>>, JournalError> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|a, b| entries[*a].id.cmp(&entries[*b].id));
+    let mut client = pool.get().await.map_err(db_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    let written =
+        futures_util::future::join_all(order.iter().map(|&i| apply(&tx, &entries[i]))).await;
+    let mut outcomes: Vec<Result<(), JournalError>> = vec![Ok(()); entries.len()];
+    for (i, outcome) in order.into_iter().zip(written) {
+        match outcome {
+            Ok(()) => {}
+            Err(refused @ JournalError::AlreadyRecorded { .. }) => outcomes[i] = Err(refused),
+            // The transaction is aborted: nothing of the group is kept.
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(outcomes)
+}
+
 /// Claims open payments in one transaction, records the answers sent back, commits.
 async fn claim_and_record(
     pool: Pool,
@@ -597,16 +718,14 @@ async fn claim_and_record(
 #[async_trait]
 impl Journal for PgJournal {
     async fn append(&self, entry: JournalEntry) -> Result<(), JournalError> {
-        let pool = self.pool.clone();
-        let written = entry.clone();
-        let result = self
-            .run(async move {
-                let mut client = pool.get().await.map_err(db_error)?;
-                let tx = client.transaction().await.map_err(db_error)?;
-                apply(&tx, &written).await?;
-                tx.commit().await.map_err(db_error)
-            })
-            .await;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let result = match self.queue.send((entry.clone(), answer)) {
+            // Every wait of a writer is bounded, so the answer comes.
+            Ok(()) => answered
+                .await
+                .unwrap_or_else(|_| Err(JournalError::Database("the writer stopped".into()))),
+            Err(_) => Err(JournalError::Database("the writer stopped".into())),
+        };
         let error = match result {
             Ok(()) => return Ok(()),
             Err(e @ JournalError::AlreadyRecorded { .. }) => return Err(e),
