@@ -40,6 +40,8 @@ pub struct Metrics {
     /// summed across assets): what a lost channel store would forfeit.
     pub batch_unclaimed: IntGauge,
     pub batch_channels: IntGauge,
+    /// Settled answers the upstream broke off before their end: refund candidates.
+    pub answers_cut: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -197,6 +199,11 @@ impl Metrics {
                 "Shared store (Redis) operations that failed or timed out, by operation",
                 &["operation"],
             ),
+            answers_cut: counter(
+                "x402_settled_answers_cut_total",
+                "Settled answers the upstream broke off before their end (refund candidates)",
+                &["route"],
+            ),
         }
     }
 
@@ -222,6 +229,7 @@ pub struct RouteMetrics {
     pub payment_required: IntCounter,
     /// Revenue counter per payment option, in the route's option order.
     pub revenue: Vec<IntCounter>,
+    pub answers_cut: IntCounter,
 }
 
 impl RouteMetrics {
@@ -231,6 +239,7 @@ impl RouteMetrics {
         Self {
             outcomes: Outcome::ALL.map(|o| m.requests.with_label_values(&[route, o.as_str()])),
             payment_required: m.payment_required.with_label_values(&[route]),
+            answers_cut: m.answers_cut.with_label_values(&[route]),
             revenue: options
                 .iter()
                 .map(|(network, asset)| m.revenue.with_label_values(&[route, network, asset]))

@@ -259,6 +259,27 @@ impl Bed {
             .map_or(0, |n| n as u64)
     }
 
+    /// `x402_settled_answers_cut_total` of the paid route, read once its request was counted.
+    async fn answers_cut(&self) -> u64 {
+        let text = self
+            .http
+            .get(self.gateway.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| {
+                l.starts_with("x402_settled_answers_cut_total{")
+                    && l.contains("route=\"* /paid/**\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .map_or(0, |n| n as u64)
+    }
+
     /// `receipts` over the journal file, as an operator runs it.
     fn receipts(&self, args: &[&str]) -> Vec<Value> {
         let out = std::process::Command::new(gateway_bin())
@@ -333,6 +354,7 @@ async fn a_body_cut_short_of_its_length_is_not_charged_and_the_payment_buys_a_re
         bed.receipts(&["--refund-candidates"]).is_empty(),
         "nothing moved for the cut answer, nothing to refund"
     );
+    assert_eq!(bed.answers_cut().await, 0, "no settled answer was cut");
 }
 
 #[tokio::test]
@@ -409,8 +431,9 @@ async fn a_chunked_stream_cut_after_settlement_is_journaled_as_cut() {
         bed.journal_lines(),
         pairs(&[("verified", ""), ("settled", ""), ("settled", BODY_CUT)])
     );
-    // Still a paid request; the journal marks it for an operator to refund.
+    // Still a paid request; the journal and a metric mark it for an operator to refund.
     assert_eq!(bed.requests_counted("paid", 1).await, 1);
+    assert_eq!(bed.answers_cut().await, 1);
     let candidates = bed.receipts(&["--refund-candidates"]);
     assert_eq!(candidates.len(), 1, "{candidates:?}");
     assert_eq!(candidates[0]["state"], "settled");

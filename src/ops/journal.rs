@@ -10,8 +10,8 @@
 use crate::facilitator::{settle_reply, Facilitator, SettlementLookup};
 use crate::metrics::Metrics;
 use crate::payment::{
-    judge_settle, ExpectedSettlement, Finality, ReplayGuard, ReplayKey, SettleAnswer,
-    SettleOutcome, SettleVerdict,
+    is_refund_candidate, judge_settle, ExpectedSettlement, Finality, ReplayGuard, ReplayKey,
+    SettleAnswer, SettleOutcome, SettleVerdict,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -287,6 +287,11 @@ pub async fn check_pending(
             let mut next = entry.next(PaymentState::Settled);
             if !transaction.is_empty() {
                 next.transaction = transaction;
+            }
+            // Why the buyer may be owed a refund (an answer cut or failed after the payment was
+            // sent) still holds once the settlement is confirmed.
+            if is_refund_candidate(PaymentState::Pending, &entry.reason) {
+                next.reason = entry.reason.clone();
             }
             next
         }

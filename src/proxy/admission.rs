@@ -621,6 +621,7 @@ impl Gateway {
                 })
             }),
             batch: None,
+            answer_cut: false,
             metered: route
                 .metering
                 .as_deref()

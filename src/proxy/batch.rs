@@ -137,6 +137,7 @@ fn channel_paid_request(
         entry: None,
         route_index: ctx.route_index,
         item_index: ctx.mcp_item,
+        answer_cut: false,
         metered: None,
         access: None,
         batch: None,

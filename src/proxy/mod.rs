@@ -396,6 +396,9 @@ impl ProxyHttp for Gateway {
         });
         if let Some(m) = route_metrics {
             m.outcome(outcome).inc();
+            if ctx.session.paid.as_ref().is_some_and(|p| p.answer_cut) {
+                m.answers_cut.inc();
+            }
         }
         let Some(payment) = ctx.session.paid.as_ref() else {
             return;

@@ -12,7 +12,7 @@ use crate::ops::journal::{JournalEntry, JournalError};
 use crate::payment::{
     body_charge, judge_settle, response_charge, upto_settle_requirements, Answer, ChargeBasis,
     Event, ExpectedSettlement, Failure, JournalWrite, Lifecycle, Metering, PaymentState, Receipt,
-    Refusal, Reservation, SettleOutcome, SettlementPolicy, Stage, VerifiedPayment,
+    Refusal, Reservation, SettleOutcome, SettlementPolicy, Stage, VerifiedPayment, BODY_CUT,
     SETTLEMENT_OVERRIDES,
 };
 use crate::x402::{encode_header_json, PaymentRequirements, SettleResponse};
@@ -47,6 +47,8 @@ pub(super) struct PaidRequest {
     pub access: Option<Box<AccessTerms>>,
     /// Set for a `batch-settlement` payment once its channel is held for this request.
     pub batch: Option<Box<super::batch::ChannelHold>>,
+    /// Set when the lifecycle journaled the settled answer as cut (counted as the request ends).
+    pub answer_cut: bool,
 }
 
 /// The access a settled payment grants: sign-ins to `resource` for `window`.
@@ -122,6 +124,7 @@ impl Gateway {
                 self.grant_access(payment).await;
             }
             if let Some((state, reason)) = &decision.journal {
+                payment.answer_cut |= reason == BODY_CUT;
                 let written = match self.record(payment.entry.as_ref(), *state, reason).await {
                     Ok(()) => JournalWrite::Written,
                     // A shared journal knows authorizations this replica's replay guard has not

@@ -222,7 +222,51 @@ fn entry_of(row: &Row) -> JournalEntry {
     }
 }
 
-/// Writes one entry: its event (once, however often it is sent) and the payment's row.
+/// The statement that writes one record: its event, once however often it is sent, and, when the
+/// event is new, the payment's row as the state table allows. Returns (events inserted, rows
+/// taken). `later` holds the update of a record after `verified`.
+fn record_statement(later: &str) -> String {
+    format!(
+        "WITH event AS ( \
+             INSERT INTO x402_journal_events (id, state, time, entry) VALUES ($1, $3, $4, $17) \
+             ON CONFLICT (id, state, time) DO NOTHING RETURNING 1 \
+         ), taken AS ( \
+             INSERT INTO x402_payments ({COLUMNS}) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::bigint, $16 \
+             WHERE EXISTS (SELECT 1 FROM event) \
+             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, time = EXCLUDED.time, {later} \
+             WHERE {succession} RETURNING id \
+         ) SELECT (SELECT count(*) FROM event), (SELECT count(*) FROM taken)",
+        succession = *SUCCESSION,
+    )
+}
+
+/// A `verified` record: a new attempt with the same authorization is taken only once the last one
+/// charged nothing (the state table); otherwise the authorization is in flight elsewhere, open or
+/// settled, and the attempt is refused.
+static RECORD_VERIFIED: LazyLock<String> = LazyLock::new(|| {
+    record_statement(
+        "route = EXCLUDED.route, payer = EXCLUDED.payer, amount = EXCLUDED.amount, \
+         asset = EXCLUDED.asset, network = EXCLUDED.network, pay_to = EXCLUDED.pay_to, \
+         transaction = '', facilitator = EXCLUDED.facilitator, reason = EXCLUDED.reason, \
+         valid_before = EXCLUDED.valid_before, settle_request = '', updated_at = now()",
+    )
+});
+
+/// Any later record: the transaction once known, the reason, and the settle request kept only
+/// while the payment is pending.
+static RECORD_LATER: LazyLock<String> = LazyLock::new(|| {
+    record_statement(
+        "transaction = CASE WHEN EXCLUDED.transaction <> '' THEN EXCLUDED.transaction \
+         ELSE x402_payments.transaction END, reason = EXCLUDED.reason, updated_at = now(), \
+         settle_request = CASE WHEN EXCLUDED.state <> 'pending' THEN '' \
+             WHEN EXCLUDED.settle_request <> '' THEN EXCLUDED.settle_request \
+             ELSE x402_payments.settle_request END",
+    )
+});
+
+/// Writes one entry: its event (once, however often it is sent) and the payment's row, in one
+/// statement.
 async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), JournalError> {
     let text = serde_json::to_string(entry).map_err(|e| JournalError::Write(e.to_string()))?;
     let valid_before = i64::try_from(entry.valid_before).unwrap_or(i64::MAX);
@@ -233,7 +277,7 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
     } else {
         ""
     };
-    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 17] = [
         &entry.id,
         &entry.key,
         &state,
@@ -250,54 +294,22 @@ async fn apply(client: &impl GenericClient, entry: &JournalEntry) -> Result<(), 
         &entry.reason,
         &valid_before,
         &settle_request,
+        &text,
     ];
-    let insert = format!(
-        "INSERT INTO x402_payments ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, time = EXCLUDED.time, "
-    );
     let sql = if entry.state == PaymentState::Verified {
-        // A new attempt with the same authorization is taken only once the last one charged
-        // nothing (the table); otherwise the authorization is in flight elsewhere, open or
-        // settled, and the attempt is refused below.
-        format!(
-            "{insert} route = EXCLUDED.route, payer = EXCLUDED.payer, amount = EXCLUDED.amount, \
-             asset = EXCLUDED.asset, network = EXCLUDED.network, pay_to = EXCLUDED.pay_to, \
-             transaction = '', facilitator = EXCLUDED.facilitator, reason = EXCLUDED.reason, \
-             valid_before = EXCLUDED.valid_before, settle_request = '', updated_at = now() \
-             WHERE {succession} RETURNING id",
-            succession = *SUCCESSION,
-        )
+        RECORD_VERIFIED.as_str()
     } else {
-        format!(
-            "{insert} transaction = CASE WHEN EXCLUDED.transaction <> '' THEN EXCLUDED.transaction \
-             ELSE x402_payments.transaction END, reason = EXCLUDED.reason, updated_at = now(), \
-             settle_request = CASE WHEN EXCLUDED.state <> 'pending' THEN '' \
-                 WHEN EXCLUDED.settle_request <> '' THEN EXCLUDED.settle_request \
-                 ELSE x402_payments.settle_request END \
-             WHERE {succession} RETURNING id",
-            succession = *SUCCESSION,
-        )
+        RECORD_LATER.as_str()
     };
-    // Prepared once per connection: a record costs its round trips, not a parse each time.
-    let insert_event = client
-        .prepare_cached(
-            "INSERT INTO x402_journal_events (id, state, time, entry) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id, state, time) DO NOTHING",
-        )
-        .await
-        .map_err(db_error)?;
-    let event = client
-        .execute(&insert_event, &[&entry.id, &state, &entry.time, &text])
-        .await
-        .map_err(db_error)?;
-    if event == 0 {
+    // Prepared once per connection: a record costs its share of a round trip, not a parse.
+    let record = client.prepare_cached(sql).await.map_err(db_error)?;
+    let counts = client.query_one(&record, &values).await.map_err(db_error)?;
+    let (events, taken): (i64, i64) = (counts.get(0), counts.get(1));
+    if events == 0 {
         // Written before (a spooled record whose first write reached the database).
         return Ok(());
     }
-    let upsert = client.prepare_cached(&sql).await.map_err(db_error)?;
-    let rows = client.query(&upsert, &values).await.map_err(db_error)?;
-    if rows.is_empty() && entry.state == PaymentState::Verified {
+    if taken == 0 && entry.state == PaymentState::Verified {
         // A refused record leaves nothing: its event (inserted just above) goes too, as the rest
         // of its group is committed.
         client

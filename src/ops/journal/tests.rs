@@ -142,6 +142,30 @@ async fn reconciliation_appends_the_final_state_of_a_pending_settlement() {
     assert_eq!(journal.pending().len(), 1);
 }
 
+#[tokio::test]
+async fn a_pending_payment_whose_answer_was_cut_stays_a_refund_candidate_once_settled() {
+    let path = temp_journal();
+    let (journal, _) = FileJournal::open(&path).unwrap();
+    let pending = entry("cut", PaymentState::Pending, "0x04");
+    journal.append(pending.clone()).await.unwrap();
+    let mut cut = pending.next(PaymentState::Pending);
+    cut.reason = crate::payment::BODY_CUT.into();
+    journal.append(cut).await.unwrap();
+    journal
+        .append(entry("whole", PaymentState::Pending, "0x05"))
+        .await
+        .unwrap();
+    let confirms: std::sync::Arc<dyn Facilitator> = std::sync::Arc::new(Confirms);
+    reconcile_once(journal.as_ref(), &|_| Some(confirms.clone())).await;
+    let latest = latest_states(&read_entries(&path).unwrap());
+    let cut = latest.iter().find(|e| e.id == "cut").unwrap();
+    assert_eq!(cut.state, PaymentState::Settled);
+    assert_eq!(cut.reason, crate::payment::BODY_CUT);
+    let whole = latest.iter().find(|e| e.id == "whole").unwrap();
+    assert_eq!(whole.state, PaymentState::Settled);
+    assert_eq!(whole.reason, "", "nothing to refund on a whole answer");
+}
+
 #[test]
 fn times_round_trip_and_since_accepts_the_usual_forms() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
