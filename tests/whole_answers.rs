@@ -468,3 +468,73 @@ async fn a_route_that_turns_holding_off_settles_on_the_head_and_journals_the_cut
     assert_eq!(candidates.len(), 1, "{candidates:?}");
     assert_eq!(candidates[0]["route"], "GET /streamed/**");
 }
+
+/// A client that sends `Expect: 100-continue` waits for it before its body. The gateway, which
+/// reads a held request's body itself, says it; an unpaid request is refused without it, so
+/// the body is never sent.
+#[tokio::test]
+async fn expect_continue_is_answered_before_a_held_body_and_refused_without_a_payment() {
+    use tokio::io::AsyncReadExt;
+    let bed = Bed::start().await;
+    let body = br#"{"a":12345}"#;
+    let head = |payment: &str| {
+        format!(
+            "POST /paid/whole HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n{payment}\r\n",
+            body.len()
+        )
+    };
+
+    // Unpaid: the challenge comes at once, and the body is never asked for.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", bed.gateway.port))
+        .await
+        .unwrap();
+    stream.write_all(head("").as_bytes()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream))
+        .await
+        .expect("an answer without the body")
+        .expect("a response head");
+    assert!(first.starts_with("HTTP/1.1 402"), "{first}");
+    assert_eq!(bed.upstream.hits(), 0);
+
+    // Paid: `100 Continue`, then the body, then the settled answer.
+    let payment = pay_header_for(&bed.url("/paid/whole")).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", bed.gateway.port))
+        .await
+        .unwrap();
+    stream
+        .write_all(head(&format!("PAYMENT-SIGNATURE: {payment}\r\n")).as_bytes())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream))
+        .await
+        .expect("100 Continue before the body is sent")
+        .expect("a response head");
+    assert!(first.starts_with("HTTP/1.1 100"), "{first}");
+    assert_eq!(bed.upstream.hits(), 0, "nothing sent on before the body");
+    stream.write_all(body).await.unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream))
+        .await
+        .expect("the answer")
+        .expect("a response head");
+    assert!(last.starts_with("HTTP/1.1 200"), "{last}");
+    assert!(
+        last.to_ascii_lowercase().contains("payment-response:"),
+        "{last}"
+    );
+    let length: usize = last
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a held answer has its length");
+    let mut answer = vec![0u8; length];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8(answer).unwrap(), whole_body());
+    assert_eq!(bed.settles().await, 1);
+    assert_eq!(bed.upstream.hits(), 1);
+}

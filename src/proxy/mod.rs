@@ -612,6 +612,11 @@ fn forwarding_headers(
 ) -> pingora::Result<()> {
     let state = &ctx.state;
     normalise::strip_headers(upstream_request, state);
+    // The gateway read the body (and answered any `Expect: 100-continue` itself): the upstream
+    // gets the body with the head.
+    if session.as_ref().get_retry_buffer().is_some() {
+        upstream_request.remove_header(&http::header::EXPECT);
+    }
     let original_host = session
         .req_header()
         .headers

@@ -99,6 +99,13 @@ pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Vec
     if declared.is_some_and(|length| length > limit) {
         return Err(BodyError::TooLarge);
     }
+    // A client that sent `Expect: 100-continue` waits for it before sending the body the gateway
+    // now reads (the upstream, which would send it on the proxied path, has not been asked yet).
+    if expects_continue(session.req_header())
+        && session.as_mut().write_continue_response().await.is_err()
+    {
+        return Err(BodyError::Unreadable);
+    }
     session.enable_retry_buffering();
     let mut body = Vec::new();
     let read_all = async {
@@ -115,6 +122,15 @@ pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Vec
         Ok(Ok(false)) => Err(BodyError::TooLarge),
         Ok(Err(_)) | Err(_) => Err(BodyError::Unreadable),
     }
+}
+
+/// Whether the request asks for `100 Continue` before it sends its body.
+fn expects_continue(request: &RequestHeader) -> bool {
+    request.version == http::Version::HTTP_11
+        && request
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Removes the headers the upstream must not see (overrides, URL rewrites, underscore aliases).
