@@ -102,7 +102,6 @@ fn start(journal: &str, admin: &str) -> Setup {
         .env("JOURNAL_DB_PASSWORD", DB_PASSWORD)
         .rust_log("info,pingora_core=warn,pingora_proxy=warn")
         .start();
-    wait_admin(&gateway);
     Setup {
         _upstream: upstream,
         facilitator,
@@ -111,19 +110,6 @@ fn start(journal: &str, admin: &str) -> Setup {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
-    }
-}
-
-/// Waits until the admin listener accepts connections (the builder waits for the public one).
-fn wait_admin(gateway: &TestGateway) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !listening(gateway.admin_port()) {
-        assert!(
-            Instant::now() < deadline,
-            "the admin listener never accepted: {}",
-            gateway.log()
-        );
-        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
@@ -615,7 +601,6 @@ async fn without_a_token_the_admin_api_answers_only_to_loopback_and_says_so_at_s
         .admin_port(admin_port)
         .rust_log("info,pingora_core=warn,pingora_proxy=warn")
         .start();
-    wait_admin(&gateway);
     let setup = Setup {
         _upstream: upstream,
         facilitator,

@@ -385,19 +385,7 @@ async fn a_paid_upgrade_the_upstream_declines_is_an_ordinary_answer_settled_on_i
         decode_b64_json(line.split_once(':').unwrap().1.trim())["success"],
         true
     );
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("a framed answer");
-    let mut body = vec![0u8; length];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut body))
-        .await
-        .unwrap()
-        .unwrap();
+    let body = read_framed_body(&mut stream, &head).await;
     assert_eq!(body, br#"{"ok":true}"#);
     assert_eq!(bed.calls().await, (1, 1));
     assert_eq!(bed.upstream.hits(), 1);

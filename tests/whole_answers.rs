@@ -239,28 +239,19 @@ impl Bed {
     }
 
     async fn requests_counted_now(&self, outcome: &str) -> u64 {
-        let text = self
-            .http
-            .get(self.gateway.admin_url("/metrics"))
-            .send()
+        self.paid_route_metric("x402_requests_total", &format!("outcome=\"{outcome}\""))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| {
-                l.starts_with("x402_requests_total{")
-                    && l.contains(&format!("outcome=\"{outcome}\""))
-                    && l.contains("route=\"* /paid/**\"")
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<f64>().ok())
-            .map_or(0, |n| n as u64)
     }
 
     /// `x402_settled_answers_cut_total` of the paid route, read once its request was counted.
     async fn answers_cut(&self) -> u64 {
+        self.paid_route_metric("x402_settled_answers_cut_total", "")
+            .await
+    }
+
+    /// The value of metric `name` for the `* /paid/**` route, on the series whose labels hold
+    /// `label` (0 when there is none).
+    async fn paid_route_metric(&self, name: &str, label: &str) -> u64 {
         let text = self
             .http
             .get(self.gateway.admin_url("/metrics"))
@@ -272,7 +263,9 @@ impl Bed {
             .unwrap();
         text.lines()
             .find(|l| {
-                l.starts_with("x402_settled_answers_cut_total{")
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{'))
+                    && l.contains(label)
                     && l.contains("route=\"* /paid/**\"")
             })
             .and_then(|l| l.rsplit(' ').next())
@@ -474,7 +467,6 @@ async fn a_route_that_turns_holding_off_settles_on_the_head_and_journals_the_cut
 /// the body is never sent.
 #[tokio::test]
 async fn expect_continue_is_answered_before_a_held_body_and_refused_without_a_payment() {
-    use tokio::io::AsyncReadExt;
     let bed = Bed::start().await;
     let body = br#"{"a":12345}"#;
     let head = |payment: &str| {
@@ -521,19 +513,7 @@ async fn expect_continue_is_answered_before_a_held_body_and_refused_without_a_pa
         last.to_ascii_lowercase().contains("payment-response:"),
         "{last}"
     );
-    let length: usize = last
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("a held answer has its length");
-    let mut answer = vec![0u8; length];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = read_framed_body(&mut stream, &last).await;
     assert_eq!(String::from_utf8(answer).unwrap(), whole_body());
     assert_eq!(bed.settles().await, 1);
     assert_eq!(bed.upstream.hits(), 1);

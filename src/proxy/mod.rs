@@ -7,8 +7,9 @@
 //!                                 ─ /verify (settle = "before": /settle instead) ┤
 //!                                 ─ after-success, answer may be held: carried  │
 //!                                   (held.rs: whole body ─ /settle ─ write)      │
+//!                  └ an upgrade that may go on: carried (tunnel.rs: 101 ─ /settle ─ tunnel)
 //! upstream_peer ─ upstream_request_filter (Host, X-Forwarded-*, payer headers) ◄┘
-//! response_filter ─ 1xx: passed on, nothing decided (101 is final: settled before the tunnel)
+//! response_filter ─ 1xx: passed on, nothing decided
 //!                 ─ upstream < 400 ─ /settle ─ PAYMENT-RESPONSE ─ stream body
 //!                 └ upstream ≥ 400 ─ pass through, nothing charged
 //! fail_to_proxy ─ gateway replies (settlement failed or unconfirmed, upstream down)
@@ -22,8 +23,10 @@
 //! and so do paid answers held whole before they are settled (`held.rs`, `settle_buffer`); the
 //! gateway carries those exchanges itself (`carry.rs`), since their settlement waits for the
 //! body and Pingora's body filters cannot wait. A settled answer the upstream breaks off on its
-//! way out is journaled as cut (`fail_to_proxy`). A payment is settled at most once per request
-//! (retries after a settlement attempt are disabled).
+//! way out is journaled as cut (`fail_to_proxy`). Upgrade requests are carried too (`tunnel.rs`):
+//! Pingora's proxy loop can take the end of their empty request body for the end of the tunnel.
+//! A payment is settled at most once per request (retries after a settlement attempt are
+//! disabled).
 
 mod admission;
 mod batch;

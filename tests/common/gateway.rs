@@ -156,7 +156,7 @@ impl TestGatewayBuilder {
         }
     }
 
-    /// Starts the process and waits until its public port accepts connections.
+    /// Starts the process and waits until its ports accept connections.
     pub fn start(self) -> TestGateway {
         let mut gateway = self.spawn();
         gateway.wait_listening();
@@ -198,19 +198,21 @@ impl TestGatewayBuilder {
 }
 
 impl TestGateway {
-    /// Waits, boundedly, until the public port accepts connections; fails early with the log
-    /// when the process exits instead.
+    /// Waits, boundedly, until the public port and the admin port (when there is one) accept
+    /// connections: each is a service of its own, bound when its thread starts. Fails early with
+    /// the log when the process exits instead.
     pub fn wait_listening(&mut self) {
         let deadline = Instant::now() + START_WITHIN;
-        while !listening(self.port) {
+        while !listening(self.port) || self.admin.is_some_and(|admin| !listening(admin)) {
             if let Some(status) = self.try_wait() {
                 panic!("{} exited with {status}: {}", self.name, self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not listen on {} within {START_WITHIN:?}: {}",
+                "{} did not listen on {} (admin {:?}) within {START_WITHIN:?}: {}",
                 self.name,
                 self.port,
+                self.admin,
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(25));

@@ -422,3 +422,22 @@ pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
     }
     Some(String::from_utf8_lossy(&head).into_owned())
 }
+
+/// Reads the body that `head` (as [`read_head`] returned it) frames with its `Content-Length`.
+pub async fn read_framed_body(stream: &mut tokio::net::TcpStream, head: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().expect("a numeric Content-Length"))
+        })
+        .unwrap_or_else(|| panic!("an answer framed by its length: {head}"));
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut body))
+        .await
+        .expect("the body in time")
+        .expect("the whole body");
+    body
+}
