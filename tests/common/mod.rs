@@ -78,26 +78,47 @@ pub fn node(script: &str, args: &[&str]) -> Proc {
     Proc { child, port, ready }
 }
 
-/// A loopback port nothing listens on now, never handed out before in this test process. The
-/// kernel may give a port that was let go to the next `bind(0)`: two tests running at once would
-/// then configure their gateways on one port, and one would talk to the other's gateway.
+/// A loopback port nothing listens on now, never handed out before in this test process, and
+/// below the kernel's ephemeral range. Two kinds of collision are kept out that way: the kernel
+/// gives a port let go to the next `bind(0)` (two tests running at once would configure their
+/// gateways on one port), and a helper that binds port 0 (the Node upstream and facilitators) or
+/// an outgoing connection's source port could take a port from that range between here and the
+/// gateway's own bind.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if GIVEN
+    const LOWEST: u16 = 10_000;
+    let ceiling = ephemeral_floor();
+    let span = ceiling.saturating_sub(LOWEST);
+    assert!(
+        span >= 1_000,
+        "the kernel's ephemeral ports start at {ceiling}: too few ports below them for the tests"
+    );
+    let mut candidate = LOWEST + rand::random::<u16>() % span;
+    for _ in 0..span {
+        candidate = if candidate + 1 >= ceiling {
+            LOWEST
+        } else {
+            candidate + 1
+        };
+        let mut given = GIVEN
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(port)
-        {
-            return port;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if given.contains(&candidate) || TcpListener::bind(("127.0.0.1", candidate)).is_err() {
+            continue;
         }
+        given.insert(candidate);
+        return candidate;
     }
+    panic!("no free port between {LOWEST} and {ceiling}");
+}
+
+/// The first port of the kernel's ephemeral range (what `bind(0)` and outgoing connections use).
+fn ephemeral_floor() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A loopback port where nothing listens and nothing can start to: the port stays bound (never
