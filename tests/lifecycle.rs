@@ -298,10 +298,9 @@ async fn echo_through(stream: &mut TcpStream, bytes: &[u8]) {
 }
 
 #[tokio::test]
-async fn a_free_upgrade_tunnels_both_ways_from_its_first_byte_until_the_client_leaves() {
+async fn free_upgrades_tunnel_both_ways_until_the_client_leaves() {
     let bed = Bed::start().await;
-    // Many tunnels, so that a tunnel ended at its start (the end of the empty request body taken
-    // for the end of the tunnel) would show.
+    // Many tunnels in a row, each with two messages each way and closed by the client.
     for round in 0..100 {
         let mut stream = TcpStream::connect(("127.0.0.1", bed.port)).await.unwrap();
         stream

@@ -9,6 +9,7 @@
 //! error, a client that leaves as the client's), and feeding an upstream failure before anything
 //! was written. Nothing here decides about money.
 
+use super::settlement::{attach_receipt, payment_reply};
 use super::{
     forwarding_headers, idempotent, proxy_error_reply, upstream_peer_of, Gateway, Reply, RequestCtx,
 };
@@ -368,6 +369,33 @@ impl Gateway {
         }
         session.set_keepalive(None);
         reply.write(session).await
+    }
+
+    /// Settles a carried answer on its head when the request is paid: `Ok(true)` with the receipt
+    /// on `out` (and the head kept for an idempotent resend), or, the settlement failed, the
+    /// upstream connection closed and the reply that withholds the answer written (`Ok(false)`).
+    /// An unpaid request goes on unchanged.
+    pub(super) async fn settle_carried_head(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        carried: &mut Carried,
+        out: &mut ResponseHeader,
+    ) -> pingora::Result<bool> {
+        let state = ctx.state.clone();
+        let Some(payment) = ctx.session.paid.as_mut() else {
+            return Ok(true);
+        };
+        let answer = self.settle_on_head(&state, payment, out).await;
+        if let Some(reply) = payment_reply(&answer, payment) {
+            carried.http.shutdown().await;
+            tracing::warn!(code = %reply.status, "settlement failed; the answer is withheld");
+            reply.write(session).await?;
+            return Ok(false);
+        }
+        attach_receipt(out, &answer, payment)?;
+        idempotent::capture_head(ctx, out);
+        Ok(true)
     }
 
     /// Writes a whole answer the gateway holds (its head in `out`, its `body`), with its length,

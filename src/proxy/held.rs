@@ -15,7 +15,7 @@
 use super::carry::{incomplete_reply, Whole};
 use super::normalise::read_body;
 use super::settlement::{attach_receipt, payment_reply};
-use super::{idempotent, Gateway, Reply, RequestCtx};
+use super::{Gateway, Reply, RequestCtx};
 use crate::payment::{
     holds_answers, settle_point, Event, PaidRequestShape, RequestBody, SettlePoint,
 };
@@ -115,19 +115,14 @@ impl Gateway {
                 }
             }
         }
-        let state = ctx.state.clone();
-        let Some(payment) = ctx.session.paid.as_mut() else {
-            return self.relay(session, ctx, carried, out, prefix, false).await;
-        };
-        let answer = self.settle_on_head(&state, payment, &mut out).await;
-        if let Some(reply) = payment_reply(&answer, payment) {
-            carried.http.shutdown().await;
-            tracing::warn!(code = %reply.status, "settlement failed; the answer is withheld");
-            return reply.write(session).await;
+        let paid = ctx.session.paid.is_some();
+        if !self
+            .settle_carried_head(session, ctx, &mut carried, &mut out)
+            .await?
+        {
+            return Ok(());
         }
-        attach_receipt(&mut out, &answer, payment)?;
-        idempotent::capture_head(ctx, &out);
-        self.relay(session, ctx, carried, out, prefix, true).await
+        self.relay(session, ctx, carried, out, prefix, paid).await
     }
 
     /// A whole answer: settled (as its head says), then written with the receipt, or withheld

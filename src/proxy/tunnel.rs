@@ -9,8 +9,7 @@
 //! here decides about money.
 
 use super::carry::Carried;
-use super::settlement::{attach_receipt, payment_reply};
-use super::{idempotent, Gateway, RequestCtx};
+use super::{Gateway, RequestCtx};
 use bytes::Bytes;
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
@@ -35,19 +34,13 @@ impl Gateway {
         };
         let mut out = carried.client_head()?;
         let paid = ctx.session.paid.is_some();
-        if paid {
-            let state = ctx.state.clone();
-            if let Some(payment) = ctx.session.paid.as_mut() {
-                let answer = self.settle_on_head(&state, payment, &mut out).await;
-                if let Some(reply) = payment_reply(&answer, payment) {
-                    carried.http.shutdown().await;
-                    tracing::warn!(code = %reply.status, "settlement failed; the answer is withheld");
-                    session.set_keepalive(None);
-                    return reply.write(session).await;
-                }
-                attach_receipt(&mut out, &answer, payment)?;
-            }
-            idempotent::capture_head(ctx, &out);
+        // Whatever comes, nothing follows on this connection: its bytes were to be the tunnel's.
+        session.set_keepalive(None);
+        if !self
+            .settle_carried_head(session, ctx, &mut carried, &mut out)
+            .await?
+        {
+            return Ok(());
         }
         if carried.status() != 101 {
             // The upstream declined the upgrade: an ordinary answer.
@@ -58,7 +51,6 @@ impl Gateway {
         if let Some(protocol) = protocol {
             out.insert_header(http::header::UPGRADE, protocol)?;
         }
-        session.set_keepalive(None);
         session
             .write_response_header(Box::new(out), false)
             .await
