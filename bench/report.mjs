@@ -276,7 +276,8 @@ if (routeRuns.length) {
 }
 
 // ---- profile ------------------------------------------------------------------------------------
-const profile = records.find((r) => r.profile === 'callgrind');
+const profile = records.find((r) => r.profile === 'callgrind' && (r.kind ?? 'gateway') === 'gateway');
+const profiled = (kind) => records.find((r) => r.profile === 'callgrind' && r.kind === kind);
 let perPaidInstructions = NaN;
 if (profile) {
   perPaidInstructions = Number(profile.instructions) / profile.requests;
@@ -290,6 +291,19 @@ if (profile) {
     'CPU time per request is in the table above).',
     '',
   );
+  const compared = [
+    ['x402-axum 2.0, same paid route and stub facilitator (in process, no hop)', profiled('axum')],
+    ['gateway, free route `GET /free`', profiled('gateway_free')],
+    ['Pingora passthrough, `GET /free` (the hop alone)', profiled('baseline')],
+  ].filter(([, r]) => r);
+  if (compared.length) {
+    p('The same client, the same count of requests, on what the paid request is measured against:', '',
+      '| server | instructions / request | answers |', '| --- | ---: | --- |',
+      `| gateway, paid route | ${fmt(perPaidInstructions)} | \`${JSON.stringify(profile.client.statuses)}\` |`,
+      ...compared.map(([name, r]) =>
+        `| ${name} | ${fmt(Number(r.instructions) / r.requests)} | \`${JSON.stringify(r.client.statuses)}\` |`),
+      '');
+  }
   // Annotated lines look like `1,234 (12.34%)  file:function [object]`.
   const annotated = (path) =>
     existsSync(path || '')

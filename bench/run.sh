@@ -40,6 +40,7 @@ done
 COMMAND+="bash bench/run.sh${*:+ $*}"
 
 SMOKE=${BENCH_SMOKE:-0}
+AXUM_ASKED=${BENCH_X402_AXUM-}
 for a in "$@"; do
   case "$a" in
     --smoke) SMOKE=1 ;;
@@ -81,7 +82,8 @@ BENCH_PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
 BENCH_ONLY=${BENCH_ONLY:-all}
 case "$BENCH_ONLY" in
   all) ;;
-  profile|profile-redis) BENCH_X402_AXUM=0 PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
+  # x402-axum is profiled beside the gateway when asked for (BENCH_X402_AXUM=1): building it takes minutes.
+  profile|profile-redis) BENCH_X402_AXUM=${AXUM_ASKED:-0} PROFILE_REQUESTS=${PROFILE_REQUESTS:-500}
     [ "$PROFILE_REQUESTS" -gt 0 ] || { echo "BENCH_ONLY=profile needs PROFILE_REQUESTS > 0" >&2; exit 2; } ;;
   voucher) PROFILE_REQUESTS=0 ;;
   journal) PROFILE_REQUESTS=0 BENCH_X402_AXUM=0 ;;
@@ -657,24 +659,49 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
   PROFILE_CONFIG=bench/gateway.toml
   if [ "$BENCH_ONLY" = profile-redis ]; then write_redis_config; PROFILE_CONFIG=$REDIS_CONFIG; fi
   log "profile: callgrind over $PROFILE_REQUESTS paid requests ($PROFILE_CONFIG)"
-  rm -f "$BENCH_DIR"/callgrind.out*
+  # callgrind_run KIND ADDR MODE PATH FILE -- CMD...: CMD under callgrind, driven by bench_client
+  # MODE ("paid" with FILE's headers, "get" without payment); appends a record to the results.
   # Instrumentation starts off (start-up runs at near native speed) and is switched on only for the
   # measured requests, after a warm-up that fills connection pools and lazy statics.
-  START_TIMEOUT=180 start gateway-callgrind "$GATEWAY_ADDR" valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$BENCH_DIR/callgrind.out" "$GATEWAY" run --config "$PROFILE_CONFIG"
-  pid=$STARTED
-  "$EX/bench_client" paid "$GATEWAY_ADDR" /paid "$BENCH_DIR/payments-gateway.txt" "$PROFILE_WARMUP" >/dev/null
-  callgrind_control -i on "$pid" >/dev/null 2>&1
-  profiled=$("$EX/bench_client" paid "$GATEWAY_ADDR" /paid "$BENCH_DIR/payments-gateway.txt" "$PROFILE_REQUESTS" "$PROFILE_WARMUP")
-  callgrind_control -d "$pid" >/dev/null 2>&1
-  stop "$pid" INT
-  dump=$(ls -t "$BENCH_DIR"/callgrind.out.* 2>/dev/null | head -n 1 || true)
-  if [ -n "$dump" ]; then
-    callgrind_annotate "$dump" >"$BENCH_DIR/callgrind.self.txt" 2>/dev/null || true
-    callgrind_annotate --inclusive=yes "$dump" >"$BENCH_DIR/callgrind.inclusive.txt" 2>/dev/null || true
+  callgrind_run() {
+    local kind=$1 addr=$2 mode=$3 path=$4 file=$5 out="$BENCH_DIR/callgrind-$1.out" pid profiled dump total_ir
+    shift 6
+    rm -f "$out"*
+    START_TIMEOUT=180 start "callgrind-$kind" "$addr" valgrind --tool=callgrind --instr-atstart=no \
+      --callgrind-out-file="$out" "$@"
+    pid=$STARTED
+    drive() { # COUNT SKIP
+      if [ "$mode" = paid ]; then "$EX/bench_client" paid "$addr" "$path" "$file" "$1" "$2"
+      else "$EX/bench_client" get "$addr" "$path" "$1"; fi
+    }
+    drive "$PROFILE_WARMUP" 0 >/dev/null
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    profiled=$(drive "$PROFILE_REQUESTS" "$PROFILE_WARMUP")
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    stop "$pid" "$(stop_signal "$kind")"
+    dump=$(ls -t "$out".* 2>/dev/null | head -n 1 || true)
+    [ -n "$dump" ] || return 0
     total_ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
-    printf '{"profile":"callgrind","requests":%d,"warmup":%d,"client":%s,"instructions":%s,"dump":"%s"}\n' \
-      "$PROFILE_REQUESTS" "$PROFILE_WARMUP" "$profiled" "${total_ir:-0}" "$dump" >>"$RESULTS"
+    printf '{"profile":"callgrind","kind":"%s","requests":%d,"warmup":%d,"client":%s,"instructions":%s,"dump":"%s"}\n' \
+      "$kind" "$PROFILE_REQUESTS" "$PROFILE_WARMUP" "$profiled" "${total_ir:-0}" "$dump" >>"$RESULTS"
+    LAST_DUMP=$dump
+  }
+  LAST_DUMP=""
+  callgrind_run gateway "$GATEWAY_ADDR" paid /paid "$BENCH_DIR/payments-gateway.txt" -- \
+    "$GATEWAY" run --config "$PROFILE_CONFIG"
+  if [ -n "$LAST_DUMP" ]; then
+    callgrind_annotate "$LAST_DUMP" >"$BENCH_DIR/callgrind.self.txt" 2>/dev/null || true
+    callgrind_annotate --inclusive=yes "$LAST_DUMP" >"$BENCH_DIR/callgrind.inclusive.txt" 2>/dev/null || true
+  fi
+  # The same count of requests through what the paid request is measured against: x402-axum on the
+  # same paid route, the gateway's free route and the plain Pingora passthrough (the hop's cost).
+  if [ "$BENCH_ONLY" != profile-redis ]; then
+    if [ "$BENCH_X402_AXUM" = 1 ]; then
+      callgrind_run axum "$AXUM_ADDR" paid /paid "$BENCH_DIR/payments-axum.txt" -- \
+        "$AXUM" "$AXUM_ADDR" "$BENCH_FACILITATOR_URL"
+    fi
+    callgrind_run gateway_free "$GATEWAY_ADDR" get /free "" -- "$GATEWAY" run --config bench/gateway.toml
+    callgrind_run baseline "$BASELINE_ADDR" get /free "" -- "$EX/passthrough" "$BASELINE_ADDR" "$UPSTREAM_ADDR"
   fi
 fi
 

@@ -5,6 +5,8 @@
 //! * `paid ADDR PATH FILE N [SKIP]`: sends N payment headers of FILE (after the first SKIP lines),
 //!   one request each, in sequence on one keep-alive connection; prints the status counts as JSON.
 //!   Used under a profiler, where a fixed request count matters more than speed.
+//! * `get ADDR PATH N`: sends N `GET PATH` requests without payment, in sequence on one keep-alive
+//!   connection; prints the status counts as JSON (the free route's profile).
 //! * `first ADDR PATH FILE...`: sends the first header of each FILE, in sequence on one keep-alive
 //!   connection; prints the status counts as JSON. Opens the `batch-settlement` channels of a
 //!   voucher run (each file's first line is its channel's deposit) before the load starts.
@@ -112,6 +114,25 @@ fn send_paid(
     read_response(stream, buf)
 }
 
+fn get(addr: &str, path: &str, count: usize) -> Result<()> {
+    let mut stream = TcpStream::connect(addr).with_context(|| addr.to_string())?;
+    stream.set_nodelay(true)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut buf = Vec::new();
+    for _ in 0..count {
+        stream.write_all(request.as_bytes())?;
+        *statuses
+            .entry(read_response(&mut stream, &mut buf)?)
+            .or_default() += 1;
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "sent": count, "statuses": statuses })
+    );
+    Ok(())
+}
+
 fn first(addr: &str, path: &str, files: &[&str]) -> Result<()> {
     let mut stream = TcpStream::connect(addr).with_context(|| addr.to_string())?;
     stream.set_nodelay(true)?;
@@ -141,9 +162,10 @@ fn main() -> Result<()> {
         ["hold", addr, n, path] => hold(addr, n.parse()?, path),
         ["paid", addr, path, file, n] => paid(addr, path, file, n.parse()?, 0),
         ["paid", addr, path, file, n, skip] => paid(addr, path, file, n.parse()?, skip.parse()?),
+        ["get", addr, path, n] => get(addr, path, n.parse()?),
         ["first", addr, path, files @ ..] if !files.is_empty() => first(addr, path, files),
         _ => bail!(
-            "usage: bench_client hold ADDR N PATH | paid ADDR PATH FILE N [SKIP] | first ADDR PATH FILE..."
+            "usage: bench_client hold ADDR N PATH | paid ADDR PATH FILE N [SKIP] | get ADDR PATH N | first ADDR PATH FILE..."
         ),
     }
 }

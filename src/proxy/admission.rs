@@ -590,7 +590,7 @@ impl Gateway {
         });
         let state = ctx.state.clone();
         let settles_with_identifier = ctx.session.identifier.is_some();
-        let payment = ctx.session.paid.insert(PaidRequest {
+        let payment = ctx.session.paid.insert(Box::new(PaidRequest {
             version: payment.version(),
             verified,
             request,
@@ -634,7 +634,7 @@ impl Gateway {
                         decimals: option.decimals,
                     })
                 }),
-        });
+        }));
 
         let event =
             if route.settle == SettlementPolicy::Before || route.verify == VerifyPolicy::Local {

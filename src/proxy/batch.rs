@@ -338,7 +338,7 @@ impl Gateway {
             terms,
             payment: channel,
         };
-        let paid = ctx.session.paid.insert(channel_paid_request(
+        let paid = ctx.session.paid.insert(Box::new(channel_paid_request(
             ctx,
             route,
             (option_index, option),
@@ -346,7 +346,7 @@ impl Gateway {
             &hold.payment,
             &hold.pending_id,
             hold.terms.price,
-        ));
+        )));
 
         let (event, mirror) =
             match local_verdict(record.as_ref(), &hold.payment, hold.terms.chain_id, now_ms) {

@@ -222,7 +222,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if tunnel::carries(session) {
-            self.carry_upgrade(session, ctx).await?;
+            Box::pin(self.carry_upgrade(session, ctx)).await?;
             return Ok(true);
         }
         Ok(false)
@@ -383,7 +383,6 @@ impl ProxyHttp for Gateway {
         if let (402, Some(m)) = (status, route_metrics) {
             m.payment_required.inc();
         }
-        let route_label = ctx.route_label();
         if let Some(payment) = ctx.session.paid.as_mut() {
             self.feed(payment, Event::Ended).await;
         }
@@ -408,7 +407,7 @@ impl ProxyHttp for Gateway {
         };
         let stage = payment.life.stage();
         tracing::info!(
-            route = route_label.as_str(),
+            route = ctx.route_label().as_str(),
             payer = %payment.verified.payer,
             amount = %payment.verified.amount,
             network = %payment.network,
@@ -432,7 +431,12 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         let priced_as = match normalise::priced_as(session.req_header(), &ctx.state) {
-            Ok(priced_as) => normalise::priced_by_body(session, priced_as, &ctx.state).await,
+            // Boxed: the body is read for few requests, and an inline future would make every
+            // request's phase future (moved whole into Pingora's box) that much larger.
+            Ok(priced_as) if normalise::body_could_reprice(session, &priced_as, &ctx.state) => {
+                Box::pin(normalise::priced_by_body(session, priced_as, &ctx.state)).await
+            }
+            Ok(priced_as) => Ok(priced_as),
             Err(refusal) => Err(refusal),
         };
         let priced_as = match priced_as {
@@ -463,19 +467,18 @@ impl Gateway {
         let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
         if let Some((index, RouteKind::Mcp(mcp))) = matched.map(|r| (r.index, &r.kind)) {
             ctx.route_index = Some(index);
-            return match self.decide_mcp(session, ctx, mcp, &priced_as.method).await {
+            return match Box::pin(self.decide_mcp(session, ctx, mcp, &priced_as.method)).await {
                 mcp::McpDecision::PassThrough => Ok(false),
                 mcp::McpDecision::Answered(reply) => {
                     reply.write(session).await?;
                     Ok(true)
                 }
                 mcp::McpDecision::Carry(request) => {
-                    self.carry_mcp(session, ctx, &request).await?;
+                    Box::pin(self.carry_mcp(session, ctx, &request)).await?;
                     Ok(true)
                 }
             };
         }
-        let matched = state.config.routes.find(&priced_as.method, &priced_as.path);
         // The request body of a route metered from the response body, carried by the gateway.
         let mut carried_body = None;
         // The route's bound of an answer held whole before it is settled.
@@ -503,7 +506,7 @@ impl Gateway {
                         };
                         let priced = priced.for_request(&facts);
                         let body = if metered::reads_body(priced) {
-                            match metered::request_body(session, ctx).await {
+                            match Box::pin(metered::request_body(session, ctx)).await {
                                 Ok(body) => Some(body),
                                 Err(reply) => {
                                     reply.write(session).await?;
@@ -513,15 +516,14 @@ impl Gateway {
                         } else {
                             None
                         };
-                        let reply = self
-                            .admit_paid_request(
-                                session,
-                                ctx,
-                                priced,
-                                &priced_as.method,
-                                &priced_as.path,
-                            )
-                            .await;
+                        let reply = Box::pin(self.admit_paid_request(
+                            session,
+                            ctx,
+                            priced,
+                            &priced_as.method,
+                            &priced_as.path,
+                        ))
+                        .await;
                         settle_buffer = Some(
                             priced
                                 .settle_buffer
@@ -540,14 +542,14 @@ impl Gateway {
             }
             // Admitted and metered from the body: the gateway carries the exchange itself.
             (None, Some(body)) if ctx.session.paid.is_some() => {
-                self.carry_metered(session, ctx, body).await?;
+                Box::pin(self.carry_metered(session, ctx, body)).await?;
                 Ok(true)
             }
             // Admitted, settled after success: an answer of known length within the bound is
             // held whole before it is settled, so the gateway carries the exchange itself.
             (None, None) => match settle_buffer {
                 Some(bound) if held::holds(session, ctx, bound) => {
-                    self.carry_held(session, ctx, bound).await?;
+                    Box::pin(self.carry_held(session, ctx, bound)).await?;
                     Ok(true)
                 }
                 _ => Ok(false),

@@ -9,8 +9,9 @@ use crate::payment::Outcome;
 
 #[derive(Default)]
 pub(super) struct PaymentSession {
-    /// The admitted payment.
-    pub paid: Option<PaidRequest>,
+    /// The admitted payment; boxed, so that a request without one (and every phase's future,
+    /// which Pingora moves whole into a box) does not carry its size.
+    pub paid: Option<Box<PaidRequest>>,
     /// The payment identifier this request claimed, finished when the request ends.
     pub identifier: Option<IdempotentRequest>,
     /// The address that signed in with an access grant instead of paying.
