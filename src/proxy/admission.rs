@@ -296,7 +296,9 @@ impl Gateway {
                 ctx.session.count_as(Outcome::Refused);
                 return Some(reply);
             }
-            return self.admit_batch(ctx, route, paid).await;
+            // Boxed, as are the other phases only some routes take: inline, their futures would
+            // enlarge (and be copied with) every paid request's.
+            return Box::pin(self.admit_batch(ctx, route, paid)).await;
         }
         self.admit_payment(session, ctx, route, paid).await
     }

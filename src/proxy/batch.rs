@@ -294,7 +294,7 @@ impl Gateway {
                 channel,
                 raw,
             };
-            return Some(self.refund_channel(ctx, refund).await);
+            return Some(Box::pin(self.refund_channel(ctx, refund)).await);
         }
         let now_ms = unix_now_ms_u64();
         let record = match self.load_channel(&channel.channel).await {

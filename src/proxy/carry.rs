@@ -196,7 +196,9 @@ impl Gateway {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (http, reused) = self.upstream.get_http_session(&peer).await?;
+            // Boxed: Pingora's connect future is about 9 KB, and held inline it would be copied
+            // with every future that awaits this one.
+            let (http, reused) = Box::pin(self.upstream.get_http_session(&peer)).await?;
             match self
                 .exchange(http, &state, upstream_request.clone(), body.clone())
                 .await

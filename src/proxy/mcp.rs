@@ -204,7 +204,7 @@ impl Gateway {
             raw,
         };
         let admitted = if batch {
-            self.admit_batch(ctx, priced, offer).await
+            Box::pin(self.admit_batch(ctx, priced, offer)).await
         } else {
             self.admit_payment(session, ctx, priced, offer).await
         };

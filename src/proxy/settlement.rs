@@ -170,7 +170,8 @@ impl Gateway {
     /// Calls `/settle` once and feeds its judged answer.
     pub(super) async fn settle(&self, state: &GatewayState, payment: &mut PaidRequest) -> Answer {
         if payment.batch.is_some() {
-            return self.settle_channel(state, payment).await;
+            // Boxed: a channel's settlement is the larger future, and `exact` payments never take it.
+            return Box::pin(self.settle_channel(state, payment)).await;
         }
         let Some(verifier) = payment.facilitator.clone() else {
             let outcome = SettleOutcome::NotSent(Failure::FacilitatorUnavailable);
