@@ -39,4 +39,7 @@ for c in 1 32; do
   grep -qE '^\| gateway, `batch-settlement` route.* \| '"$c"' \| [0-9,]+ \|' "$out" || fail "no voucher run at c=$c in $out"
 done
 grep -q '"200":3' "$out" || fail "the profiled payments were not all answered 200"
+for server in 'gateway, free route `GET /free`' 'Pingora passthrough, `GET /free`'; do
+  grep -qE "^\| $server.* \| [0-9,]+ \| \`\{\"200\":3\}\` \|" "$out" || fail "no profile of: $server in $out"
+done
 echo "bench smoke: ok ($out)"
