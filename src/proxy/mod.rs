@@ -431,12 +431,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         let priced_as = match normalise::priced_as(session.req_header(), &ctx.state) {
-            // Boxed: the body is read for few requests, and an inline future would make every
-            // request's phase future (moved whole into Pingora's box) that much larger.
-            Ok(priced_as) if normalise::body_could_reprice(session, &priced_as, &ctx.state) => {
-                Box::pin(normalise::priced_by_body(session, priced_as, &ctx.state)).await
-            }
-            Ok(priced_as) => Ok(priced_as),
+            Ok(priced_as) => normalise::priced_by_body(session, priced_as, &ctx.state).await,
             Err(refusal) => Err(refusal),
         };
         let priced_as = match priced_as {

@@ -2,8 +2,8 @@
 
 use super::{GatewayState, Reply};
 use crate::pricing::{
-    body_encoding, body_method_override, headers_to_drop, normalise, reprice_by_body, PricedAs,
-    MAX_BODY_BYTES,
+    body_could_reprice, body_encoding, body_method_override, headers_to_drop, normalise,
+    reprice_by_body, PricedAs, MAX_BODY_BYTES,
 };
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -26,16 +26,6 @@ pub(super) fn priced_as(req: &RequestHeader, state: &GatewayState) -> Result<Pri
     .map_err(|refusal| Reply::error(400, refusal.code(), &refusal.to_string()))
 }
 
-/// Whether the body of this request could change its price: only then does [`priced_by_body`]
-/// read it.
-pub(super) fn body_could_reprice(
-    session: &Session,
-    priced: &PricedAs,
-    state: &GatewayState,
-) -> bool {
-    crate::pricing::body_could_reprice(&session.req_header().method, priced, &state.config.routes)
-}
-
 /// `priced`, or the price a `_method` field in the body gives it: upstreams such as Rails and
 /// Laravel route a POST by that field. The body is read (bounded) only when that could change the
 /// price, and Pingora's retry buffer hands it on to the upstream unchanged.
@@ -44,10 +34,21 @@ pub(super) async fn priced_by_body(
     priced: PricedAs,
     state: &GatewayState,
 ) -> Result<PricedAs, Reply> {
-    let routes = &state.config.routes;
-    if !crate::pricing::body_could_reprice(&session.req_header().method, &priced, routes) {
+    if !body_could_reprice(&session.req_header().method, &priced, &state.config.routes) {
         return Ok(priced);
     }
+    // Boxed: few requests read their body here, and inline this future would enlarge every
+    // request's phase future, which Pingora moves whole into a box.
+    Box::pin(reprice_from_body(session, priced, state)).await
+}
+
+/// [`priced_by_body`] once the body can change the price: reads it (bounded) and reprices.
+async fn reprice_from_body(
+    session: &mut Session,
+    priced: PricedAs,
+    state: &GatewayState,
+) -> Result<PricedAs, Reply> {
+    let routes = &state.config.routes;
     let content_type = session
         .req_header()
         .headers
